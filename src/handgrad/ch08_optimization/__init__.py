@@ -1,0 +1,19 @@
+"""Chapter 8 — Optimisation for training deep models (design report §3.7).
+
+Split by the book's sections: ``sgd`` (§8.3.1–8.3.3: SGD, momentum, Nesterov; eqs. 22–24) and
+``schedules`` (§8.3.1 learning-rate decay; eq. 25). Every optimiser subclasses ``Optimizer``.
+"""
+
+from .schedules import constant_schedule, cosine_schedule, exponential_schedule, make_schedule, step_schedule
+from .sgd import SGD, Momentum, Optimizer
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Momentum",
+    "cosine_schedule",
+    "constant_schedule",
+    "step_schedule",
+    "exponential_schedule",
+    "make_schedule",
+]

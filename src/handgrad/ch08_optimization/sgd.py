@@ -1,0 +1,208 @@
+"""Stochastic gradient descent and momentum (book §8.3.1–8.3.3; design report eqs. 22–24).
+
+    SGD (Algorithm 8.1):          θ ← θ − η g                                              (22)
+    Momentum (Algorithm 8.2):     v ← βv + g                                               (23)
+                                  θ ← θ − η v                                              (24)
+    Nesterov (§8.3.3):            v ← βv + g;   θ ← θ − η (βv + g)
+
+The book writes momentum as v ← αv − εg, θ ← θ + v; with v_book = −ηv and a constant η the two are the
+same trajectory. The form above is PyTorch's ``torch.optim.SGD(momentum=β, dampening=0, nesterov=...)``,
+so trajectories match it exactly, and a learning rate changed by a schedule scales the whole step.
+
+Every optimiser has ``step(params, grads)`` that updates the parameter arrays in place. ``params`` and
+``grads`` are two dicts with the same keys or two lists of the same length; an entry whose gradient is
+None is skipped (a frozen parameter). ``lr`` may be changed between steps (schedules).
+"""
+
+import numpy as np
+
+from .. import ShapeError
+
+__all__ = ["Optimizer", "SGD", "Momentum"]
+
+
+def _check_lr(lr, strict=True):
+    ok = not isinstance(lr, bool) and isinstance(lr, (int, float, np.integer, np.floating)) and np.isfinite(lr)
+    if not ok or lr < 0 or (strict and lr == 0):
+        raise ValueError(f"lr must be {'positive' if strict else 'non-negative'}, got {lr!r}")
+    return float(lr)
+
+
+class Optimizer:
+    """Base of the optimisers: checks the (params, grads) pairing and keeps per-parameter state.
+
+    A subclass lists its scalar hyperparameters in ``hyperparameters`` (saved by ``state_dict``),
+    validates them in ``_validate()`` and writes only its update rule ``_update(key, param, grad)``.
+    Per-parameter arrays (velocities, moments) come from ``self._slot("velocity", key, param)``:
+    created lazily as zeros on the first step, kept under ``self.state[slot][key]`` (key = the dict
+    key, or the list index, as a string) and updated in place. ``self._scratch(param)`` gives a
+    temporary of the parameter's shape and dtype, one buffer shared by all parameters and reused every
+    step, so no step allocates parameter-sized arrays. ``self.t`` counts the steps taken.
+    """
+
+    hyperparameters = ("lr",)
+
+    def __init__(self, lr):
+        self.lr = _check_lr(lr)
+        self.t = 0
+        self.state = {}
+        self._scratch_buffers = {}
+
+    # ``lr`` may be set to 0 by a schedule (warmup start, cosine end), never below
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _check_lr(value, strict=False)
+
+    def _validate(self):
+        """Check the hyperparameters (after __init__ and load_state_dict); raise ValueError."""
+
+    def __repr__(self):
+        args = ", ".join(f"{h}={getattr(self, h)!r}" for h in self.hyperparameters)
+        return f"{type(self).__name__}({args})"
+
+    # --- the shared step ----------------------------------------------------------------------------
+
+    def step(self, params, grads):
+        """Update every parameter in place from its gradient; entries with gradient None are skipped."""
+        for key, p, g in self._pairs(params, grads):
+            self._update(key, p, g)
+        self.t += 1
+
+    def _update(self, key, param, grad):
+        raise NotImplementedError
+
+    @staticmethod
+    def _pairs(params, grads):
+        if isinstance(params, dict) and isinstance(grads, dict):
+            if params.keys() != grads.keys():
+                missing = [k for k in params if k not in grads]
+                extra = [k for k in grads if k not in params]
+                raise ValueError(f"params and grads must have the same keys: missing from grads {missing}, extra in grads {extra}")
+            items = [(str(k), params[k], grads[k]) for k in params]
+        elif isinstance(params, (list, tuple)) and isinstance(grads, (list, tuple)):
+            if len(params) != len(grads):
+                raise ValueError(f"params has {len(params)} entries but grads has {len(grads)}")
+            items = [(str(i), p, g) for i, (p, g) in enumerate(zip(params, grads))]
+        else:
+            raise TypeError(
+                f"params and grads must be two dicts or two lists, got {type(params).__name__} and {type(grads).__name__}"
+            )
+        out = []
+        for key, p, g in items:
+            if g is None:
+                continue
+            if not isinstance(p, np.ndarray):
+                raise TypeError(f"parameter {key!r} must be a NumPy array (updated in place), got {type(p).__name__}")
+            g = np.asarray(g)
+            if g.shape != p.shape:
+                raise ShapeError(f"parameter {key!r} has shape {p.shape} but its gradient has shape {g.shape}")
+            out.append((key, p, g))
+        return out
+
+    def _slot(self, slot, key, param):
+        arrays = self.state.setdefault(slot, {})
+        a = arrays.get(key)
+        if a is None:
+            a = arrays[key] = np.zeros_like(param)
+        elif a.shape != param.shape:
+            raise ShapeError(f"{slot} of parameter {key!r} has shape {a.shape}, the parameter now {param.shape}")
+        return a
+
+    def _scratch(self, param):
+        flat = self._scratch_buffers.get(param.dtype)
+        if flat is None or flat.size < param.size:
+            flat = self._scratch_buffers[param.dtype] = np.empty(param.size, param.dtype)
+        return flat[: param.size].reshape(param.shape)
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    def state_dict(self):
+        """Hyperparameters, step count and state arrays as one flat dict (copies), e.g. for ``np.savez``.
+
+        Keys: each hyperparameter name, ``"t"``, and ``"<slot>.<key>"`` per state array
+        (``"velocity.0.W"``).
+        """
+        d = {h: getattr(self, h) for h in self.hyperparameters}
+        d["t"] = self.t
+        for slot, arrays in self.state.items():
+            for key, a in arrays.items():
+                d[f"{slot}.{key}"] = a.copy()
+        return d
+
+    def load_state_dict(self, d):
+        """Restore what ``state_dict`` returned, so training resumes exactly where it stopped."""
+        known = set(self.hyperparameters) | {"t"}
+        for k in d:
+            if k not in known and "." not in k:
+                raise ValueError(f"unknown entry {k!r} in the optimizer state (expected {sorted(known)} or '<slot>.<key>')")
+        missing = [h for h in self.hyperparameters if h not in d]
+        if missing:
+            raise ValueError(f"optimizer state lacks {missing}")
+        for h in self.hyperparameters:
+            value = d[h]
+            setattr(self, h, value.item() if isinstance(value, np.ndarray) else value)
+        self._validate()
+        self.t = int(d.get("t", 0))
+        self.state = {}
+        for k, v in d.items():
+            if "." in k:
+                slot, key = k.split(".", 1)
+                self.state.setdefault(slot, {})[key] = np.array(v, copy=True)
+
+
+class SGD(Optimizer):
+    """Plain stochastic gradient descent, θ ← θ − η g (book §8.3.1, Algorithm 8.1; eq. 22).
+
+    >>> w = np.array([1.0]); SGD(lr=0.1).step([w], [np.array([2.0])]); w
+    array([0.8])
+    """
+
+    def _update(self, key, param, grad):
+        step = self._scratch(param)
+        np.multiply(grad, self.lr, out=step)  # η g
+        np.subtract(param, step, out=param)  # θ ← θ − η g
+
+
+class Momentum(Optimizer):
+    """SGD with (Polyak or Nesterov) momentum (book §8.3.2–8.3.3, Algorithm 8.2; eqs. 23–24).
+
+        v ← βv + g;   θ ← θ − η v            (nesterov=False)
+        v ← βv + g;   θ ← θ − η (βv + g)     (nesterov=True)
+
+    v starts at zero (so the first step is plain SGD, as in PyTorch) and mirrors the parameters:
+    ``state["velocity"][key]``, updated in place. 0 ≤ β < 1.
+    """
+
+    hyperparameters = ("lr", "beta", "nesterov")
+
+    def __init__(self, lr, beta=0.9, nesterov=False):
+        super().__init__(lr)
+        self.beta = beta
+        self.nesterov = nesterov
+        self._validate()
+
+    def _validate(self):
+        b = self.beta
+        if isinstance(b, bool) or not isinstance(b, (int, float, np.integer, np.floating)) or not 0 <= b < 1:
+            raise ValueError(f"beta must be in [0, 1), got {b!r}")
+        if not isinstance(self.nesterov, (bool, np.bool_)):
+            raise ValueError(f"nesterov must be True or False, got {self.nesterov!r}")
+        self.beta = float(b)
+        self.nesterov = bool(self.nesterov)
+
+    def _update(self, key, param, grad):
+        v = self._slot("velocity", key, param)
+        np.multiply(v, self.beta, out=v)
+        np.add(v, grad, out=v)  # v ← βv + g        (23)
+        step = self._scratch(param)
+        if self.nesterov:
+            np.multiply(v, self.beta, out=step)
+            np.add(step, grad, out=step)  # βv + g
+            np.multiply(step, self.lr, out=step)
+        else:
+            np.multiply(v, self.lr, out=step)  # η v
+        np.subtract(param, step, out=param)  # θ ← θ − η v      (24)
