@@ -113,8 +113,8 @@ def _as_float(X):
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_fans(fan_in, fan_out):
-    for name, v in (("fan_in", fan_in), ("fan_out", fan_out)):
+def _check_fans(fan_in, fan_out, names=("fan_in", "fan_out")):
+    for name, v in zip(names, (fan_in, fan_out)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
@@ -172,7 +172,7 @@ class Linear(Layer):
 
     def __init__(self, in_features, out_features, init="glorot_uniform", rng=None, dtype=np.float32):
         super().__init__()
-        _check_fans(in_features, out_features)
+        _check_fans(in_features, out_features, ("in_features", "out_features"))
         if init not in _INITIALISERS:
             raise ValueError(f"init must be one of {sorted(_INITIALISERS)}, got {init!r}")
         dtype = np.dtype(dtype)
@@ -444,7 +444,7 @@ class SoftmaxCrossEntropy:
         n = logits.shape[0]
         m = logits.max(axis=1, keepdims=True)  # (N, 1) row maxima
         P = self._buffer("P", logits.shape, logits.dtype)
-        with np.errstate(under="ignore"):
+        with np.errstate(under="ignore", over="ignore"):  # L − m may overflow to −inf: e^{−inf} = 0 is right
             np.subtract(logits, m, out=P)
             np.exp(P, out=P)  # e^{L − m}, the largest entry of each row is 1
         s = P.sum(axis=1, keepdims=True)  # (N, 1), in [1, C]
