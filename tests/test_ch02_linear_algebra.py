@@ -13,12 +13,12 @@ PROPERTY = settings(max_examples=50, deadline=None)
 
 
 def small_int_matrices(min_side=1, max_side=5):
-    """Float matrices with entries in {-4, …, 4}: exact ranks, and no near-singular noise to trip tolerances."""
-    return hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=min_side, max_side=max_side),
-                      elements=st.integers(-4, 4).map(float))
+    """Float matrices with entries in {-4, …, 4}: exact ranks, no near-singular noise to trip tolerances."""
+    shapes = hnp.array_shapes(min_dims=2, max_dims=2, min_side=min_side, max_side=max_side)
+    return hnp.arrays(np.float64, shapes, elements=st.integers(-4, 4).map(float))
 
 
-# --- shapes and validation -----------------------------------------------------------------------------------
+# --- shapes and validation ----------------------------------------------------------------------------------
 
 def test_infer_shape_of_nested_lists_and_scalars():
     assert la.infer_shape(3.0) == ()
@@ -77,7 +77,8 @@ def test_affine_map_equals_xw_plus_b_per_row(rng):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: la.mm(np.ones((2, 3)), np.ones((4, 5))), r"mm: inner dimensions differ: A is \(2, 3\), B is \(4, 5\)"),
+    (lambda: la.mm(np.ones((2, 3)), np.ones((4, 5))),
+     r"mm: inner dimensions differ: A is \(2, 3\), B is \(4, 5\)"),
     (lambda: la.mm(np.ones(3), np.ones((3, 2))), r"mm: A must be a matrix \(2-D\), got shape \(3,\)"),
     (lambda: la.mv(np.ones((2, 3)), np.ones((3, 1))), r"mv: v must be a vector \(1-D\), got shape \(3, 1\)"),
     (lambda: la.mv(np.ones((2, 3)), np.ones(2)), r"mv: inner dimensions differ: A is \(2, 3\), v is \(2,\)"),
@@ -95,7 +96,7 @@ def test_product_errors_name_the_shapes(call, message):
         call()
 
 
-# --- norms, SVD, conditioning ---------------------------------------------------------------------------------
+# --- norms, SVD, conditioning -------------------------------------------------------------------------------
 
 def test_norms_match_numpy(rng):
     x, A = rng.standard_normal(7), rng.standard_normal((4, 3))
@@ -152,7 +153,7 @@ def test_condition_number_of_singular_matrices_is_inf():
     assert la.condition_number(np.diag([10.0, 1.0, 0.5])) == pytest.approx(20.0)
 
 
-# --- pseudoinverse and least squares ----------------------------------------------------------------------------
+# --- pseudoinverse and least squares ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", [(5, 3), (3, 5), (4, 4)])
 def test_pinv_matches_numpy(rng, shape):
@@ -202,11 +203,12 @@ def test_lstsq_min_norm_overdetermined_and_matrix_rhs(rng):
 
 
 def test_lstsq_min_norm_shape_error():
-    with pytest.raises(ShapeError, match=r"b must have shape \(3,\) or \(3, k\) to match A \(3, 6\), got \(4,\)"):
+    with pytest.raises(ShapeError, match=r"b must have shape \(3,\) or \(3, k\) to match A \(3, 6\), "
+                                         r"got \(4,\)"):
         la.lstsq_min_norm(np.ones((3, 6)), np.ones(4))
 
 
-# --- trace and determinant ---------------------------------------------------------------------------------------
+# --- trace and determinant ----------------------------------------------------------------------------------
 
 def test_trace_det_logdet_match_numpy(rng):
     A = rng.standard_normal((5, 5))
@@ -240,7 +242,7 @@ def test_square_matrix_functions_reject_non_square(fn):
         fn(np.ones(4))
 
 
-# --- PCA ---------------------------------------------------------------------------------------------------------
+# --- PCA ----------------------------------------------------------------------------------------------------
 
 def correlated_data(rng, n=200, d=5):
     return rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) + rng.standard_normal(d)
@@ -255,7 +257,8 @@ def test_pca_matches_eigendecomposition_of_covariance(rng):
     np.testing.assert_allclose(pca.explained_variance_, eigenvalues[:3], rtol=1e-10)
     np.testing.assert_allclose(pca.explained_variance_ratio_, eigenvalues[:3] / eigenvalues.sum(), rtol=1e-10)
     # Components are eigenvectors up to sign: |cos angle| = 1.
-    np.testing.assert_allclose(np.abs(np.sum(pca.components_ * eigenvectors[:, :3].T, axis=1)), 1.0, rtol=1e-9)
+    cosines = np.sum(pca.components_ * eigenvectors[:, :3].T, axis=1)
+    np.testing.assert_allclose(np.abs(cosines), 1.0, rtol=1e-9)
     np.testing.assert_allclose(pca.mean_, X.mean(axis=0), rtol=1e-12)
     assert pca.components_.shape == (3, 5)
 

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-# --- §2.1 Shapes and validation ---------------------------------------------------------------------------
+# --- §2.1 Shapes and validation -----------------------------------------------------------------------------
 
 def _as_float(x):
     """x as an array; integers and booleans become float64, floating dtypes are kept."""
@@ -100,7 +100,7 @@ def check_broadcastable(a_shape, b_shape):
     return tuple(out)
 
 
-# --- §2.2 Products ----------------------------------------------------------------------------------------
+# --- §2.2 Products ------------------------------------------------------------------------------------------
 
 def mm(A, B):
     """Matrix product C = AB, C_ij = Σ_k A_ik B_kj (book §2.2).  Shapes: (m, n) @ (n, p) -> (m, p)."""
@@ -141,7 +141,7 @@ def affine_map(X, W, b):
     return X @ W + b
 
 
-# --- §2.5 Norms -------------------------------------------------------------------------------------------
+# --- §2.5 Norms ---------------------------------------------------------------------------------------------
 
 def norm_l1(x):
     """L¹ norm ‖x‖₁ = Σ_i |x_i| of a vector (book §2.5; design report eq. 2)."""
@@ -176,7 +176,7 @@ def spectral_norm(A):
     return float(svd_thin(A)[1][0])
 
 
-# --- §2.8–2.9 SVD, conditioning and the pseudoinverse ------------------------------------------------------
+# --- §2.8–2.9 SVD, conditioning and the pseudoinverse -------------------------------------------------------
 
 def svd_thin(A):
     """Thin singular value decomposition A = U diag(S) Vᵀ (book §2.8).
@@ -236,7 +236,7 @@ def lstsq_min_norm(A, b, rcond=1e-15):
     return pinv(A, rcond) @ b
 
 
-# --- §2.10–2.11 Trace and determinant ----------------------------------------------------------------------
+# --- §2.10–2.11 Trace and determinant -----------------------------------------------------------------------
 
 def trace(A):
     """Trace Tr(A) = Σ_i A_ii of a square matrix (book §2.10)."""
@@ -264,7 +264,7 @@ def logdet(A):
     return float(log_abs)
 
 
-# --- §2.12 Principal components analysis -------------------------------------------------------------------
+# --- §2.12 Principal components analysis --------------------------------------------------------------------
 
 class PCA:
     """Principal components analysis by the thin SVD of centred data (book §2.12; design report §3.1.4).
