@@ -1,0 +1,40 @@
+"""Datasets for the MNIST application: IDX files, verified downloads, a bundled sample, synthetic digits,
+and MNIST-style preprocessing of the user's own images.
+
+Application support, not a chapter of the book: it uses the standard library and NumPy (plus Pillow for
+images and tqdm for progress bars, both imported only when needed) and never imports ``handgrad.app``.
+
+>>> X, y = load_dataset("mnist-sample", split="test")
+>>> X.shape, X.dtype, y.dtype
+((1000, 28, 28), dtype('uint8'), dtype('int64'))
+"""
+
+from .download import cache_dir, download_file, payload_sha256
+from .errors import ChecksumError, DatasetError, DatasetNotFoundError
+from .idx import MAX_IDX_BYTES, read_idx, write_idx
+from .images import load_image, preprocess_image
+from .loaders import Splits, default_val_size, load_dataset, load_splits, search_roots
+from .registry import DATASET_NAMES, class_names
+from .synthetic import make_synthetic_digits
+
+__all__ = [
+    "DATASET_NAMES",
+    "MAX_IDX_BYTES",
+    "ChecksumError",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "Splits",
+    "cache_dir",
+    "class_names",
+    "default_val_size",
+    "download_file",
+    "load_dataset",
+    "load_image",
+    "load_splits",
+    "make_synthetic_digits",
+    "payload_sha256",
+    "preprocess_image",
+    "read_idx",
+    "search_roots",
+    "write_idx",
+]
