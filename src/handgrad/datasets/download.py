@@ -78,7 +78,7 @@ def _progress_bar(total, desc, progress):
 def _fetch(url, tmp, timeout, progress, desc):
     """Stream ``url`` into the open file ``tmp``; raise ``OSError`` if the body is shorter than announced."""
     if not url.startswith(("http://", "https://")):
-        raise DatasetError(f"refusing to download from {url!r}: only http and https URLs are used")
+        raise ValueError(f"refusing {url!r}: only http and https URLs are used")
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         length = response.headers.get("Content-Length")
@@ -136,7 +136,7 @@ def download_file(urls, dest, sha256, *, timeout=None, progress=None):
             return dest
         except ChecksumError as e:
             bad.append(str(e))
-        except DatasetError as e:  # corrupt gzip, unusable URL
+        except DatasetError as e:  # a corrupt gzip stream
             bad.append(f"{dest.name} from {url}: {e}")
         except (OSError, urllib.error.URLError, ValueError) as e:  # unreachable, timeout, truncated
             failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
