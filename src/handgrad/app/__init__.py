@@ -1,0 +1,33 @@
+"""The MNIST application: training, evaluation and prediction on top of the chapter modules.
+
+    from handgrad.app import TrainConfig, train, evaluate, predict
+    result = train(TrainConfig(dataset="mnist-sample", epochs=5))
+    print(result.test_accuracy, result.run_dir)
+
+Modules: ``config`` (TrainConfig), ``model`` (architectures as data, the model registry), ``training`` (the
+loop), ``checkpoint`` (atomic .npz checkpoints), ``evaluation``, ``predict`` (Predictor), ``plots``.
+``handgrad.cli`` parses arguments and calls one function from here per command.
+"""
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import ConfigError, TrainConfig
+from .evaluation import EvalResult, evaluate
+from .model import build_model
+from .predict import Predictor, predict
+from .training import TrainingDiverged, TrainResult, train
+
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "train",
+    "TrainResult",
+    "TrainingDiverged",
+    "evaluate",
+    "EvalResult",
+    "predict",
+    "Predictor",
+    "build_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "CheckpointError",
+]
