@@ -5,8 +5,8 @@ cross-entropy cost), §6.3 (hidden units), §6.5 (back-propagation); design repo
 
 Every layer follows one convention (``Layer``): named parameters in ``params`` and gradients of the
 same names in ``grads``, ``forward(X)`` caching what ``backward(dY)`` needs, and ``backward`` returning
-dX while writing the parameter gradients *in place* into the arrays of ``grads``. So a dict of
-references built once (``dict(model.parameters())``) stays valid for a whole training run.
+dX while writing the parameter gradients *in place* into the arrays of ``grads``. So the dicts of
+references built once (``params, grads = model.params, model.grads``) stay valid for a whole training run.
 
 Buffers: in training mode a layer writes its forward output and its dX into arrays it owns and reuses
 them while the batch shape is unchanged. Such a result is valid until the layer's next ``forward``
@@ -494,8 +494,8 @@ class Sequential(Layer):
 
     def __init__(self, *layers):
         for i, layer in enumerate(layers):
-            if not (hasattr(layer, "forward") and hasattr(layer, "backward")):
-                raise TypeError(f"Sequential expects layers with forward and backward; argument {i} is {layer!r}")
+            if not all(hasattr(layer, m) for m in ("forward", "backward", "train")):
+                raise TypeError(f"Sequential expects layers (forward, backward, train); argument {i} is {layer!r}")
         self.layers = list(layers)
         self.training = True
 
