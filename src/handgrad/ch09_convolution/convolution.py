@@ -1,0 +1,275 @@
+"""§9.1 The convolution operation and §9.5 its variants (stride, zero padding, multichannel), by im2col.
+
+The book's convolution of a single-channel image I with a kernel K, in the cross-correlation form that
+it notes most libraries (PyTorch included) implement and call convolution (eq. 9.6):
+
+    S(i, j) = (I ⋆ K)(i, j) = Σ_m Σ_n I(i + m, j + n) K(m, n).
+
+With C_in input channels, C_out output channels, stride s and zero padding p (eqs. 9.7–9.8, 0-based):
+
+    Y[b, o, i, j] = b_o + Σ_c Σ_m Σ_n X̃[b, c, s_h·i + m, s_w·j + n] W[o, c, m, n],
+
+where X̃ is X with p zero rows/columns added on each side. im2col rewrites this sum as one matrix
+product: row (b, i, j) of the column matrix holds the receptive field X̃[b, :, s_h·i : s_h·i + kh,
+s_w·j : s_w·j + kw] flattened in the order (m, n, c) — channels last, so that each copied run of C numbers
+is contiguous in memory — which is the order of W_mat = W.transpose(0, 2, 3, 1).reshape(C_out, kh·kw·C_in):
+
+    Y_mat = cols @ W_matᵀ + b     (N·OH·OW, kh·kw·C_in) @ (kh·kw·C_in, C_out) -> (N·OH·OW, C_out),
+
+and Y_mat, read as (N, OH, OW, C_out), is Y in NHWC order. The backward pass is the same product read the
+other way round (book eqs. 9.11–9.13):
+
+    dW_mat = dY_matᵀ @ cols,    db = Σ_{b,i,j} dY[b, :, i, j],    dcols = dY_mat @ W_mat,
+
+and dX = col2im(dcols): every entry of dcols is added back to the pixel it was copied from. col2im is the
+adjoint of im2col; it loops over the kh·kw kernel offsets, adding one strided slab of the image per offset.
+Internally the padded image is held channels-last (N, H̃, W̃, C) for the same reason as the column order.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .. import ShapeError
+from ..ch06_feedforward import Layer, _as_float, glorot_uniform, he_normal
+
+__all__ = ["Conv2D", "Flatten", "im2col", "col2im", "conv_output_size"]
+
+
+def _pair(value, name, minimum):
+    """An int or a pair of ints as a tuple (h, w), each at least ``minimum``; ValueError otherwise."""
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(is_int(v) for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def conv_output_size(size, kernel, stride=1, padding=0):
+    """Output length of a convolution or pooling along an axis: ⌊(size + 2·padding − kernel) / stride⌋ + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _check_nchw(layer, X, channels, kernel, padding):
+    """Validate an NCHW batch against the layer's channels and kernel; return the output (OH, OW)."""
+    if X.ndim != 4:
+        raise ShapeError(f"{layer} expects input (N, C, H, W), got shape {X.shape}")
+    if channels is not None and X.shape[1] != channels:
+        raise ShapeError(f"{layer} expects input (N, {channels}, H, W), got {X.shape}")
+    H, W = X.shape[2] + 2 * padding[0], X.shape[3] + 2 * padding[1]
+    if kernel[0] > H or kernel[1] > W:
+        raise ShapeError(f"{layer}: kernel {kernel} is larger than the padded input ({H}, {W}) of {X.shape}")
+
+
+def _pad_nhwc(X, padding, out):
+    """Write the NCHW batch X into ``out`` (N, H + 2p_h, W + 2p_w, C): channels last, zero border."""
+    (ph, pw), (N, C, H, W) = padding, X.shape
+    if ph:
+        out[:, :ph] = 0
+        out[:, H + ph :] = 0
+    if pw:
+        out[:, ph : H + ph, :pw] = 0
+        out[:, ph : H + ph, W + pw :] = 0
+    np.copyto(out[:, ph : H + ph, pw : W + pw], X.transpose(0, 2, 3, 1))
+    return out
+
+
+def _im2col_nhwc(Xp, kernel, stride, out_hw, out):
+    """Copy every receptive field of the padded NHWC batch Xp into ``out`` (N·OH·OW, kh·kw·C)."""
+    (kh, kw), (sh, sw), (OH, OW), (N, C) = kernel, stride, out_hw, (Xp.shape[0], Xp.shape[3])
+    win = sliding_window_view(Xp, kernel, axis=(1, 2))  # (N, H̃−kh+1, W̃−kw+1, C, kh, kw), a view
+    win = win[:, : (OH - 1) * sh + 1 : sh, : (OW - 1) * sw + 1 : sw]  # (N, OH, OW, C, kh, kw)
+    np.copyto(out.reshape(N, OH, OW, kh, kw, C), win.transpose(0, 1, 2, 4, 5, 3))
+    return out
+
+
+def _col2im_nhwc(dcols, kernel, stride, out_hw, out):
+    """Add each row of dcols (N·OH·OW, kh·kw·C) back onto its receptive field in ``out`` (N, H̃, W̃, C).
+
+    A loop over the kh·kw kernel offsets (m, n): offset (m, n) of every receptive field lands on the
+    strided slab out[:, m : m + s_h·OH : s_h, n : n + s_w·OW : s_w, :], so overlapping windows accumulate.
+    """
+    (kh, kw), (sh, sw), (OH, OW), (N, C) = kernel, stride, out_hw, (out.shape[0], out.shape[3])
+    c6 = dcols.reshape(N, OH, OW, kh, kw, C)
+    out[...] = 0
+    for m in range(kh):
+        for n in range(kw):
+            out[:, m : m + sh * (OH - 1) + 1 : sh, n : n + sw * (OW - 1) + 1 : sw] += c6[:, :, :, m, n]
+    return out
+
+
+def _geometry_args(kernel_size, stride, padding):
+    return _pair(kernel_size, "kernel_size", 1), _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+
+
+def _geometry(x_shape, kernel, stride, padding):
+    N, C, H, W = x_shape
+    return (N, H + 2 * padding[0], W + 2 * padding[1], C), (
+        conv_output_size(H, kernel[0], stride[0], padding[0]),
+        conv_output_size(W, kernel[1], stride[1], padding[1]),
+    )
+
+
+def im2col(X, kernel_size, stride=1, padding=0):
+    """The column matrix of an NCHW batch: one row per output pixel, one column per kernel weight (§9.1).
+
+    Row b·OH·OW + i·OW + j holds the receptive field of output pixel (i, j) of example b, flattened in the
+    order (m, n, c) of W.transpose(0, 2, 3, 1)[o].reshape(-1) (module docstring).
+
+    Shapes: X (N, C, H, W) -> cols (N·OH·OW, kh·kw·C).
+    """
+    X = np.asarray(X)
+    kernel, stride, padding = _geometry_args(kernel_size, stride, padding)
+    _check_nchw("im2col", X, None, kernel, padding)
+    padded, out_hw = _geometry(X.shape, kernel, stride, padding)
+    Xp = _pad_nhwc(X, padding, np.empty(padded, X.dtype))
+    cols = np.empty((X.shape[0] * out_hw[0] * out_hw[1], kernel[0] * kernel[1] * X.shape[1]), X.dtype)
+    return _im2col_nhwc(Xp, kernel, stride, out_hw, cols)
+
+
+def col2im(cols, input_shape, kernel_size, stride=1, padding=0):
+    """The adjoint of ``im2col``: add each entry of a column matrix back onto the pixel it came from.
+
+    For all X and G of matching shapes, Σ im2col(X) ⊙ G = Σ X ⊙ col2im(G) (a test checks it).
+
+    Shapes: cols (N·OH·OW, kh·kw·C) -> (N, C, H, W) = ``input_shape``.
+    """
+    kernel, stride, padding = _geometry_args(kernel_size, stride, padding)
+    cols = np.asarray(cols)
+    padded, out_hw = _geometry(tuple(input_shape), kernel, stride, padding)
+    expected = (padded[0] * out_hw[0] * out_hw[1], kernel[0] * kernel[1] * padded[3])
+    if cols.shape != expected:
+        raise ShapeError(f"col2im expects cols {expected} for input {tuple(input_shape)}, got {cols.shape}")
+    Xp = _col2im_nhwc(cols, kernel, stride, out_hw, np.empty(padded, cols.dtype))
+    (ph, pw), (H, W) = padding, input_shape[2:]
+    return np.ascontiguousarray(Xp[:, ph : ph + H, pw : pw + W].transpose(0, 3, 1, 2))
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as PyTorch) with stride and zero padding (book §9.1, §9.5).
+
+    Forward (eqs. 9.6–9.8, 0-based, X̃ = X zero-padded by p on each side):
+
+        Y[b, o, i, j] = b_o + Σ_c Σ_m Σ_n X̃[b, c, s_h·i + m, s_w·j + n] W[o, c, m, n]
+
+    computed as Y_mat = im2col(X) @ W_matᵀ + b with W_mat = W.transpose(0, 2, 3, 1).reshape(C_out, kh·kw·C_in)
+    (module docstring); K = kh·kw·C_in below.
+
+    Backward (eqs. 9.11–9.13), for upstream gradient dY:
+        dW_mat = dY_matᵀ @ cols                      (C_out, N·OH·OW) @ (N·OH·OW, K)
+        db_o   = Σ_{b,i,j} dY[b, o, i, j]
+        dX     = col2im(dY_mat @ W_mat)              (N·OH·OW, C_out) @ (C_out, K)
+
+    Shapes: X (N, C_in, H, W) -> Y (N, C_out, OH, OW), OH = ⌊(H + 2p_h − kh) / s_h⌋ + 1 (OW alike);
+            W (C_out, C_in, kh, kw) as PyTorch's ``weight``; b (C_out,).
+
+    ``kernel_size``, ``stride`` and ``padding`` are ints or (h, w) pairs. W is drawn by ``init``:
+    "he_normal" (the default, for ReLU networks: N(0, 2 / fan_in) with fan_in = C_in·kh·kw) or
+    "glorot_uniform"; b starts at zero. Computes in the result dtype of X and W (float32 by default).
+
+    >>> Conv2D(1, 8, 3, padding=1, rng=0)(np.zeros((2, 1, 28, 28), np.float32)).shape
+    (2, 8, 28, 28)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 rng=None, dtype=np.float32, init="he_normal"):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        inits = {"he_normal": he_normal, "glorot_uniform": glorot_uniform}
+        if init not in inits:
+            raise ValueError(f"init must be one of {sorted(inits)}, got {init!r}")
+        dtype = np.dtype(dtype)
+        if not np.issubdtype(dtype, np.floating):
+            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
+        self.stride = _pair(stride, "stride", 1)
+        self.padding = _pair(padding, "padding", 0)
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels * kh * kw
+        # drawn as the (fan_in, fan_out) matrix chapter 6 uses, then laid out as (C_out, C_in, kh, kw)
+        W = inits[init](fan_in, self.out_channels, rng, dtype).T
+        self.params["W"] = np.ascontiguousarray(W).reshape(self.out_channels, self.in_channels, kh, kw)
+        self.params["b"] = np.zeros(self.out_channels, dtype)
+        self.grads["W"] = np.zeros_like(self.params["W"])
+        self.grads["b"] = np.zeros_like(self.params["b"])
+        self._cache = None  # (cols, W_mat, input shape, output shape)
+
+    def __repr__(self):
+        extra = f", stride={self.stride}" if self.stride != (1, 1) else ""
+        extra += f", padding={self.padding}" if self.padding != (0, 0) else ""
+        return f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}{extra})"
+
+    def forward(self, X):
+        X = _as_float(X)
+        _check_nchw(self, X, self.in_channels, self.kernel_size, self.padding)
+        W, b = self.params["W"], self.params["b"]
+        dtype = np.result_type(X, W)
+        padded, (OH, OW) = _geometry(X.shape, self.kernel_size, self.stride, self.padding)
+        N, C_out = X.shape[0], self.out_channels
+        Xp = _pad_nhwc(X, self.padding, self._buffer("Xp", padded, dtype))
+        cols = self._buffer("cols", (N * OH * OW, W[0].size), dtype)
+        _im2col_nhwc(Xp, self.kernel_size, self.stride, (OH, OW), out=cols)
+        W_mat = W.transpose(0, 2, 3, 1).reshape(C_out, -1)  # (C_out, kh·kw·C_in), the column order
+        Y_mat = self._buffer("Y_mat", (N * OH * OW, C_out), dtype)
+        np.matmul(cols, W_mat.T, out=Y_mat)  # (N·OH·OW, K) @ (K, C_out) -> (N·OH·OW, C_out)
+        Y_mat += b
+        Y = self._buffer("Y", (N, C_out, OH, OW), dtype)
+        np.copyto(Y, Y_mat.reshape(N, OH, OW, C_out).transpose(0, 3, 1, 2))  # NHWC -> NCHW
+        self._cache = (cols, W_mat, X.shape, Y.shape)
+        return Y
+
+    def backward(self, dY):
+        cols, W_mat, x_shape, y_shape = self._cached(self._cache)
+        dY = self._check_dY(dY, y_shape)
+        (N, C_out, OH, OW), (kh, kw), C_in = y_shape, self.kernel_size, self.in_channels
+        dY_mat = self._buffer("dY_mat", (N * OH * OW, C_out), np.result_type(dY, cols))
+        np.copyto(dY_mat.reshape(N, OH, OW, C_out), dY.transpose(0, 2, 3, 1))  # NCHW -> rows (b, i, j)
+        dW_matT = self._buffer("dW_matT", (cols.shape[1], C_out), dY_mat.dtype)
+        np.matmul(cols.T, dY_mat, out=dW_matT)  # dW_matᵀ = colsᵀ dY_mat: (K, N·OH·OW) @ (N·OH·OW, C_out)
+        np.copyto(self.grads["W"], dW_matT.reshape(kh, kw, C_in, C_out).transpose(3, 2, 0, 1))
+        np.sum(dY_mat, axis=0, out=self.grads["b"])  # db_o = Σ_{b,i,j} dY[b, o, i, j]
+        if not self.input_grad:
+            return None
+        dcols = self._buffer("dcols", cols.shape, dY_mat.dtype)
+        np.matmul(dY_mat, W_mat, out=dcols)  # (N·OH·OW, C_out) @ (C_out, K) -> (N·OH·OW, K)
+        padded, out_hw = _geometry(x_shape, self.kernel_size, self.stride, self.padding)
+        dXp = self._buffer("dXp", padded, dcols.dtype)
+        _col2im_nhwc(dcols, self.kernel_size, self.stride, out_hw, out=dXp)
+        (ph, pw), (H, W) = self.padding, x_shape[2:]
+        dX = self._buffer("dX", x_shape, dcols.dtype)
+        np.copyto(dX, dXp[:, ph : ph + H, pw : pw + W].transpose(0, 3, 1, 2))  # NHWC -> NCHW
+        return dX
+
+
+class Flatten(Layer):
+    """Flatten every example to a vector, (N, d1, d2, …) -> (N, d1·d2·…), as torch.nn.Flatten.
+
+    The bridge from convolutional feature maps to chapter 6's dense layers. Forward is a reshape (a view);
+    backward reshapes dY back to the input's shape.
+
+    Shapes: X (N, ...) -> Y (N, prod(...)).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None  # the cache: the input shape
+
+    def forward(self, X):
+        X = _as_float(X)
+        if X.ndim < 2:
+            raise ShapeError(f"Flatten expects input (N, ...) with at least 2 dimensions, got {X.shape}")
+        self._shape = X.shape
+        return X.reshape(X.shape[0], -1)
+
+    def backward(self, dY):
+        shape = self._cached(self._shape)
+        dY = self._check_dY(dY, (shape[0], int(np.prod(shape[1:]))))
+        if not self.input_grad:
+            return None
+        return dY.reshape(shape)

@@ -1,0 +1,368 @@
+"""Chapter 9: Conv2D, pooling and Flatten against the book's sum, finite differences and PyTorch."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gradcheck import check_layer_gradients, relative_error
+from handgrad import ShapeError
+from handgrad.ch06_feedforward import ReLU, Sequential
+from handgrad.ch09_convolution import AvgPool2D, Conv2D, Flatten, MaxPool2D, col2im, conv_output_size, im2col
+
+
+def conv2d_loop(X, W, b, stride=(1, 1), padding=(0, 0)):
+    """The book's sum written out (eqs. 9.6–9.8): S(i, j) = Σ_c Σ_m Σ_n I(c, s·i + m, s·j + n) K(c, m, n) + b."""
+    (sh, sw), (ph, pw) = stride, padding
+    N, C, H, Wd = X.shape
+    O, _, kh, kw = W.shape
+    I = np.zeros((N, C, H + 2 * ph, Wd + 2 * pw))
+    I[:, :, ph : ph + H, pw : pw + Wd] = X
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1
+    S = np.zeros((N, O, OH, OW))
+    for n_ in range(N):
+        for o in range(O):
+            for i in range(OH):
+                for j in range(OW):
+                    total = b[o]
+                    for c in range(C):
+                        for m in range(kh):
+                            for n in range(kw):
+                                total += I[n_, c, sh * i + m, sw * j + n] * W[o, c, m, n]
+                    S[n_, o, i, j] = total
+    return S
+
+
+# (N, C_in, C_out, H, W, kernel, stride, padding): odd sizes, rectangular kernels, stride > 1, padding,
+# a 1×1 kernel, a kernel as large as the padded input, stride larger than the kernel, batch of one
+CONV_CASES = [
+    (2, 1, 3, 5, 5, 3, 1, 0),
+    (2, 2, 3, 7, 6, (3, 2), (2, 1), (1, 2)),
+    (1, 3, 2, 6, 8, (2, 3), 3, 1),
+    (3, 2, 4, 5, 7, 1, 2, 0),
+    (2, 2, 2, 3, 4, (5, 4), 1, (1, 0)),
+    (1, 1, 1, 9, 9, 2, 4, 1),
+]
+
+
+def make_conv(case, rng, dtype=np.float64):
+    N, C, O, H, W, k, s, p = case
+    layer = Conv2D(C, O, k, stride=s, padding=p, rng=rng, dtype=dtype)
+    layer.params["b"][...] = rng.standard_normal(O)
+    return layer, rng.standard_normal((N, C, H, W)).astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# The book's sum, the im2col matrix form and col2im
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_forward_equals_the_books_sum(case, rng):
+    layer, X = make_conv(case, rng)
+    expected = conv2d_loop(X, layer.params["W"], layer.params["b"], layer.stride, layer.padding)
+    assert relative_error(layer.forward(X), expected) < 1e-13
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:3])
+def test_im2col_matrix_form_equals_the_books_sum(case, rng):
+    layer, X = make_conv(case, rng)
+    W, b = layer.params["W"], layer.params["b"]
+    cols = im2col(X, layer.kernel_size, layer.stride, layer.padding)
+    Y_mat = cols @ W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1).T + b  # the docstring's matrix form
+    N, OH, OW = X.shape[0], *layer.forward(X).shape[2:]
+    Y = Y_mat.reshape(N, OH, OW, -1).transpose(0, 3, 1, 2)
+    assert relative_error(Y, conv2d_loop(X, W, b, layer.stride, layer.padding)) < 1e-13
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_col2im_is_the_adjoint_of_im2col(case, rng):
+    _, X = make_conv(case, rng)
+    k, s, p = case[5:]
+    cols = im2col(X, k, s, p)
+    G = rng.standard_normal(cols.shape)
+    assert np.sum(cols * G) == pytest.approx(np.sum(X * col2im(G, X.shape, k, s, p)), rel=1e-12)
+
+
+def test_col2im_counts_how_many_windows_cover_each_pixel():
+    X = np.zeros((1, 1, 4, 4))
+    cover = col2im(np.ones_like(im2col(X, 3)), X.shape, 3)
+    expected = np.array([[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]])
+    np.testing.assert_array_equal(cover[0, 0], expected)
+
+
+def test_conv_output_size():
+    assert conv_output_size(28, 3, 1, 1) == 28
+    assert conv_output_size(7, 3, 2, 0) == 3
+    assert conv_output_size(5, 5) == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 2), c=st.integers(1, 3), o=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
+    kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+    ph=st.integers(0, 2), pw=st.integers(0, 2), seed=st.integers(0, 2**16),
+)
+def test_conv_matches_the_books_sum_for_any_geometry(n, c, o, h, w, kh, kw, sh, sw, ph, pw, seed):
+    if kh > h + 2 * ph or kw > w + 2 * pw:
+        return
+    rng = np.random.default_rng(seed)
+    layer = Conv2D(c, o, (kh, kw), (sh, sw), (ph, pw), rng=rng, dtype=np.float64)
+    X = rng.standard_normal((n, c, h, w))
+    expected = conv2d_loop(X, layer.params["W"], layer.params["b"], (sh, sw), (ph, pw))
+    assert relative_error(layer.forward(X), expected) < 1e-12
+
+
+# --------------------------------------------------------------------------------------------------
+# Gradient checks (float64, finite differences)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_gradients(case, rng):
+    layer, X = make_conv(case, rng)
+    check_layer_gradients(layer, X, rng)
+
+
+def distinct_values(rng, shape):
+    """Values spaced at least 0.1 apart, so no finite-difference step changes which entry is a maximum."""
+    return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 + rng.uniform(0, 0.01, shape)
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride",
+    [((2, 2, 5, 5), 2, None), ((2, 2, 5, 6), 3, 1), ((1, 3, 7, 5), (3, 2), (2, 1)), ((2, 1, 6, 6), 2, 3)],
+)
+def test_pool_gradients(shape, kernel, stride, rng):
+    X = distinct_values(rng, shape)
+    check_layer_gradients(MaxPool2D(kernel, stride), X, rng)
+    check_layer_gradients(AvgPool2D(kernel, stride), rng.standard_normal(shape), rng)
+
+
+def test_flatten_gradients(rng):
+    check_layer_gradients(Flatten(), rng.standard_normal((3, 2, 3, 4)), rng)
+
+
+def test_conv_pool_flatten_chain_gradients(rng):
+    net = Sequential(Conv2D(2, 3, 3, padding=1, rng=rng, dtype=np.float64), ReLU(), MaxPool2D(2), Flatten())
+    check_layer_gradients(net, rng.standard_normal((2, 2, 4, 5)), rng)
+
+
+# --------------------------------------------------------------------------------------------------
+# PyTorch oracle (float64): outputs, input gradients, parameter gradients
+# --------------------------------------------------------------------------------------------------
+
+
+LARGER_CASES = [(4, 3, 5, 13, 11, 3, 2, 1), (2, 4, 6, 12, 12, (3, 5), (1, 2), (2, 1))]
+
+
+@pytest.mark.parametrize("case", CONV_CASES + LARGER_CASES)
+def test_conv_matches_torch(case, rng):
+    layer, X = make_conv(case, rng)
+    Y = layer.forward(X)
+    G = rng.standard_normal(Y.shape)
+    dX = layer.backward(G).copy()
+    Xt = torch.tensor(X, requires_grad=True)
+    Wt = torch.tensor(layer.params["W"], requires_grad=True)
+    bt = torch.tensor(layer.params["b"], requires_grad=True)
+    Yt = F.conv2d(Xt, Wt, bt, stride=layer.stride, padding=layer.padding)
+    Yt.backward(torch.tensor(G))
+    assert Y.shape == tuple(Yt.shape)
+    assert relative_error(Y, Yt.detach().numpy()) < 1e-12
+    assert relative_error(dX, Xt.grad.numpy()) < 1e-12
+    assert relative_error(layer.grads["W"], Wt.grad.numpy()) < 1e-12
+    assert relative_error(layer.grads["b"], bt.grad.numpy()) < 1e-12
+
+
+POOL_CASES = [
+    ((2, 3, 8, 8), 2, None),
+    ((3, 2, 7, 9), 3, 2),
+    ((2, 2, 6, 7), (2, 3), (1, 2)),
+    ((1, 4, 5, 5), 3, 1),
+    ((2, 1, 9, 6), (4, 1), (3, 5)),
+    ((1, 1, 3, 3), 3, None),
+]
+
+
+def torch_pool(kind, X, G, kernel, stride):
+    Xt = torch.tensor(X, requires_grad=True)
+    fn = F.max_pool2d if kind == "max" else F.avg_pool2d
+    Yt = fn(Xt, kernel, stride if stride is not None else kernel)
+    Yt.backward(torch.tensor(G))
+    return Yt.detach().numpy(), Xt.grad.numpy()
+
+
+@pytest.mark.parametrize("shape, kernel, stride", POOL_CASES)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_matches_torch(kind, shape, kernel, stride, rng):
+    layer = MaxPool2D(kernel, stride) if kind == "max" else AvgPool2D(kernel, stride)
+    X = rng.standard_normal(shape)
+    Y = layer.forward(X).copy()
+    G = rng.standard_normal(Y.shape)
+    dX = layer.backward(G)
+    Yt, dXt = torch_pool(kind, X, G, kernel, stride)
+    assert relative_error(Y, Yt) < 1e-14
+    assert relative_error(dX, dXt) < 1e-14
+
+
+@pytest.mark.parametrize("shape, kernel, stride", POOL_CASES)
+def test_max_pool_ties_route_to_the_first_maximum_as_torch(shape, kernel, stride, rng):
+    X = rng.integers(0, 2, shape).astype(np.float64)  # many ties, in overlapping windows too
+    layer = MaxPool2D(kernel, stride)
+    Y = layer.forward(X).copy()
+    G = rng.standard_normal(Y.shape)
+    dX = layer.backward(G)
+    Yt, dXt = torch_pool("max", X, G, kernel, stride)
+    np.testing.assert_array_equal(Y, Yt)
+    assert relative_error(dX, dXt) < 1e-14
+    assert np.count_nonzero(dX) <= Y.size  # each window's gradient reaches one pixel
+
+
+def test_max_pool_nan_is_the_maximum_as_torch(rng):
+    X = rng.standard_normal((1, 1, 4, 4))
+    X[0, 0, 1, 1] = X[0, 0, 2, 3] = np.nan
+    layer = MaxPool2D(2)
+    Y = layer.forward(X).copy()
+    G = rng.standard_normal(Y.shape)
+    dX = layer.backward(G)
+    Yt, dXt = torch_pool("max", X, G, 2, None)
+    np.testing.assert_array_equal(np.isnan(Y), np.isnan(Yt))
+    np.testing.assert_allclose(dX, dXt, rtol=0, atol=1e-15)
+
+
+def test_flatten_matches_torch(rng):
+    X = rng.standard_normal((3, 2, 4, 5))
+    np.testing.assert_array_equal(Flatten().forward(X), torch.nn.Flatten()(torch.tensor(X)).numpy())
+
+
+# --------------------------------------------------------------------------------------------------
+# dtypes, modes, initialisation
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layer_fn",
+    [lambda: Conv2D(2, 3, 3, padding=1, rng=0), lambda: MaxPool2D(2), lambda: AvgPool2D(3, 1), Flatten],
+)
+def test_float32_in_float32_out(layer_fn, rng):
+    layer = layer_fn()
+    X = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    Y = layer.forward(X)
+    assert Y.dtype == np.float32
+    assert layer.backward(np.ones_like(Y)).dtype == np.float32
+    assert all(g.dtype == np.float32 for g in layer.grads.values())
+
+
+@pytest.mark.parametrize("layer", [MaxPool2D(2), AvgPool2D(2), Flatten()])
+def test_parameterless_layers_compute_in_float64_for_float64_input(layer, rng):
+    X = rng.standard_normal((1, 1, 4, 4))
+    assert layer.forward(X).dtype == np.float64
+
+
+def test_conv_float32_agrees_with_float64(rng):
+    layer64 = Conv2D(3, 4, 3, stride=2, padding=1, rng=1, dtype=np.float64)
+    layer32 = Conv2D(3, 4, 3, stride=2, padding=1, rng=1, dtype=np.float32)
+    X = rng.standard_normal((4, 3, 9, 9))
+    Y32 = layer32.forward(X.astype(np.float32))
+    np.testing.assert_allclose(Y32, layer64.forward(X), rtol=1e-5, atol=1e-5)
+
+
+def test_he_normal_initialisation_scale_and_layout():
+    layer = Conv2D(16, 64, (3, 5), rng=0)
+    W = layer.params["W"]
+    assert W.shape == (64, 16, 3, 5) and W.dtype == np.float32 and W.flags.c_contiguous
+    assert W.std() == pytest.approx(np.sqrt(2.0 / (16 * 3 * 5)), rel=0.05)
+    assert abs(W.mean()) < 0.01
+    np.testing.assert_array_equal(layer.params["b"], 0)
+    np.testing.assert_array_equal(Conv2D(16, 64, (3, 5), rng=0).params["W"], W)  # deterministic for a seed
+    glorot = Conv2D(16, 64, 3, init="glorot_uniform", rng=0).params["W"]
+    assert np.abs(glorot).max() <= np.sqrt(6.0 / (16 * 9 + 64))
+
+
+def test_eval_mode_returns_fresh_arrays(rng):
+    net = Sequential(Conv2D(1, 2, 3, rng=0), MaxPool2D(2), Flatten()).eval()
+    a = net.forward(rng.standard_normal((2, 1, 6, 6)))
+    b = net.forward(rng.standard_normal((2, 1, 6, 6)))
+    assert not np.shares_memory(a, b)
+
+
+def test_backward_without_input_gradient_still_fills_parameter_gradients(rng):
+    layer = Conv2D(2, 3, 3, rng=0, dtype=np.float64)
+    X = rng.standard_normal((2, 2, 5, 5))
+    G = rng.standard_normal(layer.forward(X).shape)
+    layer.backward(G)
+    dW = layer.grads["W"].copy()
+    layer.grads["W"][...] = 0
+    layer.input_grad = False
+    assert layer.backward(G) is None
+    np.testing.assert_array_equal(layer.grads["W"], dW)
+
+
+def test_mnist_sized_network_shapes():
+    net = Sequential(Conv2D(1, 32, 3, padding=1, rng=0), ReLU(), MaxPool2D(2),
+                     Conv2D(32, 64, 3, padding=1, rng=1), ReLU(), MaxPool2D(2), Flatten())
+    Y = net.forward(np.zeros((4, 1, 28, 28), np.float32))
+    assert Y.shape == (4, 64 * 7 * 7) and Y.dtype == np.float32
+    assert net.backward(np.ones_like(Y), need_input_grad=False) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------
+
+
+def test_conv_rejects_bad_input_shapes():
+    layer = Conv2D(3, 4, 3)
+    with pytest.raises(ShapeError, match=r"expects input \(N, C, H, W\), got shape \(3, 8, 8\)"):
+        layer.forward(np.zeros((3, 8, 8)))
+    with pytest.raises(ShapeError, match=r"expects input \(N, 3, H, W\), got \(2, 1, 8, 8\)"):
+        layer.forward(np.zeros((2, 1, 8, 8)))
+    with pytest.raises(ShapeError, match=r"kernel \(3, 3\) is larger than the padded input \(2, 5\)"):
+        layer.forward(np.zeros((1, 3, 2, 5)))
+    layer.forward(np.zeros((1, 3, 4, 4)))
+    with pytest.raises(ShapeError, match="backward expects dY"):
+        layer.backward(np.zeros((1, 4, 3, 3)))
+
+
+def test_pool_and_flatten_reject_bad_input_shapes():
+    with pytest.raises(ShapeError, match=r"MaxPool2D.*expects input \(N, C, H, W\)"):
+        MaxPool2D(2).forward(np.zeros((4, 4)))
+    with pytest.raises(ShapeError, match="larger than the padded input"):
+        AvgPool2D(5).forward(np.zeros((1, 1, 4, 6)))
+    with pytest.raises(ShapeError, match="at least 2 dimensions"):
+        Flatten().forward(np.zeros(5))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(in_channels=0, out_channels=2, kernel_size=3), "in_channels must be a positive integer"),
+        (dict(in_channels=1, out_channels=2.5, kernel_size=3), "out_channels must be a positive integer"),
+        (dict(in_channels=1, out_channels=2, kernel_size=0), "kernel_size must be at least 1"),
+        (dict(in_channels=1, out_channels=2, kernel_size=(3, 3, 3)), "kernel_size must be an int or a pair"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, stride=0), "stride must be at least 1"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, padding=-1), "padding must be at least 0"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, padding=1.5), "padding must be an int or a pair"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, init="zeros"), "init must be one of"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, dtype=np.int32), "dtype must be a floating type"),
+    ],
+)
+def test_conv_validates_hyperparameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Conv2D(**kwargs)
+
+
+def test_pool_validates_hyperparameters_and_order():
+    with pytest.raises(ValueError, match="kernel_size must be at least 1"):
+        MaxPool2D(0)
+    with pytest.raises(ValueError, match="stride must be an int or a pair"):
+        AvgPool2D(2, stride="2")
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        MaxPool2D(2).backward(np.zeros((1, 1, 1, 1)))
+
+
+def test_col2im_rejects_a_mismatched_column_matrix():
+    with pytest.raises(ShapeError, match=r"col2im expects cols \(9, 4\)"):
+        col2im(np.zeros((9, 5)), (1, 1, 4, 4), 2, 1)
