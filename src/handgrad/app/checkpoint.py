@@ -126,8 +126,8 @@ def save_checkpoint(path, model, metadata: dict, optimizer_state=None, rng_state
     optimiser's ``state_dict()`` and a generator's ``bit_generator.state`` to ``path`` atomically."""
     if not isinstance(metadata, dict) or "arch" not in metadata:
         raise ValueError("metadata must be a dict holding the model's 'arch'")
-    arrays = {f"param/{k}": np.ascontiguousarray(v) for k, v in named_params(model).items()}
-    arrays.update({f"state/{k}": np.ascontiguousarray(v) for k, v in named_state(model).items()})
+    arrays = {f"param/{k}": np.asarray(v) for k, v in named_params(model).items()}
+    arrays.update({f"state/{k}": np.asarray(v) for k, v in named_state(model).items()})
     optim = None if optimizer_state is None else _split_arrays(optimizer_state, (), arrays)
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "handgrad_version": __version__,
               "metadata": metadata, "optimizer": optim, "rng_state": rng_state}
@@ -182,6 +182,12 @@ def _compare(kind, expected, found, path):
 def _read(path):
     """Header dict and {key: array} of an .npz file, or CheckpointError."""
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"PK\x03\x04":
+            what = "an empty file" if not magic else "not an .npz archive"
+            raise CheckpointError(f"{path} is not a handgrad checkpoint ({what}); give a best.npz or last.npz "
+                                  "written by 'handgrad train'")
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{path} is a single .npy array, not a handgrad checkpoint (.npz)")

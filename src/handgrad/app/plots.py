@@ -89,47 +89,65 @@ def plot_confusion(cm, classes, path, title=None):
     return _save(fig, path)
 
 
-def plot_misclassified(images, y_true, y_pred, classes, path, max_images=36):
-    """A grid of the first misclassified images with 'predicted (true)' above each."""
-    fig = _figure(8, 8.6)
+def _mosaic(tiles, cols, pad=2, fill=0.0):
+    """Tiles (n, h, w) laid out in one image, ``cols`` per row, separated by ``pad`` pixels of ``fill``."""
+    n, h, w = tiles.shape
+    rows = max(1, math.ceil(n / cols))
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), fill, dtype=np.float64)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = tiles[k]
+    return out, rows
+
+
+def plot_misclassified(images, y_true, y_pred, classes, path, max_images=36, cols=6):
+    """A grid of the first misclassified images, each titled 'predicted (true)'.
+
+    Drawn as one image with text labels (one axes, not one per digit), which keeps it fast.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    wrong = np.flatnonzero(y_pred != y_true)
+    shown = wrong[:max_images]
+    rows = max(1, math.ceil(len(shown) / cols))
+    fig = _figure(1.3 * cols, 1.45 * rows + 0.6)
     if fig is None:
         return None
-    wrong = np.flatnonzero(np.asarray(y_pred) != np.asarray(y_true))[:max_images]
-    cols = 6
-    rows = max(1, math.ceil(len(wrong) / cols))
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, i in zip(axes, wrong):
-        ax.imshow(np.asarray(images[i]).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{classes[y_pred[i]]} ({classes[y_true[i]]})", fontsize=8, color="crimson")
-    total = int(np.sum(np.asarray(y_pred) != np.asarray(y_true)))
-    fig.suptitle(f"misclassified: predicted (true) — first {len(wrong)} of {total}")
-    fig.tight_layout()
+    ax = fig.add_axes((0.01, 0.01, 0.98, 0.98 - 0.5 / fig.get_figheight()))
+    ax.axis("off")
+    tiles = np.asarray(images)[shown].reshape(len(shown), 28, 28) if len(shown) else np.zeros((0, 28, 28))
+    label_h = 9  # pixels of room above each digit for its label
+    mosaic, _ = _mosaic(np.pad(tiles, ((0, 0), (label_h, 0), (0, 0))), cols, pad=2, fill=1.0)
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    for k, i in enumerate(shown):
+        r, c = divmod(k, cols)
+        ax.text(2 + c * 30 + 14, 2 + r * (28 + label_h + 2) + label_h / 2, f"{classes[y_pred[i]]} ({classes[y_true[i]]})",
+                ha="center", va="center", fontsize=8, color="crimson")
+    fig.suptitle(f"misclassified: predicted (true), first {len(shown)} of {len(wrong)}", fontsize=10)
     return _save(fig, path)
 
 
 def plot_first_layer(W, path, input_shape=(28, 28), max_units=64):
     """The first layer's weights as images: the columns of an MLP's W (784, H) as 28×28 pictures, or a
-    convolution's filters W (out, in, kh, kw) (first input channel)."""
-    fig = _figure(8, 8.4)
-    if fig is None or W is None:
+    convolution's filters W (out, in, kh, kw) (first input channel). Each tile is scaled to its own
+    largest |w|: red positive, blue negative."""
+    if W is None:
         return None
     W = np.asarray(W, dtype=np.float64)
     if W.ndim == 2 and W.shape[0] == math.prod(input_shape):
-        tiles = W.T[:max_units].reshape(-1, *input_shape)
+        tiles, total = W.T[:max_units].reshape(-1, *input_shape), W.shape[1]
     elif W.ndim == 4:
-        tiles = W[:max_units, 0]
+        tiles, total = W[:max_units, 0], W.shape[0]
     else:
         return None
+    fig = _figure(7, 7.4)
+    if fig is None:
+        return None
+    scale = np.abs(tiles).reshape(len(tiles), -1).max(axis=1)
+    tiles = tiles / np.where(scale > 0, scale, 1.0)[:, None, None]
     cols = math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / cols)
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, tile in zip(axes, tiles):
-        lim = np.abs(tile).max() or 1.0
-        ax.imshow(tile, cmap="RdBu_r", vmin=-lim, vmax=lim)
-    fig.suptitle(f"first-layer weights ({len(tiles)} of {W.shape[-1] if W.ndim == 2 else W.shape[0]} units; red +, blue −)")
-    fig.tight_layout()
+    mosaic, _ = _mosaic(tiles, cols, pad=1, fill=0.0)
+    ax = fig.add_axes((0.01, 0.01, 0.98, 0.92))
+    ax.axis("off")
+    ax.imshow(mosaic, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    fig.suptitle(f"first-layer weights: {len(tiles)} of {total} units (red +, blue −)", fontsize=10)
     return _save(fig, path)

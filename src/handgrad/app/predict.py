@@ -80,10 +80,18 @@ class Predictor:
 
 
 def predict(checkpoint, images) -> list:
-    """``predict_image`` for each image path, each result with its ``path`` first (``handgrad predict``)."""
+    """``predict_image`` for each image path, each result with its ``path`` first (``handgrad predict``).
+
+    Raises CheckpointError for an unusable checkpoint and DatasetError for an image that cannot be read.
+    """
+    from ..datasets import DatasetError
+
     predictor = Predictor.from_checkpoint(checkpoint)
     out = []
     for image in images:
-        result = predictor.predict_image(image)
+        try:
+            result = predictor.predict_image(image)
+        except OSError as err:  # missing, unreadable, a folder ...
+            raise DatasetError(f"cannot read image {image}: {err.strerror or err}") from None
         out.append({"path": str(image) if isinstance(image, (str, pathlib.Path)) else None, **result})
     return out

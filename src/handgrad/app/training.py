@@ -276,61 +276,63 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     step = start_epoch * steps_per_epoch
     stopped_early = False
     model.train()
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", bar_disabled)
-        try:
-            batches = batch_iterator(X_train, y_train, batch_size, shuffle=True, rng=rng)
-            for b, (xb, yb) in enumerate(batches, 1):
-                if schedule is not None:
-                    optimizer.lr = schedule(step)
-                logits = model.forward(xb)
-                loss = loss_fn.forward(logits, yb)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training diverged: the loss became {loss} at epoch {epoch}, batch {b} of {steps_per_epoch}; "
-                        f"try a lower learning rate (--lr, now {optimizer.lr:g}). "
-                        f"The best checkpoint so far (epoch {best_epoch}) is {run_dir / 'best.npz'}",
-                        epoch, b, str(run_dir))
-                n = len(yb)
-                loss_sum += loss * n
-                correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-                seen += n
-                model.backward(loss_fn.backward(), need_input_grad=False)
-                if weight_decay:
-                    add_l2_grad_(params, grads, weight_decay)
-                optimizer.step(params, grads)
-                step += 1
+    # A diverging run overflows: the NaN/inf check on the loss reports it, not NumPy's warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            t0 = time.perf_counter()
+            loss_sum, correct, seen = 0.0, 0, 0
+            bar = _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", bar_disabled)
+            try:
+                batches = batch_iterator(X_train, y_train, batch_size, shuffle=True, rng=rng)
+                for b, (xb, yb) in enumerate(batches, 1):
+                    if schedule is not None:
+                        optimizer.lr = schedule(step)
+                    logits = model.forward(xb)
+                    loss = loss_fn.forward(logits, yb)
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"training diverged: the loss became {loss} at epoch {epoch}, batch {b} of {steps_per_epoch}; "
+                            f"try a lower learning rate (--lr, now {optimizer.lr:g}). "
+                            f"The best checkpoint so far (epoch {best_epoch}) is {run_dir / 'best.npz'}",
+                            epoch, b, str(run_dir))
+                    n = len(yb)
+                    loss_sum += loss * n
+                    correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+                    seen += n
+                    model.backward(loss_fn.backward(), need_input_grad=False)
+                    if weight_decay:
+                        add_l2_grad_(params, grads, weight_decay)
+                    optimizer.step(params, grads)
+                    step += 1
+                    if bar is not None:
+                        bar.update(1)
+                        if b % 10 == 0 or b == steps_per_epoch:
+                            rate = seen / max(time.perf_counter() - t0, 1e-9)
+                            bar.set_postfix_str(f"loss {loss_sum / seen:.4f}, {rate:,.0f} img/s", refresh=False)
+            finally:
                 if bar is not None:
-                    bar.update(1)
-                    if b % 10 == 0 or b == steps_per_epoch:
-                        rate = seen / max(time.perf_counter() - t0, 1e-9)
-                        bar.set_postfix_str(f"loss {loss_sum / seen:.4f}, {rate:,.0f} img/s", refresh=False)
-        finally:
-            if bar is not None:
-                bar.close()
-        train_seconds = time.perf_counter() - t0
-        val_loss, val_acc, _ = evaluate_arrays(model, X_val, y_val, config.eval_batch_size)
-        test_loss, test_acc, _ = evaluate_arrays(model, X_test, y_test, config.eval_batch_size)
-        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-               "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
-               "lr": optimizer.lr, "seconds": round(time.perf_counter() - t0, 4)}
-        history.append(row)
-        csv_log.log(row)
-        improved = val_acc > best_val
-        if improved:
-            best_epoch, best_val = epoch, val_acc
-            save_checkpoint(run_dir / "best.npz", model, checkpoint_meta(epoch, row, step))
-        save_checkpoint(run_dir / "last.npz", model, checkpoint_meta(epoch, row, step), optimizer.state_dict(),
-                        rng.bit_generator.state)
-        say(f"epoch {epoch:>{len(str(config.epochs))}}/{config.epochs}  train loss {row['train_loss']:.4f} "
-            f"acc {100 * row['train_accuracy']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  "
-            f"test acc {100 * test_acc:.2f}%  lr {optimizer.lr:.3g}  {train_seconds:.1f} s "
-            f"({seen / train_seconds:,.0f} img/s){'  *' if improved else ''}")
-        if on_epoch_end is not None and on_epoch_end(epoch, row) is False:
-            stopped_early = epoch < config.epochs
-            break
+                    bar.close()
+            train_seconds = time.perf_counter() - t0
+            val_loss, val_acc, _ = evaluate_arrays(model, X_val, y_val, config.eval_batch_size)
+            test_loss, test_acc, _ = evaluate_arrays(model, X_test, y_test, config.eval_batch_size)
+            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                   "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
+                   "lr": optimizer.lr, "seconds": round(time.perf_counter() - t0, 4)}
+            history.append(row)
+            csv_log.log(row)
+            improved = val_acc > best_val
+            if improved:
+                best_epoch, best_val = epoch, val_acc
+                save_checkpoint(run_dir / "best.npz", model, checkpoint_meta(epoch, row, step))
+            save_checkpoint(run_dir / "last.npz", model, checkpoint_meta(epoch, row, step), optimizer.state_dict(),
+                            rng.bit_generator.state)
+            say(f"epoch {epoch:>{len(str(config.epochs))}}/{config.epochs}  train loss {row['train_loss']:.4f} "
+                f"acc {100 * row['train_accuracy']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  "
+                f"test acc {100 * test_acc:.2f}%  lr {optimizer.lr:.3g}  {train_seconds:.1f} s "
+                f"({seen / train_seconds:,.0f} img/s){'  *' if improved else ''}")
+            if on_epoch_end is not None and on_epoch_end(epoch, row) is False:
+                stopped_early = epoch < config.epochs
+                break
     csv_log.close()
 
     # The best parameters by validation accuracy, read back from disk (which also checks best.npz).
