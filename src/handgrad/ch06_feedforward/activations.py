@@ -1,0 +1,136 @@
+"""Hidden units: ReLU, leaky ReLU, logistic sigmoid and tanh (book §6.3; design report eq. 17)."""
+
+import numpy as np
+
+from ..ch04_numerical import sigmoid
+from .layers import Layer, _as_float
+
+__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh"]
+
+
+class ReLU(Layer):
+    """Rectified linear unit, ReLU(z) = max(0, z) elementwise (book §6.3.1; design report eq. 17).
+
+    Forward: Y = max(0, X), recording the mask 1{X > 0}.   Backward: dX = dY ⊙ 1{X > 0}.
+    (At exactly 0 the derivative is taken as 0, as PyTorch does.)
+
+    Shapes: X (...) -> Y (...), same dtype.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._mask = None  # the cache
+
+    def forward(self, X):
+        X = _as_float(X)
+        mask = self._buffer("mask", X.shape, np.bool_)
+        np.greater(X, 0, out=mask)
+        Y = self._buffer("Y", X.shape, X.dtype)
+        np.maximum(X, 0, out=Y)  # eq. 17
+        self._mask = mask
+        return Y
+
+    def backward(self, dY):
+        mask = self._cached(self._mask)
+        dY = self._check_dY(dY, mask.shape)
+        if not self.input_grad:
+            return None
+        dX = self._buffer("dX", mask.shape, dY.dtype)
+        return np.multiply(dY, mask, out=dX)
+
+
+class LeakyReLU(Layer):
+    """Leaky ReLU, max(0, z) + α min(0, z) with a small slope α for z < 0 (book §6.3.2).
+
+    Forward: Y = X ⊙ s with s = 1 where X > 0 and α elsewhere.   Backward: dX = dY ⊙ s.
+
+    Shapes: X (...) -> Y (...), same dtype.
+    """
+
+    def __init__(self, alpha=0.01):
+        super().__init__()
+        if not np.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
+        self.alpha = float(alpha)
+        self._slope = None  # the cache: the local derivative s
+
+    def __repr__(self):
+        return f"LeakyReLU(alpha={self.alpha})"
+
+    def forward(self, X):
+        X = _as_float(X)
+        slope = self._buffer("slope", X.shape, X.dtype)
+        slope[...] = np.where(X > 0, X.dtype.type(1), X.dtype.type(self.alpha))
+        Y = self._buffer("Y", X.shape, X.dtype)
+        np.multiply(X, slope, out=Y)
+        self._slope = slope
+        return Y
+
+    def backward(self, dY):
+        slope = self._cached(self._slope)
+        dY = self._check_dY(dY, slope.shape)
+        if not self.input_grad:
+            return None
+        dX = self._buffer("dX", slope.shape, np.result_type(dY, slope))
+        return np.multiply(dY, slope, out=dX)
+
+
+class Sigmoid(Layer):
+    """Logistic sigmoid unit, σ(z) = 1 / (1 + e^{-z}) (book §6.2.2.2, §6.3.2), via chapter 4's stable σ.
+
+    Forward: Y = σ(X).   Backward: dX = dY ⊙ Y ⊙ (1 − Y)   (σ' = σ(1 − σ)).
+
+    Shapes: X (...) -> Y (...), same dtype.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._Y = None  # the cache: the output
+
+    def forward(self, X):
+        X = _as_float(X)
+        Y = np.asarray(sigmoid(X), dtype=X.dtype)
+        self._Y = Y
+        return Y
+
+    def backward(self, dY):
+        Y = self._cached(self._Y)
+        dY = self._check_dY(dY, Y.shape)
+        if not self.input_grad:
+            return None
+        dX = self._buffer("dX", Y.shape, np.result_type(dY, Y))
+        np.subtract(1, Y, out=dX)  # 1 − Y
+        dX *= Y  # Y (1 − Y)
+        dX *= dY
+        return dX
+
+
+class Tanh(Layer):
+    """Hyperbolic tangent unit, tanh(z) = 2σ(2z) − 1 (book §6.3.2).
+
+    Forward: Y = tanh(X).   Backward: dX = dY ⊙ (1 − Y²).
+
+    Shapes: X (...) -> Y (...), same dtype.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._Y = None  # the cache: the output
+
+    def forward(self, X):
+        X = _as_float(X)
+        Y = self._buffer("Y", X.shape, X.dtype)
+        np.tanh(X, out=Y)
+        self._Y = Y
+        return Y
+
+    def backward(self, dY):
+        Y = self._cached(self._Y)
+        dY = self._check_dY(dY, Y.shape)
+        if not self.input_grad:
+            return None
+        dX = self._buffer("dX", Y.shape, np.result_type(dY, Y))
+        np.multiply(Y, Y, out=dX)  # Y²
+        np.subtract(1, dX, out=dX)  # 1 − Y²
+        dX *= dY
+        return dX

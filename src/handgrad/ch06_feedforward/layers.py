@@ -1,0 +1,194 @@
+"""The layer convention, initialisers and the affine layer (book §6.1, §8.4; design report eqs. 13–16).
+
+Every layer follows one convention (``Layer``): named parameters in ``params`` and gradients of the
+same names in ``grads``, ``forward(X)`` caching what ``backward(dY)`` needs, and ``backward`` returning
+dX while writing the parameter gradients *in place* into the arrays of ``grads``. So the dicts of
+references built once (``params, grads = model.params, model.grads``) stay valid for a whole training run.
+
+Buffers: in training mode a layer writes its forward output and its dX into arrays it owns and reuses
+them while the batch shape is unchanged. Such a result is valid until the layer's next ``forward``
+(respectively ``backward``) — the caching caveat PyTorch has for in-place operations. Copy it
+(``Y.copy()``) to keep it longer. In eval mode (``layer.eval()``) every forward returns fresh arrays, so
+evaluation code may keep the outputs of many batches.
+"""
+
+import numpy as np
+
+from .. import ShapeError
+
+__all__ = ["Layer", "Linear", "glorot_uniform", "he_normal"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The layer convention
+# --------------------------------------------------------------------------------------------------
+
+
+class Layer:
+    """Base of every layer: named parameters and their gradients, and a train/eval mode (as in PyTorch).
+
+    Subclasses set ``self.params[name]`` and allocate ``self.grads[name]`` (same shape and dtype) once in
+    ``__init__``; ``backward`` overwrites the gradient arrays in place and returns dX. When
+    ``input_grad`` is False, ``backward`` may skip dX and return None (the first layer of a network
+    needs no dX; ``Sequential.backward(dY, need_input_grad=False)`` sets it for that call only).
+    """
+
+    input_grad = True
+
+    def __init__(self):
+        self.params = {}  # name -> ndarray, updated in place by optimisers
+        self.grads = {}  # same keys; overwritten in place by each backward
+        self.training = True
+        self._buffers = {}
+
+    def forward(self, X):
+        raise NotImplementedError
+
+    def backward(self, dY):
+        raise NotImplementedError
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def __call__(self, X):
+        return self.forward(X)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+    # helpers for subclasses ----------------------------------------------------------------------
+
+    def _buffer(self, name, shape, dtype):
+        """An output array: reused across calls in training mode, fresh in eval mode (see module doc)."""
+        if not self.training:
+            return np.empty(shape, dtype)
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty(shape, dtype)
+        return buf
+
+    def _cached(self, cache):
+        if cache is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        return cache
+
+    def _check_dY(self, dY, expected_shape):
+        dY = np.asarray(dY)
+        if dY.shape != tuple(expected_shape):
+            raise ShapeError(f"{self!r}.backward expects dY of the forward output's shape {tuple(expected_shape)}, got {dY.shape}")
+        return dY
+
+
+def _as_float(X):
+    """X as a float array: float inputs keep their dtype, anything else becomes float32."""
+    X = np.asarray(X)
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float32)
+    return X
+
+
+# --------------------------------------------------------------------------------------------------
+# §6.1, §8.4 Initialisation
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_fans(fan_in, fan_out, names=("fan_in", "fan_out")):
+    for name, v in zip(names, (fan_in, fan_out)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def glorot_uniform(fan_in, fan_out, rng=None, dtype=np.float32):
+    """Glorot (Xavier) uniform weights: W_ij ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (book §8.4).
+
+    Keeps the variance of activations and gradients roughly constant across layers (Var W = 2/(fan_in +
+    fan_out)). ``rng`` is a ``np.random.Generator``, a seed or None. Drawn in float64 and rounded, so the
+    float32 and float64 weights of one seed agree. Shape (fan_in, fan_out).
+    """
+    _check_fans(fan_in, fan_out)
+    rng = np.random.default_rng(rng)
+    a = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-a, a, size=(fan_in, fan_out)).astype(dtype)
+
+
+def he_normal(fan_in, fan_out, rng=None, dtype=np.float32):
+    """He (Kaiming) normal weights: W_ij ~ N(0, 2 / fan_in), suited to ReLU units (book §8.4).
+
+    A ReLU zeroes half of its inputs on average, so twice the variance keeps activations from shrinking
+    layer after layer. Shape (fan_in, fan_out).
+    """
+    _check_fans(fan_in, fan_out)
+    rng = np.random.default_rng(rng)
+    return (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+_INITIALISERS = {"glorot_uniform": glorot_uniform, "he_normal": he_normal}
+
+
+# --------------------------------------------------------------------------------------------------
+# §6.1 Affine layer (eqs. 13–16)
+# --------------------------------------------------------------------------------------------------
+
+
+class Linear(Layer):
+    """Fully connected layer, Z = XW + b (book §6.1; design report eqs. 13–16).
+
+    Forward:   Z = XW + b                                                        (13)
+    Backward, for upstream gradient dZ:
+               dX = dZ Wᵀ                                                        (14)
+               dW = Xᵀ dZ                                                        (15)
+               db = Σ_i dZ_i                                                     (16)
+
+    Shapes: X (N, D_in) -> Z (N, D_out); W (D_in, D_out); b (D_out,)
+
+    W is drawn by ``init`` ("glorot_uniform" or "he_normal"), b starts at zero. Computes in
+    the result dtype of X and W: a float32 layer maps float32 to float32 (integer inputs are read as
+    float32); build it with ``dtype=np.float64`` for gradient checks.
+
+    >>> Linear(3, 2, rng=0)(np.ones((4, 3), np.float32)).shape
+    (4, 2)
+    """
+
+    def __init__(self, in_features, out_features, init="glorot_uniform", rng=None, dtype=np.float32):
+        super().__init__()
+        _check_fans(in_features, out_features, ("in_features", "out_features"))
+        if init not in _INITIALISERS:
+            raise ValueError(f"init must be one of {sorted(_INITIALISERS)}, got {init!r}")
+        dtype = np.dtype(dtype)
+        if not np.issubdtype(dtype, np.floating):
+            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.params["W"] = _INITIALISERS[init](self.in_features, self.out_features, rng, dtype)
+        self.params["b"] = np.zeros(self.out_features, dtype)
+        self.grads["W"] = np.zeros_like(self.params["W"])
+        self.grads["b"] = np.zeros_like(self.params["b"])
+        self._X = None  # the cache: the input, for dW = Xᵀ dZ
+
+    def __repr__(self):
+        return f"Linear({self.in_features}, {self.out_features})"
+
+    def forward(self, X):
+        X = _as_float(X)
+        if X.ndim != 2 or X.shape[1] != self.in_features:
+            raise ShapeError(f"{self!r} expects input (N, {self.in_features}), got {X.shape}")
+        W, b = self.params["W"], self.params["b"]
+        Z = self._buffer("Z", (X.shape[0], self.out_features), np.result_type(X, W))
+        np.matmul(X, W, out=Z)  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
+        Z += b  # broadcast over the rows
+        self._X = X
+        return Z
+
+    def backward(self, dZ):
+        X = self._cached(self._X)
+        dZ = self._check_dY(dZ, (X.shape[0], self.out_features))
+        np.matmul(X.T, dZ, out=self.grads["W"])  # dW = Xᵀ dZ: (D_in, N) @ (N, D_out) -> (D_in, D_out)
+        np.sum(dZ, axis=0, out=self.grads["b"])  # db = Σ_i dZ_i
+        if not self.input_grad:
+            return None
+        W = self.params["W"]
+        dX = self._buffer("dX", X.shape, np.result_type(dZ, W))
+        return np.matmul(dZ, W.T, out=dX)  # dX = dZ Wᵀ: (N, D_out) @ (D_out, D_in) -> (N, D_in)

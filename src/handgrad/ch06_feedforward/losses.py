@@ -1,0 +1,134 @@
+"""Softmax output units and the cross-entropy cost (book §6.2.2; design report eqs. 18–19)."""
+
+import numpy as np
+
+from .. import ShapeError
+from ..ch04_numerical import log_softmax, softmax
+from .layers import _as_float
+
+__all__ = ["cross_entropy_from_logits", "cross_entropy_grad", "SoftmaxCrossEntropy"]
+
+
+def _check_targets(logits, y):
+    """Validate (logits, y); return (logits as a float array, y as int labels (N,) or probabilities (N, C))."""
+    logits = _as_float(logits)
+    if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise ShapeError(f"logits must have shape (N, C) with N, C >= 1, got {logits.shape}")
+    n, c = logits.shape
+    y = np.asarray(y)
+    if y.ndim == 1:
+        if y.shape[0] != n:
+            raise ShapeError(f"{n} rows of logits {logits.shape} but {y.shape[0]} labels {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"labels of shape (N,) must be integers, got dtype {y.dtype}")
+        if y.min() < 0 or y.max() >= c:
+            bad = y[(y < 0) | (y >= c)]
+            raise ValueError(f"labels must lie in [0, {c}) for {c} classes, got {bad[:5].tolist()}")
+        return logits, y
+    if y.ndim == 2:
+        if y.shape != logits.shape:
+            raise ShapeError(f"one-hot/probability targets must have the logits' shape {logits.shape}, got {y.shape}")
+        y = _as_float(y)
+        tol = np.sqrt(np.finfo(y.dtype).eps)
+        if np.any(y < 0) or not np.allclose(y.sum(axis=1), 1.0, rtol=0, atol=tol):
+            raise ValueError("one-hot/probability targets must be non-negative with rows summing to 1")
+        return logits, y
+    raise ShapeError(f"targets must be labels (N,) or one-hot/probabilities (N, C), got shape {y.shape}")
+
+
+def cross_entropy_from_logits(logits, y):
+    """Mean cross entropy of softmax(logits) against targets (book §6.2.2.3; design report eq. 18).
+
+        L = −(1/B) Σ_i log softmax(L)_{i, y_i}                                          (18)
+        (with targets q as probabilities: L = −(1/B) Σ_i Σ_j q_ij log softmax(L)_ij)
+
+    log softmax is chapter 4's stable ``log_softmax``; the loss is invariant to adding a constant to a
+    row of logits. ``y`` is integer labels (N,) in [0, C) or one-hot/probability rows (N, C). The mean
+    is accumulated in float64 (a Python float is returned), so float32 logits as large as ±3e38 still
+    give a finite loss.
+    """
+    logits, y = _check_targets(logits, y)
+    logp = log_softmax(logits.astype(np.float64))
+    n = logits.shape[0]
+    if y.ndim == 1:
+        return float(-logp[np.arange(n), y].mean())
+    terms = np.where(y > 0, y * logp, 0.0)  # 0 · log 0 = 0
+    return float(-terms.sum() / n)
+
+
+def cross_entropy_grad(logits, y):
+    """Gradient of the mean cross entropy w.r.t. the logits (book §6.2.2.3; design report eq. 19).
+
+        ∂L/∂L_ij = (softmax(L)_ij − 1{j = y_i}) / B                                      (19)
+
+    (with probability targets q the one-hot is replaced by q). Same shape and dtype as the logits.
+    """
+    logits, y = _check_targets(logits, y)
+    n = logits.shape[0]
+    G = softmax(logits)
+    if y.ndim == 1:
+        G[np.arange(n), y] -= 1
+    else:
+        G -= y.astype(G.dtype, copy=False)
+    G /= n
+    return G
+
+
+class SoftmaxCrossEntropy:
+    """Softmax output and mean cross-entropy loss in one object, the fused form (book §6.2.2.3, §6.5).
+
+    ``forward(logits, y)`` computes P = softmax(L) once (shift by the row max, exponentiate, normalise)
+    and the loss of eq. 18 as logsumexp(L_i) − L_{i,y_i} from the same pass; ``backward()`` reuses P:
+
+        dL = (P − onehot(y)) / B,
+
+    which *is* eq. 19 — the same numbers as ``cross_entropy_grad`` (a test checks it), without a second
+    softmax. The returned gradient lives in a buffer reused by the next ``backward`` with the same shape.
+    """
+
+    def __init__(self):
+        self._cache = None  # (P, y)
+        self._buffers = {}
+
+    def _buffer(self, name, shape, dtype):
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty(shape, dtype)
+        return buf
+
+    def __call__(self, logits, y):
+        return self.forward(logits, y)
+
+    def forward(self, logits, y):
+        logits, y = _check_targets(logits, y)
+        n = logits.shape[0]
+        m = logits.max(axis=1, keepdims=True)  # (N, 1) row maxima
+        P = self._buffer("P", logits.shape, logits.dtype)
+        with np.errstate(under="ignore", over="ignore"):  # L − m may overflow to −inf: e^{−inf} = 0 is right
+            np.subtract(logits, m, out=P)
+            np.exp(P, out=P)  # e^{L − m}, the largest entry of each row is 1
+        s = P.sum(axis=1, keepdims=True)  # (N, 1), in [1, C]
+        P /= s  # softmax
+        # logsumexp(L_i) = m_i + log s_i; the difference is taken in float64 so it cannot overflow
+        lse = m[:, 0].astype(np.float64) + np.log(s[:, 0].astype(np.float64))
+        if y.ndim == 1:
+            picked = logits[np.arange(n), y].astype(np.float64)  # L_{i, y_i}
+            loss = float(np.mean(lse - picked))
+        else:
+            # −Σ_j q_ij (L_ij − lse_i) = lse_i − Σ_j q_ij L_ij   (rows of q sum to 1)
+            loss = float(np.mean(lse - np.einsum("ij,ij->i", y.astype(np.float64), logits.astype(np.float64))))
+        self._cache = (P, y)
+        return loss
+
+    def backward(self):
+        if self._cache is None:
+            raise RuntimeError("SoftmaxCrossEntropy: backward called before forward")
+        P, y = self._cache
+        n = P.shape[0]
+        G = self._buffer("G", P.shape, P.dtype)
+        np.multiply(P, 1.0 / n, out=G)  # P / B
+        if y.ndim == 1:
+            G[np.arange(n), y] -= G.dtype.type(1.0 / n)  # − onehot / B
+        else:
+            G -= y.astype(G.dtype, copy=False) / n
+        return G
