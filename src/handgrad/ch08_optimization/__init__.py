@@ -2,8 +2,11 @@
 
 Split by the book's sections: ``sgd`` (§8.3.1–8.3.3: SGD, momentum, Nesterov; eqs. 22–24) and
 ``schedules`` (§8.3.1 learning-rate decay; eq. 25). Every optimiser subclasses ``Optimizer``.
+``adaptive`` (§8.5: AdaGrad, RMSProp, Adam/AdamW) and ``batch_norm`` (§8.7.1: BatchNorm1D, BatchNorm2D).
 """
 
+from .adaptive import AdaGrad, Adam, RMSProp
+from .batch_norm import BatchNorm1D, BatchNorm2D
 from .schedules import constant_schedule, cosine_schedule, exponential_schedule, make_schedule, step_schedule
 from .sgd import SGD, Momentum, Optimizer
 
@@ -11,6 +14,11 @@ __all__ = [
     "Optimizer",
     "SGD",
     "Momentum",
+    "AdaGrad",
+    "RMSProp",
+    "Adam",
+    "BatchNorm1D",
+    "BatchNorm2D",
     "cosine_schedule",
     "constant_schedule",
     "step_schedule",

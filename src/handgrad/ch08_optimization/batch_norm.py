@@ -1,0 +1,160 @@
+"""Batch normalisation (book §8.7.1): re-centre and re-scale every feature over the mini-batch.
+
+Normalising a layer's inputs to zero mean and unit variance per feature removes the effect of the
+earlier layers on their first two moments, so a gradient step on one layer disturbs the next one less
+(§8.7.1's second-order argument); the learned γ and β give the expressive power back (eq. 8.35–8.36).
+
+Layer state convention (read by the application's checkpoints). Besides ``params`` and ``grads``, a layer
+whose behaviour depends on arrays that are *not* trained by gradients exposes them as ``layer.state``, a dict
+name → ndarray. The arrays are updated in place, so references stay valid; to save a model, store
+``layer.state`` beside ``layer.params``; to restore, copy into them (``layer.state[k][...] = saved[k]``).
+The batch-norm layers here hold ``state = {"running_mean": (C,), "running_var": (C,)}``, the names of
+PyTorch's buffers. Layers without such arrays have no ``state`` attribute (or an empty dict).
+"""
+
+import numpy as np
+
+from .. import ShapeError
+from ..ch06_feedforward import Layer, _as_float
+
+__all__ = ["BatchNorm1D", "BatchNorm2D"]
+
+
+class _BatchNorm(Layer):
+    """Batch normalisation over every axis but the channel axis 1 (see ``BatchNorm1D`` for the equations)."""
+
+    _ndim = None  # the input rank: 2 for (N, C), 4 for (N, C, H, W)
+    _layout = None
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        super().__init__()
+        n = num_features
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        for name, v, ok in (("eps", eps, lambda x: x > 0), ("momentum", momentum, lambda x: 0 <= x <= 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not ok(v):
+                raise ValueError(f"{name} must be {'positive' if name == 'eps' else 'in [0, 1]'}, got {v!r}")
+        dtype = np.dtype(dtype)
+        if not np.issubdtype(dtype, np.floating):
+            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
+        C = self.num_features
+        self.params["gamma"] = np.ones(C, dtype)
+        self.params["beta"] = np.zeros(C, dtype)
+        self.grads["gamma"] = np.zeros(C, dtype)
+        self.grads["beta"] = np.zeros(C, dtype)
+        self.state = {"running_mean": np.zeros(C, dtype), "running_var": np.ones(C, dtype)}
+        self._cache = None  # (x̂, 1/σ per channel, training?)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum})"
+
+    def forward(self, X):
+        X = _as_float(X)
+        if X.ndim != self._ndim or X.shape[1] != self.num_features:
+            expected = self._layout.format(C=self.num_features)
+            raise ShapeError(f"{self!r} expects input {expected}, got {X.shape}")
+        axes = (0,) + tuple(range(2, X.ndim))  # every axis but the channels
+        bshape = (1, self.num_features) + (1,) * (X.ndim - 2)  # broadcasts a (C,) vector over X
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        dtype = np.result_type(X, gamma)
+        m = X.size // self.num_features  # values per channel
+        if self.training:
+            if m < 2:
+                raise ValueError(f"{self!r} needs more than 1 value per channel in training mode, got {X.shape}")
+            mean = X.mean(axis=axes, dtype=dtype)  # μ_B
+            var = X.var(axis=axes, dtype=dtype)  # σ²_B, biased: divides by m
+            rm, rv = self.state["running_mean"], self.state["running_var"]
+            rm *= 1 - self.momentum
+            rm += self.momentum * mean  # running mean ← (1 − momentum) running mean + momentum μ_B
+            rv *= 1 - self.momentum
+            rv += self.momentum * var * (m / (m - 1))  # the running estimate uses the unbiased variance
+        else:
+            mean, var = self.state["running_mean"].astype(dtype), self.state["running_var"].astype(dtype)
+        inv_std = 1.0 / np.sqrt(var + dtype.type(self.eps))  # 1/σ, (C,)
+        xhat = self._buffer("xhat", X.shape, dtype)
+        np.subtract(X, mean.reshape(bshape), out=xhat)
+        xhat *= inv_std.reshape(bshape)  # x̂ = (x − μ) / σ
+        Y = self._buffer("Y", X.shape, dtype)
+        np.multiply(xhat, gamma.reshape(bshape), out=Y)
+        Y += beta.reshape(bshape)  # y = γ x̂ + β
+        self._cache = (xhat, inv_std, self.training)
+        return Y
+
+    def backward(self, dY):
+        xhat, inv_std, training = self._cached(self._cache)
+        dY = self._check_dY(dY, xhat.shape)
+        axes = (0,) + tuple(range(2, xhat.ndim))
+        bshape = (1, self.num_features) + (1,) * (xhat.ndim - 2)
+        gamma = self.params["gamma"]
+        dgamma, dbeta = self.grads["gamma"], self.grads["beta"]
+        dbeta[...] = dY.sum(axis=axes)  # ∂L/∂β = Σ dy
+        tmp = self._buffer("tmp", xhat.shape, np.result_type(dY, xhat))
+        np.multiply(dY, xhat, out=tmp)
+        dgamma[...] = tmp.sum(axis=axes)  # ∂L/∂γ = Σ dy ⊙ x̂
+        if not self.input_grad:
+            return None
+        dX = tmp
+        if not training:  # μ and σ are constants in eval mode: dx = γ dy / σ
+            np.multiply(dY, (gamma * inv_std).reshape(bshape), out=dX)
+            return dX
+        m = xhat.size // self.num_features
+        # BatchNorm1D's compact formula: dx = (γ / (m σ̃)) (m dy − dβ − x̂ dγ) = (γ / σ̃) (dy − (dβ + x̂ dγ) / m)
+        np.multiply(xhat, dgamma.reshape(bshape), out=dX)
+        dX += dbeta.reshape(bshape)  # dβ + x̂ dγ
+        dX *= -1.0 / m
+        dX += dY
+        dX *= (gamma * inv_std).reshape(bshape)
+        return dX
+
+
+class BatchNorm1D(_BatchNorm):
+    """Batch normalisation of (N, C) inputs, as ``torch.nn.BatchNorm1d`` (book §8.7.1, eqs. 8.35–8.36).
+
+    Training mode, per feature c over the m = N values of the batch:
+
+        μ = (1/m) Σ_i x_i,    σ² = (1/m) Σ_i (x_i − μ)²    (biased),    x̂_i = (x_i − μ) / √(σ² + eps),
+        y_i = γ x̂_i + β,
+
+    and the running statistics move towards the batch's (momentum 0.1 weights the new value, as PyTorch):
+
+        running_mean ← (1 − momentum) running_mean + momentum μ
+        running_var  ← (1 − momentum) running_var  + momentum σ² m / (m − 1)    (unbiased)
+
+    Eval mode (``layer.eval()``) normalises with running_mean and running_var instead.
+
+    Backward, for upstream gradient dy (training mode). With σ̃ = √(σ² + eps), x̂ depends on x_j directly and
+    through μ and σ²: ∂μ/∂x_j = 1/m, ∂σ²/∂x_j = 2 (x_j − μ)/m, so
+
+        ∂L/∂x̂_i = γ dy_i
+        ∂L/∂σ²  = Σ_i ∂L/∂x̂_i (x_i − μ) · (−½) σ̃⁻³
+        ∂L/∂μ   = −Σ_i ∂L/∂x̂_i / σ̃            (the σ² term's Σ_i (x_i − μ) vanishes)
+        ∂L/∂x_j = ∂L/∂x̂_j / σ̃ + ∂L/∂σ² · 2 (x_j − μ)/m + ∂L/∂μ / m.
+
+    Substituting x_i − μ = σ̃ x̂_i and collecting the terms gives the compact form the code uses:
+
+        dγ = Σ_i dy_i x̂_i,     dβ = Σ_i dy_i,
+        dx_j = (γ / (m σ̃)) (m dy_j − dβ − x̂_j dγ).
+
+    In eval mode μ and σ are constants: dx = γ dy / σ̃.
+
+    Shapes: X (N, C) -> Y (N, C); gamma, beta (C,); ``state`` = {"running_mean": (C,), "running_var": (C,)}
+    (module docstring). Computes in the result dtype of X and gamma (float32 by default).
+    """
+
+    _ndim = 2
+    _layout = "(N, {C})"
+
+
+class BatchNorm2D(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) inputs per channel, as ``torch.nn.BatchNorm2d`` (book §8.7.1).
+
+    The equations of ``BatchNorm1D`` with each channel's statistics taken over all m = N·H·W values of the
+    batch, so a convolutional feature map is normalised the same way at every position (§9.2's parameter
+    sharing carries over to the normalisation).
+
+    Shapes: X (N, C, H, W) -> Y (N, C, H, W); gamma, beta (C,); ``state`` as for ``BatchNorm1D``.
+    """
+
+    _ndim = 4
+    _layout = "(N, {C}, H, W)"
