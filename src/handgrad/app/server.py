@@ -26,7 +26,6 @@ import ipaddress
 import json
 import logging
 import pathlib
-import threading
 import time
 from http import HTTPStatus
 
@@ -111,16 +110,16 @@ def host_allowed(header: str | None, bound_host: str) -> bool:
 
 
 class PredictionService:
-    """What the handler needs from the model: its class names and a thread-safe ``predict_image``.
+    """What the handler needs from the model: its class names and ``predict_image``.
 
-    The layers cache their forward state for backward, so two threads running one network at once could
-    mix their caches; a lock makes each prediction whole. ``predictor`` may be None (no checkpoint
+    Requests run in threads of their own. The layers cache their forward state for backward, so two
+    threads running one network at once could mix their caches; :class:`Predictor` serialises its forward
+    pass with a lock (images are still decoded in parallel). ``predictor`` may be None (no checkpoint
     given): the page then shows how to train one and ``/api/predict`` answers 503.
     """
 
     def __init__(self, predictor=None):
         self.predictor = predictor
-        self._lock = threading.Lock()
 
     @property
     def ready(self) -> bool:
@@ -139,8 +138,7 @@ class PredictionService:
         if self.predictor is None:
             raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, NO_MODEL_MESSAGE)
         try:
-            with self._lock:
-                return self.predictor.predict_image(data)
+            return self.predictor.predict_image(data)
         except DatasetError as err:
             raise RequestError(HTTPStatus.BAD_REQUEST, str(err)) from None
 
@@ -180,6 +178,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # --- answers ----------------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None,
               cache: str = "no-store"):
+        if self.request_version == "HTTP/0.9":  # unparsable request line: answer as HTTP/1.0 anyway
+            self.request_version = "HTTP/1.0"
+            self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -338,6 +339,7 @@ class Server(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # listen backlog; socketserver's default of 5 resets bursts of connections
 
     def __init__(self, address, service: PredictionService):
         self.bound_host = address[0]

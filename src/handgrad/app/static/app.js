@@ -199,7 +199,11 @@
     if (event.pointerType === "mouse" && event.button !== 0) return;
     if (state.pointer !== null) return; // one stroke at a time
     event.preventDefault();
-    canvas.setPointerCapture(event.pointerId);
+    try {
+      canvas.setPointerCapture(event.pointerId); // keep the stroke when it leaves the canvas
+    } catch (_) {
+      // A pointer the browser does not track (a synthetic event): draw without capture.
+    }
     state.pointer = event.pointerId;
     state.last = position(event);
     dot(state.last);
