@@ -387,3 +387,11 @@ def test_serve_refuses_a_bad_checkpoint(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         server_module.serve(bad, port=0)
+
+
+def test_serve_names_a_taken_port(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*--port"):
+            server_module.serve(None, port=taken.getsockname()[1])

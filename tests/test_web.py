@@ -357,6 +357,37 @@ def test_without_a_model_the_page_names_the_training_command(browser):
         thread.join(timeout=10)
 
 
+def test_fashion_checkpoints_show_clothing_names(browser, predictor):
+    from handgrad.datasets import class_names
+
+    names = class_names("fashion-mnist")
+
+    class Fashion:  # the trained digits model, presented as a Fashion-MNIST one
+        classes, dataset = names, "fashion-mnist"
+
+        def predict_image(self, source):
+            answer = predictor.predict_image(source)
+            return {**answer, "classes": names, "label": names[answer["prediction"]]}
+
+    srv, thread = start_server(Fashion())
+    try:
+        t = Page(browser, srv.url)
+        try:
+            assert t.page.title() == "handgrad · draw a clothing item"
+            assert [b["label"] for b in t.bars()] == names
+            t.stroke(ONE)
+            assert t.settled() == "ready"
+            assert_shows(t, t.last_answer(), names)
+            assert t.page.locator("#prediction").inner_text() in names
+        finally:
+            t.close()
+        assert t.errors == []
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
+
+
 def test_screenshots(browser, base_url, tmp_path):
     """The README's pictures: a digit being drawn, and the result. Written to tmp_path, or to the folder
     named by HANDGRAD_SCREENSHOTS (to refresh docs/)."""

@@ -223,11 +223,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self):
         try:
-            if not host_allowed(self.headers.get("Host"), self.server.bound_host):
+            host = self.headers.get("Host")
+            if not host_allowed(host, self.server.bound_host):
                 self._discard_body()
+                what = f"unexpected Host header {host!r}" if host else "missing Host header"
                 raise RequestError(HTTPStatus.MISDIRECTED_REQUEST,
-                                   f"unexpected Host header {self.headers.get('Host')!r}; "
-                                   "open the page at http://127.0.0.1 or http://localhost")
+                                   f"{what}; open the page at http://127.0.0.1 or http://localhost")
             path = self.path.split("?", 1)[0].split("#", 1)[0]
             self._route(path)
         except RequestError as err:
@@ -237,7 +238,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except Exception:
             logger.exception("internal error while answering %r", self.requestline)
             self.close_connection = True
-            self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal server error"})
+            if self._status is None:  # nothing sent yet: answer; otherwise just close the connection
+                try:
+                    self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal server error"})
+                except OSError:
+                    pass
 
     def _route(self, path: str):
         if path == "/api/predict":
@@ -379,7 +384,11 @@ def serve(checkpoint=None, host: str = "127.0.0.1", port: int = 8000) -> None:
         from handgrad.app.predict import Predictor
 
         predictor = Predictor.from_checkpoint(checkpoint)
-    server = make_server(predictor, host, port)
+    try:
+        server = make_server(predictor, host, port)
+    except OSError as err:  # port taken, address not on this machine, ...
+        raise OSError(f"cannot listen on {host}:{port} ({err.strerror or err}); "
+                      "choose another --port, or --host 127.0.0.1") from err
     with server:
         if predictor is None:
             print(NO_MODEL_MESSAGE, flush=True)
