@@ -188,3 +188,17 @@ def test_limit_on_full_mnist_learns():
     assert result.dataset == "mnist" and result.test_accuracy > 0.85
     best = load_checkpoint(out / "run" / "best.npz")
     assert best.metadata["config"]["limit"] == 4000
+
+
+def test_resuming_a_finished_run_only_reports(tmp_path):
+    first = train(quick(tmp_path, "done", epochs=1, limit=300))
+    again = train(TrainConfig(resume=str(tmp_path / "done"), epochs=None, quiet=True))
+    assert again.epochs == 1 and again.best_epoch == first.best_epoch
+    assert again.test_accuracy == first.test_accuracy
+
+
+def test_config_round_trips_through_json_and_ignores_unknown_keys(tmp_path):
+    c = TrainConfig(dataset="fashion-mnist", hidden=(256, 128), nesterov=True, schedule="cosine")
+    c.save(tmp_path / "config.json")
+    assert TrainConfig.load(tmp_path / "config.json") == c
+    assert TrainConfig.from_dict({**c.to_dict(), "dropout": 0.5}) == c

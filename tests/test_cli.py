@@ -260,3 +260,14 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("handgrad: error: ") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_interrupt_exits_130_with_the_resume_hint(monkeypatch, capsys):
+    import handgrad.app
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(handgrad.app, "train", interrupted)
+    code, out, err = run(capsys, "train", "--dataset", "mnist-sample")
+    assert code == 130 and "--resume" in err and "Traceback" not in err

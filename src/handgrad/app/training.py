@@ -352,7 +352,8 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     log(f"best epoch {best_epoch}/{done}: test accuracy {100 * test_acc:.2f}%, macro-F1 {macro_f1:.4f} "
         f"(val {100 * max(best_val, 0):.2f}%) on {dataset}; {_fmt_seconds(seconds)}; saved in {run_dir}")
     if fell_back:
-        log("(trained on the bundled sample; see the note above for the full MNIST dataset)")
+        log("NOTE: this was the bundled sample. For full MNIST put its four files in DIR/mnist/ and set "
+            "HANDGRAD_DATA=DIR (or pass --data-dir DIR), or run once with network access to download them.")
     return TrainResult(run_dir=str(run_dir), dataset=dataset, best_epoch=best_epoch, best_val_accuracy=best_val,
                        test_accuracy=test_acc, test_loss=test_loss, test_macro_f1=macro_f1, epochs=done,
                        seconds=seconds, history=history, fell_back=fell_back, stopped_early=stopped_early)
