@@ -1,21 +1,29 @@
 # The two commands that matter:  `make run` (the main job) and `make test` (the whole suite).
-# Both set up a virtual environment in .venv first, so they work on a fresh machine.
+# Both set up the virtual environment .venv first, so they work on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test
+.PHONY: run test setup setup-test
 
-$(VENV)/.installed: pyproject.toml
+# The application: NumPy for the library, Pillow, matplotlib and tqdm for the app.
+$(VENV)/.app-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[app,test]'
+	$(BIN)/python -m pip install --quiet -e '.[app]'
 	touch $@
 
-setup: $(VENV)/.installed
+# The tests add PyTorch (CPU build) and scikit-learn as oracles, and a real browser for the web page.
+$(VENV)/.test-installed: $(VENV)/.app-installed scripts/install_browser.sh
+	$(BIN)/python -m pip install --quiet -e '.[app,test]'
+	scripts/install_browser.sh $(BIN)/python
+	touch $@
+
+setup: $(VENV)/.app-installed
+setup-test: $(VENV)/.test-installed
 
 run: setup
 	$(BIN)/handgrad train
 
-test: setup
+test: setup-test
 	$(BIN)/python -m pytest
