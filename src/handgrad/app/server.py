@@ -377,8 +377,6 @@ def serve(checkpoint=None, host: str = "127.0.0.1", port: int = 8000) -> None:
     Raises :class:`handgrad.app.checkpoint.CheckpointError` for a checkpoint that cannot be loaded and
     ``OSError`` when the address cannot be bound (the port is taken, for instance).
     """
-    if not logging.getLogger().handlers and not logger.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     predictor = None
     if checkpoint is not None:
         from handgrad.app.predict import Predictor
@@ -389,6 +387,8 @@ def serve(checkpoint=None, host: str = "127.0.0.1", port: int = 8000) -> None:
     except OSError as err:  # port taken, address not on this machine, ...
         raise OSError(f"cannot listen on {host}:{port} ({err.strerror or err}); "
                       "choose another --port, or --host 127.0.0.1") from err
+    if not logging.getLogger().handlers and not logger.handlers:  # one line per request, on stderr
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     with server:
         if predictor is None:
             print(NO_MODEL_MESSAGE, flush=True)
