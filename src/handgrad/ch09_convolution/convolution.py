@@ -54,7 +54,7 @@ def conv_output_size(size, kernel, stride=1, padding=0):
 
 
 def _check_nchw(layer, X, channels, kernel, padding):
-    """Validate an NCHW batch against the layer's channels and kernel; return the output (OH, OW)."""
+    """Validate an NCHW batch against the layer's channels (None: any) and its kernel; raise ShapeError."""
     if X.ndim != 4:
         raise ShapeError(f"{layer} expects input (N, C, H, W), got shape {X.shape}")
     if channels is not None and X.shape[1] != channels:
@@ -106,6 +106,7 @@ def _geometry_args(kernel_size, stride, padding):
 
 
 def _geometry(x_shape, kernel, stride, padding):
+    """The padded channels-last shape (N, H̃, W̃, C) of an NCHW input and the output size (OH, OW)."""
     N, C, H, W = x_shape
     return (N, H + 2 * padding[0], W + 2 * padding[1], C), (
         conv_output_size(H, kernel[0], stride[0], padding[0]),
