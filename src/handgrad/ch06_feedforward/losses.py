@@ -19,9 +19,9 @@ def _check_targets(logits, y):
     if y.ndim == 1:
         if y.shape[0] != n:
             raise ShapeError(f"{n} rows of logits {logits.shape} but {y.shape[0]} labels {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer):
+        if y.dtype.kind not in "iu":  # signed or unsigned integers
             raise ValueError(f"labels of shape (N,) must be integers, got dtype {y.dtype}")
-        if y.min() < 0 or y.max() >= c:
+        if (y.dtype.kind == "i" and y.min() < 0) or y.max() >= c:
             bad = y[(y < 0) | (y >= c)]
             raise ValueError(f"labels must lie in [0, {c}) for {c} classes, got {bad[:5].tolist()}")
         return logits, y
@@ -89,6 +89,12 @@ class SoftmaxCrossEntropy:
     def __init__(self):
         self._cache = None  # (P, y)
         self._buffers = {}
+        self._rows = np.arange(0)  # 0, 1, …, N−1: the row index of L_{i, y_i}, kept between batches
+
+    def _row_index(self, n):
+        if self._rows.shape[0] != n:
+            self._rows = np.arange(n)
+        return self._rows
 
     def _buffer(self, name, shape, dtype):
         buf = self._buffers.get(name)
@@ -102,21 +108,22 @@ class SoftmaxCrossEntropy:
     def forward(self, logits, y):
         logits, y = _check_targets(logits, y)
         n = logits.shape[0]
-        m = logits.max(axis=1, keepdims=True)  # (N, 1) row maxima
+        m = np.maximum.reduce(logits, axis=1, keepdims=True)  # (N, 1) row maxima
         P = self._buffer("P", logits.shape, logits.dtype)
         with np.errstate(under="ignore", over="ignore"):  # L − m may overflow to −inf: e^{−inf} = 0 is right
             np.subtract(logits, m, out=P)
             np.exp(P, out=P)  # e^{L − m}, the largest entry of each row is 1
-        s = P.sum(axis=1, keepdims=True)  # (N, 1), in [1, C]
-        P /= s  # softmax
+        s = np.add.reduce(P, axis=1, keepdims=True)  # (N, 1), in [1, C]
+        np.divide(P, s, out=P)  # softmax
         # logsumexp(L_i) = m_i + log s_i; the difference is taken in float64 so it cannot overflow
-        lse = m[:, 0].astype(np.float64) + np.log(s[:, 0].astype(np.float64))
+        lse = m[:, 0].astype(np.float64)
+        lse += np.log(s[:, 0].astype(np.float64))
         if y.ndim == 1:
-            picked = logits[np.arange(n), y].astype(np.float64)  # L_{i, y_i}
-            loss = float(np.mean(lse - picked))
+            lse -= logits[self._row_index(n), y]  # − L_{i, y_i}
         else:
             # −Σ_j q_ij (L_ij − lse_i) = lse_i − Σ_j q_ij L_ij   (rows of q sum to 1)
-            loss = float(np.mean(lse - np.einsum("ij,ij->i", y.astype(np.float64), logits.astype(np.float64))))
+            lse -= np.einsum("ij,ij->i", y.astype(np.float64), logits.astype(np.float64))
+        loss = float(np.add.reduce(lse)) / n  # the mean of eq. 18
         self._cache = (P, y)
         return loss
 
@@ -128,7 +135,7 @@ class SoftmaxCrossEntropy:
         G = self._buffer("G", P.shape, P.dtype)
         np.multiply(P, 1.0 / n, out=G)  # P / B
         if y.ndim == 1:
-            G[np.arange(n), y] -= G.dtype.type(1.0 / n)  # − onehot / B
+            G[self._row_index(n), y] -= G.dtype.type(1.0 / n)  # − onehot / B
         else:
             G -= y.astype(G.dtype, copy=False) / n
         return G
