@@ -87,7 +87,7 @@ def test_float32_stays_float32(rng):
 @pytest.mark.parametrize("include_biases", [False, True])
 def test_add_l2_grad_in_place_equals_l2_grad(rng, include_biases):
     params = named_params(rng)
-    params["big"] = rng.standard_normal((300, 250))  # larger than one chunk of the in-place update
+    params["big"] = rng.standard_normal((300, 250))  # a layer-sized weight
     grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
     before = {k: g.copy() for k, g in grads.items()}
     refs = dict(grads)

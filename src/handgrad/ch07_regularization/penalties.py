@@ -18,7 +18,6 @@ from .. import ShapeError
 __all__ = ["is_bias", "l2_penalty", "l2_grad", "add_l2_grad_"]
 
 _BIAS_NAMES = {"b", "bias"}
-_BLOCK = 1 << 15  # elements per chunk of the in-place update: the temporary stays in cache
 
 
 def is_bias(name, param):
@@ -77,9 +76,12 @@ def add_l2_grad_(params, grads, lam, include_biases=False):
     """Add λw into the existing gradient arrays, in place, for weights only (eq. 21; the hot-loop form).
 
     Afterwards ``grads[k]`` equals ``grads_before[k] + l2_grad(params, lam)[k]`` wherever that is not
-    None, and excluded entries are unchanged (a test checks the equality). The update runs in chunks so
-    the temporary λw is small and never a parameter-sized allocation. ``params`` and ``grads`` are two
-    dicts with the same keys or two lists of the same length; returns ``grads``.
+    None, and excluded entries are unchanged (a test checks the equality). ``params`` and ``grads`` are
+    two dicts with the same keys or two lists of the same length; returns ``grads``.
+
+    Speed: two passes over each weight (λw into a temporary, then the add in place). Measured on the
+    784×512 layer, this plain form beats a chunked one that keeps the temporary in cache: the
+    allocator hands the same block back every step, and one call per pass costs less than many.
     """
     lam = _check_lam(lam)
     items = _items(params)
@@ -98,12 +100,5 @@ def add_l2_grad_(params, grads, lam, include_biases=False):
         p = np.asarray(p)
         if g.shape != p.shape:
             raise ShapeError(f"parameter {key!r} has shape {np.shape(p)} but its gradient has shape {g.shape}")
-        lam_t = g.dtype.type(lam)
-        if g.flags.c_contiguous and p.flags.c_contiguous:
-            gf, pf = g.reshape(-1), p.reshape(-1)  # views
-            for start in range(0, gf.size, _BLOCK):
-                block = slice(start, start + _BLOCK)
-                gf[block] += lam_t * pf[block]
-        else:
-            g += lam_t * p
+        g += g.dtype.type(lam) * p  # ∇Ω = λw, eq. 21
     return grads
