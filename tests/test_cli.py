@@ -148,9 +148,17 @@ def test_help_shows_defaults(command, capsys):
     code, out, _ = run(capsys, *command, "--help")
     assert code == 0 and out.startswith("usage: handgrad")
     if command == ["train"]:
-        for default in ("(default: 256)", "(default: 0.2)", "(default: 0.9)", "(default: 0.0001)", "(default: 512)",
-                        "(default: 20)", "(default: relu)", "(default: momentum)", "(default: constant)"):
-            assert default in out
+        text = " ".join(out.split())  # undo the help's line wrapping
+        from handgrad.app.config import MODEL_DEFAULTS
+
+        cnn = MODEL_DEFAULTS["cnn"]
+        for default in ("(default: 256 for mlp, {batch_size} for cnn)", "(default: 0.2 for mlp, {lr:g} for cnn)",
+                        "(default: 0.9)", "(default: 0.0001 for mlp, {weight_decay:g} for cnn)",
+                        "(default: 512 for mlp, {hidden[0]} for cnn)", "(default: 20 for mlp, {epochs} for cnn",
+                        "(default: relu)", "(default: momentum for mlp, {optimizer} for cnn)",
+                        "(default: constant for mlp, {schedule} for cnn)", "(default: off for mlp, on for cnn)"):
+            default = default.format(**cnn)
+            assert default in text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,7 +215,7 @@ def test_unreadable_images(ckpt, tmp_path, capsys):
     (["train", "--hidden", "512,abc"], "--hidden"),
     (["train", "--hidden", "0"], "--hidden"),
     (["train", "--activation", "gelu"], "--activation"),
-    (["train", "--optimizer", "adam"], "--optimizer"),
+    (["train", "--optimizer", "lbfgs"], "--optimizer"),
     (["train", "--schedule", "linear"], "--schedule"),
     (["train", "--dataset", "cifar"], "--dataset"),
     (["train", "--seed", "-1"], "--seed"),

@@ -1,6 +1,7 @@
 """The ``handgrad`` command: argument parsing only; every command calls one function of ``handgrad.app``.
 
     handgrad train [options]                    train a model (defaults: the reference MLP on MNIST)
+    handgrad train --model cnn [options]        train the convolutional network with its own recipe
     handgrad evaluate CHECKPOINT [options]      metrics of a checkpoint on a test set
     handgrad predict CHECKPOINT IMAGE... [--json]
     handgrad serve [CHECKPOINT]                 the draw-a-digit page
@@ -71,6 +72,8 @@ def _number(low, strict=False, high=None):
 
 
 def _hidden(text):
+    if text.strip().lower() in ("", "none"):  # a CNN may have no dense layer before its output
+        return ()
     try:
         sizes = [int(part) for part in text.split(",")]
     except ValueError:
@@ -78,6 +81,26 @@ def _hidden(text):
     if not sizes or any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
     return tuple(sizes)
+
+
+def _channels(text):
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated channel counts such as 16,32,64, got {text!r}") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"channel counts must be positive, got {text!r}")
+    return tuple(sizes)
+
+
+def _shift(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels in [0, 8], got {text!r}") from None
+    if not 0 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels in [0, 8], got {text!r}")
+    return value
 
 
 def _seed(text):
@@ -104,8 +127,19 @@ def _add(parser, *flags, **kwargs):
     return action
 
 
+def _per_model(name, show=str):
+    """'512 for mlp, 128 for cnn': a model-dependent default as the help text shows it."""
+    from .app.config import MODEL_DEFAULTS
+
+    return ", ".join(f"{show(d[name])} for {model}" for model, d in MODEL_DEFAULTS.items())
+
+
+def _sizes(value):
+    return ",".join(map(str, value)) or "none"
+
+
 def build_parser():
-    from .app.config import ACTIVATIONS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig
+    from .app.config import ACTIVATIONS, MODEL_DEFAULTS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig
     from .datasets import DATASET_NAMES
 
     d = TrainConfig()
@@ -119,9 +153,14 @@ def build_parser():
     datasets = ", ".join(DATASET_NAMES)
     t = sub.add_parser("train", help="train a model and save checkpoints, metrics and plots",
                        formatter_class=_Formatter, allow_abbrev=False,
-                       description="Train a classifier. The defaults are the reference configuration: an MLP "
-                                   "784-512-10 with ReLU, batch 256, momentum SGD (lr 0.2, beta 0.9), weight decay "
-                                   "1e-4 on the weights, 20 epochs at a constant learning rate.")
+                       description="Train a classifier. The defaults depend on --model. For the MLP they are the "
+                                   "reference configuration: 784-512-10 with ReLU, batch 256, momentum SGD (lr 0.2, "
+                                   "beta 0.9), weight decay 1e-4 on the weights, 20 epochs at a constant learning "
+                                   "rate. For the CNN they are its recipe: conv blocks 16-32-64 (3x3 conv, batch "
+                                   "norm, ReLU, 2x2 max-pool), dense 128, dropout 0.25, Adam lr 3e-3, batch 128, "
+                                   "cosine schedule with 1 warmup epoch, shift/rotation augmentation, 8 epochs. "
+                                   "Options given explicitly override the chosen model's defaults; options marked "
+                                   "'for mlp ..., for cnn ...' below take the chosen model's value when not given.")
     TRAIN_OPTIONS.clear()
     _add(t, "--dataset", metavar="NAME", choices=DATASET_NAMES,
          help=f"dataset: {datasets} (default: mnist, or the bundled mnist-sample, with a notice, when MNIST is "
@@ -129,23 +168,54 @@ def build_parser():
     _add(t, "--data-dir", metavar="DIR", help="folder holding <dataset>/ folders of IDX files (searched before "
                                               "$HANDGRAD_DATA and ~/.cache/handgrad)")
     _add(t, "--out", metavar="DIR", help="run folder for checkpoints, metrics and plots (default: runs/<timestamp>)")
-    _add(t, "--epochs", metavar="N", type=_positive_int, default=d.epochs,
-         help="epochs to train (with --resume: the total to reach; default there: the run's own)")
-    _add(t, "--batch-size", metavar="N", type=_positive_int, default=d.batch_size, help="mini-batch size")
-    _add(t, "--model", choices=MODELS, default=d.model, help="model type")
-    _add(t, "--hidden", metavar="512[,256...]", type=_hidden, default=",".join(map(str, d.hidden)),
-         help="hidden layer sizes, comma-separated")
+    _add(t, "--model", choices=MODELS, default=d.model,
+         help="model type: a multilayer perceptron or the convolutional network; picks the defaults of the "
+              "options marked 'for mlp ..., for cnn ...'")
+    _add(t, "--epochs", metavar="N", type=_positive_int,
+         help=f"epochs to train (default: {_per_model('epochs')}; with --resume: the total to reach, by default "
+              "the run's own)")
+    _add(t, "--batch-size", metavar="N", type=_positive_int, help=f"mini-batch size (default: {_per_model('batch_size')})")
+    _add(t, "--hidden", metavar="512[,256...]", type=_hidden,
+         help="hidden dense layer sizes, comma-separated; for the CNN the dense layers after the convolutions "
+              f"('none' for none) (default: {_per_model('hidden', _sizes)})")
+    _add(t, "--channels", metavar="16,32,64", type=_channels,
+         help="CNN only: output channels of each convolution block (3x3 conv, [batch norm], activation, 2x2 "
+              f"max-pool), comma-separated, at most 4 for 28x28 images (default: {_sizes(MODEL_DEFAULTS['cnn']['channels'])})")
     _add(t, "--activation", choices=ACTIVATIONS, default=d.activation, help="hidden-unit activation")
-    _add(t, "--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimiser")
-    _add(t, "--lr", metavar="LR", type=_number(0, strict=True), default=d.lr, help="learning rate")
+    _add(t, "--dropout", metavar="P", type=_number(0, high=1),
+         help="dropout: probability of dropping a unit after each hidden dense layer (CNN: also after the "
+              f"convolutions); 0 for none (default: {_per_model('dropout')})")
+    _add(t, "--batch-norm", action=argparse.BooleanOptionalAction,
+         help="batch normalisation before each hidden activation (default: "
+              f"{_per_model('batch_norm', lambda v: 'on' if v else 'off')})")
+    _add(t, "--augment", action=argparse.BooleanOptionalAction,
+         help="augment each training batch with random shifts and rotations (default: "
+              f"{_per_model('augment', lambda v: 'on' if v else 'off')})")
+    _add(t, "--augment-shift", metavar="PX", type=_shift, default=d.augment_shift,
+         help="with --augment: largest shift, in pixels, in each direction")
+    _add(t, "--augment-degrees", metavar="DEG", type=_number(0, high=180.0001), default=d.augment_degrees,
+         help="with --augment: largest rotation, in degrees, either way")
+    _add(t, "--optimizer", choices=OPTIMIZERS,
+         help=f"optimiser (adamw: Adam with decoupled weight decay) (default: {_per_model('optimizer')})")
+    _add(t, "--lr", metavar="LR", type=_number(0, strict=True),
+         help=f"learning rate (peak rate with a schedule) (default: {_per_model('lr', lambda v: f'{v:g}')})")
     _add(t, "--momentum", metavar="BETA", type=_number(0, high=1), default=d.momentum,
          help="momentum coefficient beta (with --optimizer momentum)")
     _add(t, "--nesterov", action="store_true", help="Nesterov momentum")
-    _add(t, "--weight-decay", metavar="LAMBDA", type=_number(0), default=d.weight_decay,
-         help="L2 penalty lambda on the weights (not the biases)")
-    _add(t, "--schedule", choices=SCHEDULES, default=d.schedule, help="learning-rate schedule (per step)")
-    _add(t, "--warmup-epochs", metavar="E", type=_number(0), default=d.warmup_epochs,
-         help="linear learning-rate warmup, in epochs")
+    _add(t, "--weight-decay", metavar="LAMBDA", type=_number(0),
+         help="L2 penalty lambda on the weights (not biases or batch-norm parameters); with adamw the decoupled "
+              f"decay rate (default: {_per_model('weight_decay', lambda v: f'{v:g}')})")
+    _add(t, "--schedule", choices=SCHEDULES,
+         help=f"learning-rate schedule, per step (default: {_per_model('schedule')})")
+    _add(t, "--warmup-epochs", metavar="E", type=_number(0),
+         help=f"linear learning-rate warmup, in epochs (default: {_per_model('warmup_epochs', lambda v: f'{v:g}')})")
+    _add(t, "--lr-step-epochs", metavar="E", type=_number(0, strict=True),
+         help="step schedule: multiply the rate by --lr-gamma every E epochs (default: a third of the epochs)")
+    _add(t, "--lr-gamma", metavar="G", type=_number(0, strict=True, high=1.0000001),
+         help="decay factor in (0, 1]: per step of the step schedule (default 0.1), per epoch for the "
+              "exponential one (default 0.9)")
+    _add(t, "--patience", metavar="N", type=_positive_int,
+         help="early stopping: stop after N epochs without a better validation accuracy (default: off)")
     _add(t, "--seed", metavar="S", type=_seed, default=d.seed, help="seed of every random number generator")
     _add(t, "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (its own settings apply; --epochs "
                                                 "sets the total to reach)")
@@ -214,9 +284,12 @@ def cmd_train(args, argv):
     from .app import TrainConfig, train
 
     typed = _typed(argv)
+    # Options not given are None and take the chosen model's default (TrainConfig.__post_init__).
     fields = {k: getattr(args, k) for k in ("dataset", "data_dir", "out", "epochs", "batch_size", "model", "hidden",
-                                            "activation", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                                            "schedule", "warmup_epochs", "seed", "resume", "limit", "plots", "quiet")}
+                                            "channels", "activation", "dropout", "batch_norm", "augment",
+                                            "augment_shift", "augment_degrees", "optimizer", "lr", "momentum",
+                                            "nesterov", "weight_decay", "schedule", "warmup_epochs", "lr_step_epochs",
+                                            "lr_gamma", "patience", "seed", "resume", "limit", "plots", "quiet")}
     if args.resume is not None:
         ignored = sorted(typed - {"epochs", "data_dir", "plots", "quiet", "resume"})
         if ignored:

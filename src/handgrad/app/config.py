@@ -1,8 +1,17 @@
 """The training configuration: one dataclass whose fields mirror ``handgrad train``'s options.
 
-Defaults are the reference configuration of the design report (§4): an MLP 784-512-10 with ReLU units and
-Glorot-uniform weights, mini-batches of 256, momentum SGD (lr 0.2, β 0.9), weight decay λ = 1e-4 on the
-weights only, 20 epochs at a constant learning rate.
+Defaults depend on the model (``MODEL_DEFAULTS``). For ``model="mlp"`` they are the reference configuration
+of the design report (§4): an MLP 784-512-10 with ReLU units and Glorot-uniform weights, mini-batches of 256,
+momentum SGD (lr 0.2, β 0.9), weight decay λ = 1e-4 on the weights only, 20 epochs at a constant learning
+rate, no dropout, batch normalisation or augmentation. For ``model="cnn"`` they are the CNN recipe of
+:mod:`handgrad.app.cnn` (Adam, a cosine schedule with warmup, batch normalisation, dropout, augmentation).
+
+The model-dependent fields (``MODEL_DEFAULTS[model]``'s keys) default to None, which ``__post_init__``
+replaces by the chosen model's value; any value given explicitly is kept. So ``TrainConfig(model="cnn")`` is
+the CNN recipe and ``TrainConfig(model="cnn", epochs=3)`` the same recipe for 3 epochs — exactly as
+``handgrad train --model cnn [--epochs 3]``. (``dataclasses.replace(config, model=...)`` keeps the values
+already filled in; build a new TrainConfig to switch recipes.) With ``resume`` set, ``epochs=None`` stays
+None: it means "the run's own".
 
 ``TrainConfig`` is saved as ``config.json`` in each run folder and read back by ``--resume``; unknown keys in
 that file are ignored, so folders written by a later version with more options still load.
@@ -16,14 +25,25 @@ import math
 import pathlib
 
 __all__ = ["ConfigError", "TrainConfig", "DEFAULT_DATASET", "FALLBACK_DATASET", "ACTIVATIONS", "OPTIMIZERS",
-           "SCHEDULES", "MODELS"]
+           "SCHEDULES", "MODELS", "MODEL_DEFAULTS"]
 
 DEFAULT_DATASET = "mnist"
 FALLBACK_DATASET = "mnist-sample"  # bundled with the package, used when MNIST is not found and not named
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
-OPTIMIZERS = ("sgd", "momentum")
-SCHEDULES = ("constant", "cosine")
-MODELS = ("mlp",)
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "cosine", "step", "exponential")
+MODELS = ("mlp", "cnn")
+
+# The model-dependent settings. None in a TrainConfig means "this model's value from here".
+MODEL_DEFAULTS = {
+    "mlp": dict(epochs=20, batch_size=256, hidden=(512,), optimizer="momentum", lr=0.2, weight_decay=1e-4,
+                schedule="constant", warmup_epochs=0.0, dropout=0.0, batch_norm=False, augment=False,
+                channels=(), eval_batch_size=2000),
+    # The CNN recipe (handgrad.app.cnn documents the architecture and the measurements behind it).
+    "cnn": dict(epochs=8, batch_size=128, hidden=(128,), optimizer="adam", lr=3e-3, weight_decay=0.0,
+                schedule="cosine", warmup_epochs=1.0, dropout=0.25, batch_norm=True, augment=True,
+                channels=(16, 32, 64), eval_batch_size=500),
+}
 
 
 class ConfigError(ValueError):
@@ -44,28 +64,42 @@ class TrainConfig:
     dataset: str | None = None
     data_dir: str | None = None
     out: str | None = None
-    epochs: int = 20
-    batch_size: int = 256
+    epochs: int | None = None  # None: the model's default (MODEL_DEFAULTS), or with resume the run's own
+    batch_size: int | None = None
     model: str = "mlp"
-    hidden: tuple = (512,)
+    hidden: tuple | None = None  # the MLP's hidden layers; the CNN's dense layers after the convolutions
+    channels: tuple | None = None  # the CNN's convolution blocks (output channels of each); () for the MLP
     activation: str = "relu"
-    optimizer: str = "momentum"
-    lr: float = 0.2
+    dropout: float | None = None  # drop probability after each hidden dense layer (CNN: also before it)
+    batch_norm: bool | None = None  # batch normalisation before each hidden activation
+    augment: bool | None = None  # random shifts and rotations of each training batch (book §7.4)
+    augment_shift: int = 2  # pixels, each direction
+    augment_degrees: float = 10.0
+    optimizer: str | None = None
+    lr: float | None = None
     momentum: float = 0.9
     nesterov: bool = False
-    weight_decay: float = 1e-4
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
+    weight_decay: float | None = None
+    schedule: str | None = None
+    warmup_epochs: float | None = None
+    lr_step_epochs: float | None = None  # step schedule: decay every this many epochs (None: a third of them)
+    lr_gamma: float | None = None  # decay factor: per step of the step schedule (0.1), per epoch (0.9) for exponential
+    patience: int | None = None  # early stopping after this many epochs without a better val accuracy
     seed: int = 0
     resume: str | None = None
     limit: int | None = None
-    eval_batch_size: int = 2000
+    eval_batch_size: int | None = None
     plots: bool = True
     quiet: bool = False
 
     def __post_init__(self):
-        if isinstance(self.hidden, (list, tuple)):
-            self.hidden = tuple(self.hidden)
+        defaults = MODEL_DEFAULTS.get(self.model, MODEL_DEFAULTS["mlp"])
+        for name, value in defaults.items():
+            if getattr(self, name) is None and not (name == "epochs" and self.resume is not None):
+                setattr(self, name, value)
+        for name in ("hidden", "channels"):
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
 
     # ------------------------------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
@@ -100,15 +134,40 @@ class TrainConfig:
         positive_int("eval_batch_size")
         positive_int("limit", allow_none=True)
         choice("model", MODELS)
-        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
-            raise ConfigError(f"hidden must be one or more positive layer sizes, got {list(self.hidden)!r}")
+        def sizes(v):
+            return isinstance(v, tuple) and all(not isinstance(h, bool) and isinstance(h, int) and h > 0 for h in v)
+
+        if not sizes(self.hidden) or (self.model == "mlp" and not self.hidden):
+            raise ConfigError(f"hidden must be {'one or more' if self.model == 'mlp' else 'zero or more'} positive "
+                              f"layer sizes, got {self.hidden!r}")
+        if not sizes(self.channels) or (self.model == "cnn" and not self.channels):
+            raise ConfigError(f"channels must be one or more positive channel counts, got {self.channels!r}")
+        if self.model == "mlp" and self.channels:
+            raise ConfigError("channels (convolution blocks) need --model cnn")
         choice("activation", ACTIVATIONS)
         choice("optimizer", OPTIMIZERS)
         number("lr", strict=True)
         number("momentum", high=1.0)
         number("weight_decay")
+        number("dropout", high=1.0)
+        for flag in ("batch_norm", "augment"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        v = self.augment_shift
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 8:
+            raise ConfigError(f"augment_shift must be an integer number of pixels in [0, 8], got {v!r}")
+        number("augment_degrees")
+        if self.augment_degrees > 180:
+            raise ConfigError(f"augment_degrees must be <= 180, got {self.augment_degrees!r}")
         choice("schedule", SCHEDULES)
         number("warmup_epochs")
+        if self.lr_step_epochs is not None:
+            number("lr_step_epochs", strict=True)
+        if self.lr_gamma is not None:
+            number("lr_gamma", strict=True)
+            if self.lr_gamma > 1:
+                raise ConfigError(f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        positive_int("patience", allow_none=True)
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) cannot exceed epochs ({self.epochs})")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
@@ -121,6 +180,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        d["channels"] = list(self.channels)
         return d
 
     @classmethod

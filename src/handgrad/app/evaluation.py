@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ch05_ml_basics import confusion_matrix, f1_score
 from ..ch06_feedforward import cross_entropy_from_logits
-from .model import prepare_inputs
+from .model import eval_batch_size, prepare_inputs
 
 __all__ = ["evaluate_arrays", "per_class_metrics", "EvalResult", "evaluate", "format_report"]
 
@@ -104,9 +104,10 @@ def format_report(r: EvalResult) -> str:
 
 
 def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="test",
-             batch_size=EVAL_BATCH_SIZE) -> EvalResult:
+             batch_size=None) -> EvalResult:
     """Evaluate a checkpoint (file or run folder) on a dataset's test split (default: the one it was
     trained on). ``plots_dir`` also writes the confusion matrix and misclassified digits as PNG.
+    ``batch_size`` defaults to the model type's (2,000 images for an MLP, 500 for a CNN).
 
     Raises CheckpointError for an unusable checkpoint and DatasetError for a dataset that cannot be
     loaded or does not fit the model.
@@ -123,7 +124,7 @@ def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="tes
     if split not in ("test", "val", "train"):
         raise ValueError(f"split must be test, val or train, got {split!r}")
     X_img, y = getattr(splits, split)
-    loss, acc, preds = evaluate_arrays(model, prepare_inputs(arch, X_img), y, batch_size)
+    loss, acc, preds = evaluate_arrays(model, prepare_inputs(arch, X_img), y, batch_size or eval_batch_size(arch))
     n_classes = arch["n_classes"]
     cm = confusion_matrix(y, preds, n_classes)
     precision, recall, f1 = per_class_metrics(cm)

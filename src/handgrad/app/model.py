@@ -6,6 +6,11 @@ network without the training command line. The MLP of the reference configuratio
     {"type": "mlp", "input_shape": [28, 28], "hidden": [512], "activation": "relu",
      "init": "glorot_uniform", "n_classes": 10}
 
+with, when asked for, ``"batch_norm": true`` (a ``BatchNorm1D`` between each hidden ``Linear`` and its
+activation) and ``"dropout": p`` (a ``Dropout(p)`` after each hidden activation); the keys are left out
+when off, so plain MLP architectures (and their checkpoints) are unchanged. The convolutional network is
+registered by :mod:`handgrad.app.cnn` (``{"type": "cnn", ...}``).
+
 ``build_model(arch, rng)`` turns it into a chapter 6 ``Sequential``. Images arrive everywhere as float32
 ``(n, 28, 28)``; ``prepare_inputs(arch, X)`` reshapes them once per dataset (not per batch) into what the
 first layer takes — ``(n, 784)`` for the MLP (a view, no copy), ``(n, 1, 28, 28)`` for a convolutional
@@ -14,7 +19,10 @@ network. Training, evaluation and prediction all go through it, so flattening ha
 Adding a model type (a CNN, say) is one call::
 
     register_model_type("cnn", build=build_cnn, prepare_inputs=to_nchw,
-                        validate=check_cnn_arch, from_config=cnn_arch_from_config)
+                        validate=check_cnn_arch, from_config=cnn_arch_from_config, eval_batch_size=500)
+
+(:mod:`handgrad.app.cnn` does exactly this.) ``eval_batch_size`` is how many images evaluation pushes
+through at once: 2,000 for the MLP; less for a CNN, whose im2col matrices grow with the batch.
 
 Layer state convention (what a checkpoint saves): every layer's ``params`` dict (trained arrays, with
 gradients of the same names in ``grads``) and, when a layer has one, its ``state`` dict — arrays that are
@@ -34,6 +42,8 @@ from typing import Callable
 import numpy as np
 
 from ..ch06_feedforward import LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
+from ..ch07_regularization import Dropout
+from ..ch08_optimization import BatchNorm1D
 
 __all__ = [
     "ArchitectureError",
@@ -44,6 +54,7 @@ __all__ = [
     "build_model",
     "prepare_inputs",
     "arch_from_config",
+    "eval_batch_size",
     "mlp_arch",
     "named_params",
     "named_state",
@@ -63,7 +74,8 @@ class ModelType:
     """How to validate, build and feed one kind of model.
 
     build(arch, rng) -> Sequential; prepare_inputs(arch, X (n, *input_shape) float32) -> the first layer's
-    input; validate(arch) raises ArchitectureError; from_config(config, n_classes, input_shape) -> arch.
+    input; validate(arch) raises ArchitectureError; from_config(config, n_classes, input_shape) -> arch;
+    eval_batch_size: images per forward pass when evaluating or predicting many images.
     """
 
     name: str
@@ -71,14 +83,15 @@ class ModelType:
     prepare_inputs: Callable
     validate: Callable | None = None
     from_config: Callable | None = None
+    eval_batch_size: int = 2000
 
 
 MODEL_TYPES: dict[str, ModelType] = {}
 
 
-def register_model_type(name, *, build, prepare_inputs, validate=None, from_config=None):
+def register_model_type(name, *, build, prepare_inputs, validate=None, from_config=None, eval_batch_size=2000):
     """Register (or replace) a model type under ``name``; returns the ModelType."""
-    MODEL_TYPES[name] = ModelType(name, build, prepare_inputs, validate, from_config)
+    MODEL_TYPES[name] = ModelType(name, build, prepare_inputs, validate, from_config, int(eval_batch_size))
     return MODEL_TYPES[name]
 
 
@@ -114,6 +127,11 @@ def prepare_inputs(arch, X) -> np.ndarray:
     return _model_type(arch).prepare_inputs(arch, X)
 
 
+def eval_batch_size(arch) -> int:
+    """How many images evaluation of this architecture pushes through at once (its type's setting)."""
+    return _model_type(arch).eval_batch_size
+
+
 def arch_from_config(config, n_classes, input_shape=INPUT_SHAPE) -> dict:
     """The architecture a TrainConfig asks for (``config.model`` names the type)."""
     arch = {"type": config.model}
@@ -135,10 +153,41 @@ ACTIVATION_LAYERS = {
 }
 
 
-def mlp_arch(hidden=(512,), activation="relu", n_classes=10, input_shape=INPUT_SHAPE, init="glorot_uniform"):
-    """The architecture dict of an MLP: input -> [Linear, activation] per hidden size -> Linear(n_classes)."""
-    return {"type": "mlp", "input_shape": [int(s) for s in input_shape], "hidden": [int(h) for h in hidden],
+def mlp_arch(hidden=(512,), activation="relu", n_classes=10, input_shape=INPUT_SHAPE, init="glorot_uniform",
+             dropout=0.0, batch_norm=False):
+    """The architecture dict of an MLP: input -> [Linear, (BatchNorm1D), activation, (Dropout)] per hidden
+    size -> Linear(n_classes). ``dropout``/``batch_norm`` keys appear only when they are on."""
+    arch = {"type": "mlp", "input_shape": [int(s) for s in input_shape], "hidden": [int(h) for h in hidden],
             "activation": activation, "init": init, "n_classes": int(n_classes)}
+    if batch_norm:
+        arch["batch_norm"] = True
+    if dropout:
+        arch["dropout"] = float(dropout)
+    return arch
+
+
+def check_regularisers(arch):
+    """The optional ``dropout`` (a probability in [0, 1)) and ``batch_norm`` (a bool) of an architecture."""
+    p = arch.get("dropout", 0.0)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ArchitectureError(f"dropout must be a probability in [0, 1), got {p!r}")
+    if not isinstance(arch.get("batch_norm", False), bool):
+        raise ArchitectureError(f"batch_norm must be true or false, got {arch['batch_norm']!r}")
+
+
+def dense_layers(sizes, arch, rng):
+    """Linear layers through ``sizes`` (d_in, h_1, …, n_classes), each hidden one followed by
+    [BatchNorm1D] activation [Dropout] as ``arch`` asks; the last Linear gives the logits."""
+    layers = []
+    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Linear(d_in, d_out, init=arch["init"], rng=rng))
+        if i < len(sizes) - 2:
+            if arch.get("batch_norm"):
+                layers.append(BatchNorm1D(d_out))
+            layers.append(ACTIVATION_LAYERS[arch["activation"]]())
+            if arch.get("dropout"):
+                layers.append(Dropout(arch["dropout"], rng=rng))
+    return layers
 
 
 def _positive_ints(value):
@@ -150,6 +199,10 @@ def _validate_mlp(arch):
     missing = expected - set(arch)
     if missing:
         raise ArchitectureError(f"mlp architecture lacks {sorted(missing)}")
+    unknown = set(arch) - expected - {"dropout", "batch_norm"}
+    if unknown:
+        raise ArchitectureError(f"mlp architecture has unknown keys {sorted(unknown)}")
+    check_regularisers(arch)
     if not _positive_ints(arch["input_shape"]) or not arch["input_shape"]:
         raise ArchitectureError(f"input_shape must be a list of positive sizes, got {arch['input_shape']!r}")
     if not _positive_ints(arch["hidden"]):
@@ -165,12 +218,7 @@ def _validate_mlp(arch):
 
 def _build_mlp(arch, rng):
     sizes = [math.prod(arch["input_shape"]), *arch["hidden"], arch["n_classes"]]
-    layers = []
-    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(Linear(d_in, d_out, init=arch["init"], rng=rng))
-        if i < len(sizes) - 2:
-            layers.append(ACTIVATION_LAYERS[arch["activation"]]())
-    return Sequential(*layers)
+    return Sequential(*dense_layers(sizes, arch, rng))
 
 
 def _mlp_inputs(arch, X):
@@ -183,7 +231,8 @@ def _mlp_inputs(arch, X):
 
 
 def _mlp_from_config(config, n_classes, input_shape):
-    return mlp_arch(config.hidden, config.activation, n_classes, input_shape)
+    return mlp_arch(config.hidden, config.activation, n_classes, input_shape, dropout=config.dropout,
+                    batch_norm=config.batch_norm)
 
 
 register_model_type("mlp", build=_build_mlp, prepare_inputs=_mlp_inputs, validate=_validate_mlp,
@@ -224,5 +273,18 @@ def describe(arch) -> str:
     """A short human description, e.g. 'mlp 784-512-10 relu'."""
     if arch.get("type") == "mlp":
         sizes = [math.prod(arch["input_shape"]), *arch["hidden"], arch["n_classes"]]
-        return f"mlp {'-'.join(map(str, sizes))} {arch['activation']}"
+        return f"mlp {'-'.join(map(str, sizes))} {arch['activation']}" + regulariser_text(arch)
+    if arch.get("type") == "cnn":
+        dense = "-".join(map(str, [*arch["hidden"], arch["n_classes"]]))
+        k = arch["kernel_size"]
+        return (f"cnn conv{k}x{k} {'-'.join(map(str, arch['channels']))} (each + max-pool 2), dense {dense} "
+                f"{arch['activation']}" + regulariser_text(arch))
     return str(arch.get("type"))
+
+
+def regulariser_text(arch):
+    parts = (["batch norm"] if arch.get("batch_norm") else []) + ([f"dropout {arch['dropout']:g}"] if arch.get("dropout") else [])
+    return f" + {', '.join(parts)}" if parts else ""
+
+
+from . import cnn as _cnn  # noqa: E402,F401  (registers the "cnn" model type; it builds on the helpers above)

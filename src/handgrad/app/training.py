@@ -5,6 +5,12 @@
     backward → + λw (ch. 7 ``add_l2_grad_``) → optimiser step (ch. 8, learning rate from the schedule
     per step) → evaluate on validation and test → keep the best parameters by validation accuracy.
 
+With ``augment`` each training batch is replaced by a randomly shifted and rotated copy (ch. 7 §7.4,
+``augment_batch``) drawn from the run's generator — the same one that shuffles and draws dropout masks —
+so a resumed run repeats every draw. With ``patience`` N, training stops early (§7.8, Algorithm 7.1) once
+N epochs in a row have not improved the best validation accuracy; the best parameters are restored from
+``best.npz`` at the end in any case.
+
 A run folder (``runs/<timestamp>/`` unless ``out`` names one) receives ``config.json``, ``metrics.csv``
 (one row per epoch, flushed), ``best.npz`` and ``last.npz`` (see :mod:`handgrad.app.checkpoint`) and the
 plots. ``last.npz`` holds everything needed to continue — parameters, optimiser state, the generator's
@@ -31,8 +37,8 @@ import numpy as np
 from .. import __version__
 from ..ch05_ml_basics import CSVLogger, batch_iterator, confusion_matrix, f1_score, set_all_seeds
 from ..ch06_feedforward import SoftmaxCrossEntropy
-from ..ch07_regularization import add_l2_grad_
-from ..ch08_optimization import SGD, Momentum, cosine_schedule
+from ..ch07_regularization import add_l2_grad_, augment_batch
+from ..ch08_optimization import SGD, AdaGrad, Adam, Momentum, RMSProp, cosine_schedule, exponential_schedule, step_schedule
 from .checkpoint import CheckpointError, load_checkpoint, restore_into, save_checkpoint
 from .config import DEFAULT_DATASET, FALLBACK_DATASET, ConfigError, TrainConfig
 from .evaluation import evaluate_arrays
@@ -77,6 +83,7 @@ class TrainResult:
     history: list  # one dict per epoch, the rows of metrics.csv
     fell_back: bool = False  # trained on mnist-sample because MNIST was not found
     stopped_early: bool = False  # on_epoch_end asked to stop before the configured epochs
+    stopped_by_patience: bool = False  # early stopping (--patience) ended the run before its epochs
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -104,23 +111,49 @@ def load_data(dataset, data_dir=None, log=print):
 
 
 def make_optimizer(config: TrainConfig):
-    if config.optimizer == "sgd":
-        return SGD(config.lr)
-    return Momentum(config.lr, beta=config.momentum, nesterov=config.nesterov)
+    """The optimiser ``config.optimizer`` names (ch. 8). Weight decay is added to the gradients of the
+    weights by the loop (an L2 penalty, biases and batch-norm parameters exempt), except for ``adamw``,
+    whose decoupled decay θ ← θ − lr λ θ is the optimiser's own and, as in torch.optim.AdamW, applies to
+    every parameter."""
+    name, lr = config.optimizer, config.lr
+    if name == "sgd":
+        return SGD(lr)
+    if name == "momentum":
+        return Momentum(lr, beta=config.momentum, nesterov=config.nesterov)
+    if name == "adam":
+        return Adam(lr)
+    if name == "adamw":
+        return Adam(lr, weight_decay=config.weight_decay, decoupled=True)
+    if name == "rmsprop":
+        return RMSProp(lr)
+    return AdaGrad(lr)
 
 
 def lr_schedule(config: TrainConfig, steps_per_epoch: int):
     """The learning rate per step t = 0, 1, …, or None when it stays ``config.lr`` throughout.
 
-    Linear warmup over ``warmup_epochs`` (η t / T_w), then constant or cosine-annealed to 0 at the end.
+    Linear warmup over ``warmup_epochs`` (η t / T_w), then, counting steps from the end of the warmup:
+    constant; cosine-annealed to 0 at the end; ``step``: multiplied by ``lr_gamma`` (default 0.1) every
+    ``lr_step_epochs`` epochs (default a third of the epochs); ``exponential``: multiplied by ``lr_gamma``
+    (default 0.9) per epoch, smoothly (γ^(1/steps_per_epoch) per step).
     """
     total = config.epochs * steps_per_epoch
     warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    lr = config.lr
     if config.schedule == "cosine":
-        return lambda t: cosine_schedule(t, total, config.lr, 0.0, warmup)
-    if warmup > 0:
-        return lambda t: config.lr * t / warmup if t < warmup else config.lr
-    return None
+        return lambda t: cosine_schedule(t, total, lr, 0.0, warmup)
+    if config.schedule == "step":
+        every = max(1, int(round((config.lr_step_epochs or config.epochs / 3) * steps_per_epoch)))
+        gamma = config.lr_gamma if config.lr_gamma is not None else 0.1
+        after = lambda t: step_schedule(t, lr, every, gamma)  # noqa: E731
+    elif config.schedule == "exponential":
+        gamma = (config.lr_gamma if config.lr_gamma is not None else 0.9) ** (1.0 / steps_per_epoch)
+        after = lambda t: exponential_schedule(t, lr, gamma)  # noqa: E731
+    elif warmup > 0:
+        after = lambda t: lr  # noqa: E731
+    else:
+        return None
+    return lambda t: lr * t / warmup if t < warmup else after(t - warmup)
 
 
 def _new_run_dir(out):
@@ -215,7 +248,13 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     loss_fn = SoftmaxCrossEntropy()
     params = {name: p for name, p, _ in model.parameters()}
     grads = {name: g for name, _, g in model.parameters()}  # the layers' own arrays, overwritten in place
-    weight_decay = float(config.weight_decay)
+    weight_decay = 0.0 if config.optimizer == "adamw" else float(config.weight_decay)  # AdamW decays by itself
+    image_shape = tuple(arch["input_shape"])
+    augment = None
+    if config.augment:
+        def augment(xb):  # on the images, whatever layout the model takes
+            images = xb.reshape(len(xb), *image_shape)
+            return augment_batch(images, rng, config.augment_shift, config.augment_degrees).reshape(xb.shape)
     n_train, batch_size = len(y_train), config.batch_size
     steps_per_epoch = math.ceil(n_train / batch_size)
     schedule = lr_schedule(config, steps_per_epoch)
@@ -270,11 +309,17 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     say(f"{describe(arch)} on {dataset}: {n_train:,} train / {len(y_val):,} val / {len(y_test):,} test images, "
         f"batch {batch_size}, {config.optimizer} lr {config.lr:g}"
         + (f" β {config.momentum:g}{' nesterov' if config.nesterov else ''}" if config.optimizer == "momentum" else "")
-        + f", weight decay {weight_decay:g}, {config.schedule} schedule, {config.epochs} epochs -> {run_dir}")
+        + f", weight decay {config.weight_decay:g}, {config.schedule} schedule"
+        + (f" (warmup {config.warmup_epochs:g} epochs)" if config.warmup_epochs else "")
+        + (f", augmentation ±{config.augment_shift} px ±{config.augment_degrees:g}°" if config.augment else "")
+        + (f", patience {config.patience}" if config.patience else "")
+        + f", {config.epochs} epochs -> {run_dir}")
 
     bar_disabled = config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
     step = start_epoch * steps_per_epoch
-    stopped_early = False
+    stopped_early = stopped_by_patience = False
+    if config.patience and len(history) - best_epoch >= config.patience:  # a resumed run that had stopped
+        stopped_by_patience, start_epoch = True, config.epochs
     model.train()
     # A diverging run overflows: the NaN/inf check on the loss reports it, not NumPy's warnings.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -287,6 +332,8 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
                 for b, (xb, yb) in enumerate(batches, 1):
                     if schedule is not None:
                         optimizer.lr = schedule(step)
+                    if augment is not None:
+                        xb = augment(xb)
                     logits = model.forward(xb)
                     loss = loss_fn.forward(logits, yb)
                     if not math.isfinite(loss):
@@ -333,6 +380,9 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
             if on_epoch_end is not None and on_epoch_end(epoch, row) is False:
                 stopped_early = epoch < config.epochs
                 break
+            if config.patience and epoch - best_epoch >= config.patience and epoch < config.epochs:
+                stopped_by_patience = True
+                break
     csv_log.close()
 
     # The best parameters by validation accuracy, read back from disk (which also checks best.npz).
@@ -349,6 +399,8 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     done = len(history)
     if stopped_early:
         say(f"stopped after epoch {done}; continue with: handgrad train --resume {run_dir}")
+    if stopped_by_patience:
+        say(f"early stopping: no better validation accuracy in the {config.patience} epochs after epoch {best_epoch}")
     log(f"best epoch {best_epoch}/{done}: test accuracy {100 * test_acc:.2f}%, macro-F1 {macro_f1:.4f} "
         f"(val {100 * max(best_val, 0):.2f}%) on {dataset}; {_fmt_seconds(seconds)}; saved in {run_dir}")
     if fell_back:
@@ -356,7 +408,8 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
             "HANDGRAD_DATA=DIR (or pass --data-dir DIR), or run once with network access to download them.")
     return TrainResult(run_dir=str(run_dir), dataset=dataset, best_epoch=best_epoch, best_val_accuracy=best_val,
                        test_accuracy=test_acc, test_loss=test_loss, test_macro_f1=macro_f1, epochs=done,
-                       seconds=seconds, history=history, fell_back=fell_back, stopped_early=stopped_early)
+                       seconds=seconds, history=history, fell_back=fell_back, stopped_early=stopped_early,
+                       stopped_by_patience=stopped_by_patience)
 
 
 def _write_plots(run_dir, history, model, arch, X_test_img, y_test, preds, classes, dataset, say):

@@ -1,0 +1,130 @@
+"""The convolutional network model type (book ch. 9), registered as ``"cnn"`` with the model registry.
+
+Architecture (the defaults of ``handgrad train --model cnn``; ``TrainConfig``'s ``channels``, ``hidden``,
+``dropout``, ``batch_norm`` and ``activation`` change it)::
+
+    input (N, 1, 28, 28)
+    for c in channels = (16, 32, 64):            28×28 -> 14×14 -> 7×7 -> 3×3
+        Conv2D(c_prev, c, 3×3, padding 1) -> BatchNorm2D(c) -> ReLU -> MaxPool2D(2)
+    Flatten (64·3·3 = 576) -> Dropout(0.25)
+    for h in hidden = (128,):
+        Linear(d, h) -> BatchNorm1D(h) -> ReLU -> Dropout(0.25)
+    Linear(h, 10) -> logits
+
+Convolutions use He-normal weights (§9; fan-in C_in·3·3, suited to ReLU), dense layers Glorot-uniform.
+Each block halves the resolution with a 2×2 max-pool (§9.3) and the channel count grows as it shrinks,
+the classic pattern that keeps the work per block roughly even. Without ``batch_norm`` the BatchNorm layers
+are left out; with ``dropout=0`` the Dropout layers are.
+
+The recipe (``MODEL_DEFAULTS["cnn"]`` in :mod:`handgrad.app.config`): Adam (lr 3e-3, β = (0.9, 0.999)),
+batches of 128, one epoch of linear warmup then cosine annealing to 0 over 8 epochs, no weight decay, and
+every training batch augmented (§7.4) by a random shift of up to ±2 pixels and a rotation of up to ±10°.
+It is sized for the CPU: the three single-convolution blocks above cost far less per epoch than the
+double-convolution blocks of larger MNIST networks, and batch normalisation plus the one-cycle-like schedule
+reach the same accuracy in few epochs (``benchmarks/cnn_accuracy.py`` measures it).
+
+The architecture dict, stored in every checkpoint so ``evaluate``/``predict``/``serve`` rebuild the network::
+
+    {"type": "cnn", "input_shape": [28, 28], "channels": [16, 32, 64], "kernel_size": 3,
+     "hidden": [128], "activation": "relu", "batch_norm": true, "dropout": 0.25,
+     "init": "glorot_uniform", "n_classes": 10}
+
+``prepare_inputs`` turns the (n, 28, 28) images into (n, 1, 28, 28), a view. Dropout layers draw from the
+generator given to ``build_model`` (the training run's, saved in its checkpoints), so a resumed run repeats
+the same masks; batch normalisation's running statistics are layer ``state``, saved and restored with it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import ShapeError
+from ..ch06_feedforward import Sequential
+from ..ch07_regularization import Dropout
+from ..ch08_optimization import BatchNorm2D
+from ..ch09_convolution import Conv2D, Flatten, MaxPool2D
+from .model import (ACTIVATION_LAYERS, INPUT_SHAPE, ArchitectureError, _positive_ints, check_regularisers,
+                    dense_layers, register_model_type)
+
+__all__ = ["cnn_arch", "build_cnn", "CNN_EVAL_BATCH_SIZE"]
+
+KEYS = {"type", "input_shape", "channels", "kernel_size", "hidden", "activation", "batch_norm", "dropout", "init",
+        "n_classes"}
+CNN_EVAL_BATCH_SIZE = 500  # images per forward pass in evaluation: bounds the im2col matrices (~60 MB here)
+
+
+def cnn_arch(channels=(16, 32, 64), hidden=(128,), activation="relu", n_classes=10, input_shape=INPUT_SHAPE,
+             kernel_size=3, batch_norm=True, dropout=0.25, init="glorot_uniform"):
+    """The architecture dict of the CNN (module docstring); ``init`` is the dense layers' initialisation."""
+    return {"type": "cnn", "input_shape": [int(s) for s in input_shape], "channels": [int(c) for c in channels],
+            "kernel_size": int(kernel_size), "hidden": [int(h) for h in hidden], "activation": activation,
+            "batch_norm": bool(batch_norm), "dropout": float(dropout), "init": init, "n_classes": int(n_classes)}
+
+
+def _feature_size(arch):
+    """(channels, height, width) after the convolution blocks (each keeps the size, then halves it)."""
+    h, w = arch["input_shape"]
+    for _ in arch["channels"]:
+        h, w = h // 2, w // 2
+    return arch["channels"][-1], h, w
+
+
+def _validate(arch):
+    missing, unknown = KEYS - set(arch), set(arch) - KEYS
+    if missing:
+        raise ArchitectureError(f"cnn architecture lacks {sorted(missing)}")
+    if unknown:
+        raise ArchitectureError(f"cnn architecture has unknown keys {sorted(unknown)}")
+    if not _positive_ints(arch["input_shape"]) or len(arch["input_shape"]) != 2:
+        raise ArchitectureError(f"a cnn's input_shape must be [height, width], got {arch['input_shape']!r}")
+    if not _positive_ints(arch["channels"]) or not arch["channels"]:
+        raise ArchitectureError(f"channels must be a list of one or more positive counts, got {arch['channels']!r}")
+    if not _positive_ints(arch["hidden"]):
+        raise ArchitectureError(f"hidden must be a list of positive layer sizes, got {arch['hidden']!r}")
+    k = arch["kernel_size"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+        raise ArchitectureError(f"kernel_size must be an odd positive integer (padding keeps the size), got {k!r}")
+    if arch["activation"] not in ACTIVATION_LAYERS:
+        raise ArchitectureError(f"activation must be one of {sorted(ACTIVATION_LAYERS)}, got {arch['activation']!r}")
+    if arch["init"] not in ("glorot_uniform", "he_normal"):
+        raise ArchitectureError(f"init must be glorot_uniform or he_normal, got {arch['init']!r}")
+    check_regularisers(arch)
+    n = arch["n_classes"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ArchitectureError(f"n_classes must be an integer >= 2, got {n!r}")
+    _, h, w = _feature_size(arch)
+    if h < 1 or w < 1:
+        raise ArchitectureError(f"{len(arch['channels'])} pooling blocks shrink {arch['input_shape']} images to "
+                                "nothing; use fewer channels entries")
+
+
+def build_cnn(arch, rng):
+    """A freshly initialised CNN for ``arch`` (module docstring); ``rng`` draws weights and dropout masks."""
+    k, layers, c_in = arch["kernel_size"], [], 1
+    for c in arch["channels"]:
+        layers.append(Conv2D(c_in, c, k, padding=k // 2, rng=rng, init="he_normal"))
+        if arch["batch_norm"]:
+            layers.append(BatchNorm2D(c))
+        layers += [ACTIVATION_LAYERS[arch["activation"]](), MaxPool2D(2)]
+        c_in = c
+    layers.append(Flatten())
+    if arch["dropout"]:
+        layers.append(Dropout(arch["dropout"], rng=rng))
+    sizes = [math.prod(_feature_size(arch)), *arch["hidden"], arch["n_classes"]]
+    return Sequential(*layers, *dense_layers(sizes, arch, rng))
+
+
+def _to_nchw(arch, X):
+    shape = tuple(arch["input_shape"])
+    if X.shape[1:] != shape:
+        raise ShapeError(f"the model expects images of shape (n, {', '.join(map(str, shape))}), got {X.shape}")
+    return X[:, None]  # (n, 28, 28) -> (n, 1, 28, 28): a view
+
+
+def _from_config(config, n_classes, input_shape):
+    return cnn_arch(config.channels, config.hidden, config.activation, n_classes, input_shape,
+                    batch_norm=config.batch_norm, dropout=config.dropout)
+
+
+register_model_type("cnn", build=build_cnn, prepare_inputs=_to_nchw, validate=_validate, from_config=_from_config,
+                    eval_batch_size=CNN_EVAL_BATCH_SIZE)
