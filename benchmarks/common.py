@@ -1,0 +1,119 @@
+"""What every benchmark prints beside its table: the machine, the versions, the BLAS in use, and its peak.
+
+Machines are shared and noisy, so each benchmark runs its contenders one after another in one run and
+reports ratios; each contender runs in its own process (``run_worker``) so that its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+THREADS = 2
+
+
+def pin_threads(n: int = THREADS) -> None:
+    """Give every BLAS/OpenMP pool the same number of threads (call before importing torch or sklearn)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(n)
+
+
+def blas_info() -> str:
+    from threadpoolctl import threadpool_info
+
+    parts = []
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            parts.append(
+                f"{pool.get('internal_api')} {pool.get('version')} kernel={pool.get('architecture')} "
+                f"threads={pool.get('num_threads')}"
+            )
+    return "; ".join(parts) or "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_header() -> list[str]:
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    lines = [
+        f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {THREADS} threads for every contender",
+        f"python {platform.python_version()}, numpy {np.__version__}, BLAS: {blas_info()}",
+        "OPENBLAS_CORETYPE: " + (f"set to {coretype!r} (left as it was)" if coretype else "not set"),
+    ]
+    from importlib import metadata
+
+    # versions from the installed metadata: importing torch here would start its thread pools in the
+    # process that then trains (accuracy.py) or measures the GEMM peak
+    for name, dist in (("handgrad", "handgrad"), ("torch", "torch"), ("sklearn", "scikit-learn")):
+        try:
+            lines.append(f"{name} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{name}: not installed")
+    try:
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        lines.append(f"load average (1, 5, 15 min) at start: {load} on {os.cpu_count()} CPUs")
+    except OSError:
+        pass
+    return lines
+
+
+def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matrix-multiply rate through NumPy's BLAS: best of `repeats` n×n products."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=out)  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (Linux reports ru_maxrss in kB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_worker(script: str, args: list[str], timeout: float = 3600) -> dict:
+    """Run `script` with `args` in a fresh interpreter and parse the JSON object it prints last."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(THREADS)
+    proc = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    line = " | ".join(h.ljust(w) for h, w in zip(headers, widths))
+    print(line)
+    print("-|-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(str(x).ljust(w) for x, w in zip(row, widths)))

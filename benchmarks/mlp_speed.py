@@ -1,0 +1,234 @@
+"""Speed of the reference MLP, side by side: handgrad, PyTorch CPU and scikit-learn on the same machine.
+
+The reference network (784-512-10, ReLU, batch 256, momentum SGD lr 0.2 β 0.9, L2 λ 1e-4 on weights,
+float32) is trained for a few epochs on the same MNIST training split by each library, each in its own
+process with the same 2 BLAS/OpenMP threads. Reported per library: seconds per epoch (median and spread
+over the epochs after the first), test accuracy after those epochs, peak memory, and the fraction of the
+machine's measured float32 GEMM peak that an epoch reaches, counting 2·M·N·K FLOPs for every matrix
+product of the forward and backward passes.
+
+    python benchmarks/mlp_speed.py --data-dir ../shared/data --epochs 5
+
+scikit-learn's MLPClassifier uses learning_rate_init=0.1 (its loss is scaled differently) and plain
+momentum, as the issue that set these benchmarks specifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+HIDDEN, BATCH, LR, BETA, LAM = 512, 256, 0.2, 0.9, 1e-4
+
+
+def gemm_flops_per_epoch(n_examples: int, sizes=(784, HIDDEN, 10)) -> float:
+    """2·M·N·K per product: forward XW for each layer, backward XᵀdZ for each layer, and dZWᵀ for every
+    layer but the first (nobody needs the gradient with respect to the pixels)."""
+    flops = 0.0
+    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        flops += 2 * n_examples * d_in * d_out  # forward
+        flops += 2 * n_examples * d_in * d_out  # weight gradient
+        if i > 0:
+            flops += 2 * n_examples * d_in * d_out  # input gradient
+    return flops
+
+
+def load_data(data_dir: str | None, dataset: str):
+    from handgrad.datasets import load_splits
+
+    s = load_splits(dataset, data_dir=data_dir, download=False)
+    flat = lambda X: np.ascontiguousarray(X.reshape(len(X), -1), dtype=np.float32)  # noqa: E731
+    return flat(s.train[0]), s.train[1], flat(s.test[0]), s.test[1]
+
+
+def worker_torch(args) -> dict:
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(common.THREADS)
+    torch.manual_seed(args.seed)
+    Xtr, ytr, Xte, yte = load_data(args.data_dir, args.dataset)
+    X, y = torch.from_numpy(Xtr), torch.from_numpy(ytr)
+    model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    opt = torch.optim.SGD(
+        [{"params": weights, "weight_decay": LAM}, {"params": biases, "weight_decay": 0.0}],
+        lr=LR,
+        momentum=BETA,
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(args.seed)
+    times = []
+    for _ in range(args.epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(X), generator=gen)
+        for i in range(0, len(X), BATCH):
+            idx = perm[i : i + BATCH]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(X[idx]), y[idx])
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    with torch.no_grad():
+        acc = (model(torch.from_numpy(Xte)).argmax(1).numpy() == yte).mean()
+    return {"times": times, "accuracy": float(acc), "peak_mb": common.peak_rss_mb(), "n_train": len(X)}
+
+
+def worker_sklearn(args) -> dict:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    Xtr, ytr, Xte, yte = load_data(args.data_dir, args.dataset)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(HIDDEN,),
+        solver="sgd",
+        momentum=BETA,
+        nesterovs_momentum=False,
+        batch_size=BATCH,
+        alpha=LAM,
+        learning_rate_init=0.1,
+        random_state=args.seed,
+    )
+    classes = np.arange(10)
+    times = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(args.epochs):
+            t0 = time.perf_counter()
+            clf.partial_fit(Xtr, ytr, classes=classes)  # one pass over the data per call
+            times.append(time.perf_counter() - t0)
+    acc = float((clf.predict(Xte) == yte).mean())
+    return {"times": times, "accuracy": acc, "peak_mb": common.peak_rss_mb(), "n_train": len(Xtr)}
+
+
+def train_with_epoch_times(config) -> tuple[object, list[float]]:
+    """Run the application's own ``handgrad.app.train(config)`` and return (result, training seconds per epoch).
+
+    The time of an epoch is its training loop only — from the first mini-batch to the last optimiser step,
+    as for the other contenders — without the evaluation on validation and test and the checkpoint writes
+    that ``train`` does after each epoch. A row's ``train_seconds`` is used when the application records
+    it; otherwise the loop is timed by wrapping the mini-batch iterator it calls once per epoch (the
+    clock starts when the epoch asks for its batches and stops when they are exhausted).
+    """
+    import handgrad.app.training as training
+
+    spans, sizes = [], []
+    original = training.batch_iterator
+
+    def timed_batches(X, *a, **kw):
+        inner = original(X, *a, **kw)
+        sizes.append(len(X))
+
+        def gen():
+            t0 = time.perf_counter()
+            yield from inner
+            spans.append(time.perf_counter() - t0)
+
+        return gen()
+
+    training.batch_iterator = timed_batches
+    try:
+        result = training.train(config)
+    finally:
+        training.batch_iterator = original
+    recorded = [row.get("train_seconds") for row in result.history]
+    times = recorded if all(t is not None for t in recorded) else spans
+    result.n_train = sizes[0] if sizes else 0
+    return result, [float(t) for t in times]
+
+
+def handgrad_config(args, out_dir, epochs=None, seed=None, dataset=None):
+    """The reference configuration (the application's defaults) for a benchmark run: no plots, no output."""
+    from handgrad.app import TrainConfig
+
+    return TrainConfig(dataset=dataset or args.dataset, data_dir=args.data_dir, out=out_dir,
+                       epochs=epochs or args.epochs, seed=args.seed if seed is None else seed,
+                       plots=False, quiet=True)
+
+
+def worker_handgrad(args) -> dict:
+    import contextlib
+    import io
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        result, times = train_with_epoch_times(handgrad_config(args, os.path.join(tmp, "run")))
+    # the accuracy after the last epoch, like the other contenders (not the best epoch's)
+    acc = result.history[-1]["test_accuracy"]
+    return {"times": times, "accuracy": float(acc), "peak_mb": common.peak_rss_mb(), "n_train": result.n_train}
+
+
+WORKERS = {"handgrad": worker_handgrad, "pytorch": worker_torch, "scikit-learn": worker_sklearn}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: HANDGRAD_DATA)")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=sorted(WORKERS), action="append", help="run only these contenders")
+    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    common.pin_threads()
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args)))
+        return 0
+
+    for line in common.machine_header():
+        print(line)
+    peak = common.gemm_peak_gflops()
+    print(f"measured float32 GEMM peak (NumPy BLAS, 2048^3, best of 5): {peak:.1f} GFLOP/s")
+    base = [__file__, "--dataset", args.dataset, "--epochs", str(args.epochs), "--seed", str(args.seed)]
+    if args.data_dir:
+        base += ["--data-dir", args.data_dir]
+    results = {}
+    for name in args.only or list(WORKERS):
+        print(f"running {name} ...", flush=True)
+        results[name] = common.run_worker(base[0], base[1:] + ["--worker", name])
+
+    n_train = next(iter(results.values()))["n_train"]
+    flops = gemm_flops_per_epoch(n_train)
+    print(f"\n{args.epochs} epochs of {n_train} examples; GEMM work per epoch {flops / 1e9:.1f} GFLOP "
+          f"= {flops / peak / 1e9:.3f} s at the measured peak\n")
+    ref = results.get("pytorch")
+    ref_median = float(np.median(ref["times"][1:] or ref["times"])) if ref else None
+    rows = []
+    for name, r in results.items():
+        steady = r["times"][1:] or r["times"]
+        med = float(np.median(steady))
+        spread = f"{min(steady):.3f}–{max(steady):.3f}"
+        rows.append([
+            name,
+            f"{med:.3f}",
+            spread,
+            f"{med / ref_median:.2f}x" if ref_median else "-",
+            f"{100 * r['accuracy']:.2f}%",
+            f"{r['peak_mb']:.0f}",
+            f"{100 * flops / 1e9 / med / peak:.0f}%",
+        ])
+    common.print_table(
+        ["library", "s/epoch (median)", "spread", "time vs PyTorch", "test acc", "peak MB", "of GEMM peak"],
+        rows,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
