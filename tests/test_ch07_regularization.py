@@ -148,3 +148,20 @@ def test_penalty_is_quadratic_in_the_weights(lam, scale, seed):
     scaled = l2_penalty({k: scale * v for k, v in params.items()}, lam)
     assert base >= 0
     assert scaled == pytest.approx(scale**2 * base, rel=1e-9, abs=1e-12)
+
+
+def test_add_l2_grad_allocates_no_weight_sized_temporary(rng):
+    """The hot-loop form reuses its scratch array: a second call allocates (almost) nothing."""
+    import tracemalloc
+
+    W = rng.standard_normal((300, 200)).astype(np.float32)
+    params, grads = {"W": W}, {"W": np.zeros_like(W)}
+    add_l2_grad_(params, grads, 0.1)  # the first call may create the scratch array
+    tracemalloc.start()
+    try:
+        add_l2_grad_(params, grads, 0.1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < W.nbytes / 10
+    np.testing.assert_allclose(grads["W"], 0.2 * W, rtol=1e-6)

@@ -346,3 +346,22 @@ def test_callable_forms():
 def test_schedule_arguments_are_validated(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_a_momentum_step_allocates_no_parameter_sized_temporary(nesterov):
+    """After the first step (which creates the velocity and the scratch array) a step allocates nothing big."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    params = {"W": rng.standard_normal((300, 200)).astype(np.float32), "b": np.zeros(200, np.float32)}
+    grads = {k: rng.standard_normal(p.shape).astype(np.float32) for k, p in params.items()}
+    opt = Momentum(lr=0.1, beta=0.9, nesterov=nesterov)
+    opt.step(params, grads)
+    tracemalloc.start()
+    try:
+        opt.step(params, grads)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < params["W"].nbytes / 10

@@ -11,6 +11,8 @@ name). Penalising biases rarely helps and can cause underfitting (book §7.1).
 rule applies to them).
 """
 
+import threading
+
 import numpy as np
 
 from .. import ShapeError
@@ -79,9 +81,10 @@ def add_l2_grad_(params, grads, lam, include_biases=False):
     None, and excluded entries are unchanged (a test checks the equality). ``params`` and ``grads`` are
     two dicts with the same keys or two lists of the same length; returns ``grads``.
 
-    Speed: two passes over each weight (λw into a temporary, then the add in place). Measured on the
-    784×512 layer, this plain form beats a chunked one that keeps the temporary in cache: the
-    allocator hands the same block back every step, and one call per pass costs less than many.
+    Speed: two passes over each weight, λw into a scratch array kept between calls (one per thread,
+    as large as the largest weight seen) and then the add in place, so no step allocates a
+    weight-sized temporary. Measured on the 784×512 layer this is faster than a chunked loop that
+    keeps a small temporary in cache: one call per pass costs less than many.
     """
     lam = _check_lam(lam)
     items = _items(params)
@@ -100,5 +103,21 @@ def add_l2_grad_(params, grads, lam, include_biases=False):
         p = np.asarray(p)
         if g.shape != p.shape:
             raise ShapeError(f"parameter {key!r} has shape {np.shape(p)} but its gradient has shape {g.shape}")
-        g += g.dtype.type(lam) * p  # ∇Ω = λw, eq. 21
+        lam_w = _scratch_like(p, g.dtype)
+        np.multiply(p, g.dtype.type(lam), out=lam_w)  # ∇Ω = λw, eq. 21
+        g += lam_w
     return grads
+
+
+_local = threading.local()
+
+
+def _scratch_like(p, dtype):
+    """A reusable array of p's shape in ``dtype`` (a view of a per-thread flat buffer that only grows)."""
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    flat = buffers.get(dtype)
+    if flat is None or flat.size < p.size:
+        flat = buffers[dtype] = np.empty(p.size, dtype)
+    return flat[: p.size].reshape(p.shape)
