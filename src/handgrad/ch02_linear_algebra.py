@@ -15,7 +15,8 @@ import numpy as np
 from handgrad import ShapeError
 
 __all__ = [
-    "infer_shape", "ensure_vector", "ensure_matrix", "check_same_shape", "check_broadcastable",
+    "as_float_array", "infer_shape", "ensure_vector", "ensure_matrix", "check_same_shape",
+    "check_broadcastable",
     "mm", "mv", "vv", "affine_map",
     "norm_l1", "norm_l2", "norm_frobenius", "spectral_norm", "svd_thin", "condition_number",
     "pinv", "lstsq_min_norm", "trace", "det", "logdet", "PCA",
@@ -24,16 +25,17 @@ __all__ = [
 
 # --- §2.1 Shapes and validation -----------------------------------------------------------------------------
 
-def _as_float(x):
-    """x as an array; integers and booleans become float64, floating dtypes are kept."""
+def as_float_array(x, default_dtype=np.float64):
+    """x as an array of a floating dtype: floating inputs keep theirs (no copy), integers and booleans
+    become ``default_dtype``. Every later chapter converts its inputs with this one function."""
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.inexact):
-        x = x.astype(np.float64)
+        x = x.astype(default_dtype)
     return x
 
 
 def _with_ndim(x, ndim, who, name):
-    x = _as_float(x)
+    x = as_float_array(x)
     if x.ndim != ndim:
         kind = {1: "a vector (1-D)", 2: "a matrix (2-D)"}[ndim]
         raise ShapeError(f"{who}: {name} must be {kind}, got shape {x.shape}")
@@ -229,7 +231,7 @@ def lstsq_min_norm(A, b, rcond=1e-15):
     Shapes: A (m, n), b (m,) or (m, k) -> x (n,) or (n, k)
     """
     A = _with_ndim(A, 2, "lstsq_min_norm", "A")
-    b = _as_float(b)
+    b = as_float_array(b)
     if b.ndim not in (1, 2) or b.shape[0] != A.shape[0]:
         raise ShapeError(f"lstsq_min_norm: b must have shape ({A.shape[0]},) or ({A.shape[0]}, k) "
                          f"to match A {A.shape}, got {b.shape}")

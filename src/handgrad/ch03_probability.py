@@ -13,7 +13,7 @@ terms rather than clipping probabilities, so ``kl_divergence`` is +inf exactly w
 import numpy as np
 
 from handgrad import ShapeError
-from handgrad.ch02_linear_algebra import check_broadcastable, infer_shape
+from handgrad.ch02_linear_algebra import as_float_array, check_broadcastable, infer_shape
 
 __all__ = [
     "check_probs", "normalize", "marginal", "conditional",
@@ -21,13 +21,6 @@ __all__ = [
     "empirical_mean", "empirical_variance", "empirical_covariance",
     "entropy", "cross_entropy", "kl_divergence", "sample_categorical",
 ]
-
-
-def _as_float(x):
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float64)
-    return x
 
 
 def _float_or_array(x):
@@ -48,7 +41,7 @@ def check_probs(p, axis=-1, atol=None):
     the default atol is max(1e-6, 10·n·ε) for n terms of the array's precision ε. Raises ValueError naming
     the offending value or sum and where it is; ShapeError for a 0-d or empty input.
     """
-    p = _as_float(p)
+    p = as_float_array(p)
     if p.ndim == 0 or p.size == 0:
         raise ShapeError(f"check_probs: p must be a non-empty array with at least one axis, "
                          f"got shape {p.shape}")
@@ -78,7 +71,7 @@ def normalize(counts, axis=-1):
     the whole array, turning a table of joint counts into a joint distribution. Raises ValueError for
     negative or non-finite counts and for a total of zero.
     """
-    counts = _as_float(counts)
+    counts = as_float_array(counts)
     if counts.ndim == 0 or counts.size == 0:
         raise ShapeError(f"normalize: counts must be a non-empty array with at least one axis, "
                          f"got shape {counts.shape}")
@@ -130,7 +123,7 @@ def conditional(joint, given_axis):
 
 def _values_and_probs(values, p, who):
     p = check_probs(p)
-    values = _as_float(values)
+    values = as_float_array(values)
     if values.shape != p.shape[-1:] and values.shape != p.shape:
         allowed = f"{p.shape}" if p.ndim == 1 else f"{p.shape[-1:]} or {p.shape}"
         raise ShapeError(f"{who}: values must have shape {allowed} to match p {p.shape}, got {values.shape}")
@@ -163,7 +156,7 @@ def covariance(x_values, y_values, joint):
     Shapes: x_values (n,), y_values (m,), joint (n, m) with joint[i, j] = P(x_i, y_j) -> float
     """
     joint = check_probs(joint, axis=None)
-    x, y = _as_float(x_values), _as_float(y_values)
+    x, y = as_float_array(x_values), as_float_array(y_values)
     if joint.ndim != 2 or x.ndim != 1 or y.ndim != 1 or joint.shape != (x.shape[0], y.shape[0]):
         raise ShapeError(f"covariance: joint must have shape (len(x_values), len(y_values)); got x_values "
                          f"{x.shape}, y_values {y.shape}, joint {joint.shape}")
@@ -173,7 +166,7 @@ def covariance(x_values, y_values, joint):
 
 
 def _samples(x, who, minimum):
-    x = _as_float(x)
+    x = as_float_array(x)
     if x.ndim == 0 or x.shape[0] < minimum:
         raise ShapeError(f"{who}: needs at least {minimum} sample(s) along axis 0, got shape {x.shape}")
     return x
@@ -276,7 +269,7 @@ def sample_categorical(logits, size=None, rng=None):
     if not isinstance(rng, np.random.Generator):
         raise TypeError("sample_categorical: rng must be a numpy.random.Generator or None, "
                         f"got {type(rng).__name__}")
-    logits = _as_float(logits)
+    logits = as_float_array(logits)
     if logits.ndim not in (1, 2) or logits.shape[-1] == 0:
         raise ShapeError("sample_categorical: logits must have shape (K,) or (B, K) with K >= 1, "
                          f"got {logits.shape}")

@@ -19,6 +19,7 @@ float64. None of them emits an overflow, underflow or divide-by-zero warning on 
 import numpy as np
 
 from handgrad import ShapeError
+from handgrad.ch02_linear_algebra import as_float_array
 
 __all__ = [
     "machine_epsilon",
@@ -33,14 +34,6 @@ __all__ = [
     "numerical_gradient",
     "check_grad",
 ]
-
-
-def _as_float_array(x):
-    """``x`` as an array of its own float dtype, or float64 if it is not floating point."""
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float64)
-    return x
 
 
 def _float_dtype(dtype):
@@ -79,7 +72,7 @@ def ulp(x):
     ulp(x) = |np.spacing(x)|, e.g. ulp(1.0) = ε and ulp(2.0) = 2ε. Always non-negative; keeps x's float
     dtype; a scalar gives a Python float.
     """
-    x = _as_float_array(x)
+    x = as_float_array(x)
     return _result(np.abs(np.spacing(x)))
 
 
@@ -105,7 +98,7 @@ def kahan_sum(x):
     hidden float64), so for float32 it is far more accurate than naive float32 summation: the error no
     longer grows with the number of terms. Returns a Python float.
     """
-    x = _as_float_array(x).ravel()
+    x = as_float_array(x).ravel()
     s = c = x.dtype.type(0)
     for v in x:
         t = s + v
@@ -133,7 +126,7 @@ def logsumexp(x, axis=-1, keepdims=False):
 
     Shapes: x (..., n, ...) -> the same with ``axis`` removed (kept as 1 if ``keepdims``).
     """
-    x = _as_float_array(x)
+    x = as_float_array(x)
     m = np.max(x, axis=axis, keepdims=True)
     # Where the maximum is ±inf the shift would make inf - inf = NaN; shift by 0 there instead, so an
     # all -inf row sums exp(-inf) = 0 to log 0 = -inf, and a row with +inf sums to inf.
@@ -155,7 +148,7 @@ def softmax(x, axis=-1):
 
     Shapes: x (..., n) -> (..., n), same dtype.
     """
-    x = _as_float_array(x)
+    x = as_float_array(x)
     m = np.max(x, axis=axis, keepdims=True)
     shift = np.where(np.isfinite(m), m, 0).astype(x.dtype)
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
@@ -176,7 +169,7 @@ def log_softmax(x, axis=-1):
 
     Shapes: x (..., n) -> (..., n), same dtype.
     """
-    x = _as_float_array(x)
+    x = as_float_array(x)
     lse = logsumexp(x, axis=axis, keepdims=True)
     with np.errstate(invalid="ignore", over="ignore"):
         return x - lse
@@ -191,7 +184,7 @@ def softplus(x):
     it cannot overflow: finite for every finite x of the dtype, softplus(x) = x for large x and e^x
     for very negative x. Keeps x's float dtype; a scalar gives a Python float.
     """
-    x = _as_float_array(x)
+    x = as_float_array(x)
     with np.errstate(under="ignore"):
         return _result(np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0))
 
@@ -203,7 +196,7 @@ def sigmoid(x):
     (multiply the textbook form by e^x/e^x). Only a non-positive number is exponentiated, so nothing
     overflows; σ(-x) = 1 - σ(x). Keeps x's float dtype; a scalar gives a Python float.
     """
-    x = _as_float_array(x)
+    x = as_float_array(x)
     with np.errstate(under="ignore"):
         z = np.exp(-np.abs(x))
     return _result(np.where(x >= 0, 1 / (1 + z), z / (1 + z)).astype(x.dtype, copy=False))
@@ -262,7 +255,7 @@ def check_grad(f, grad_f, x, eps=1e-6):
     well-scaled float64 problems); a wrong one gives something of the size of the gradient itself.
     Returns a Python float; raises ShapeError if grad_f(x) does not have x's shape.
     """
-    x = _as_float_array(x)
+    x = as_float_array(x)
     analytic = np.asarray(grad_f(x.copy()), dtype=np.float64)
     if analytic.shape != x.shape:
         raise ShapeError(f"grad_f must return the shape of x {x.shape}, got {analytic.shape}")
