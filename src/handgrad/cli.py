@@ -158,7 +158,7 @@ def build_parser():
                                    "beta 0.9), weight decay 1e-4 on the weights, 20 epochs at a constant learning "
                                    "rate. For the CNN they are its recipe: conv blocks 16-32-64 (3x3 conv, batch "
                                    "norm, ReLU, 2x2 max-pool), dense 128, dropout 0.25, Adam lr 3e-3, batch 128, "
-                                   "cosine schedule with 1 warmup epoch, shift/rotation augmentation, 8 epochs. "
+                                   "cosine schedule with 1 warmup epoch, shift/rotation augmentation, 12 epochs. "
                                    "Options given explicitly override the chosen model's defaults; options marked "
                                    "'for mlp ..., for cnn ...' below take the chosen model's value when not given.")
     TRAIN_OPTIONS.clear()

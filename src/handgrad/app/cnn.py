@@ -17,7 +17,7 @@ the classic pattern that keeps the work per block roughly even. Without ``batch_
 are left out; with ``dropout=0`` the Dropout layers are.
 
 The recipe (``MODEL_DEFAULTS["cnn"]`` in :mod:`handgrad.app.config`): Adam (lr 3e-3, β = (0.9, 0.999)),
-batches of 128, one epoch of linear warmup then cosine annealing to 0 over 8 epochs, no weight decay, and
+batches of 128, one epoch of linear warmup then cosine annealing to 0 over 12 epochs, no weight decay, and
 every training batch augmented (§7.4) by a random shift of up to ±2 pixels and a rotation of up to ±10°.
 It is sized for the CPU: the three single-convolution blocks above cost far less per epoch than the
 double-convolution blocks of larger MNIST networks, and batch normalisation plus the one-cycle-like schedule

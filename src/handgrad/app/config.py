@@ -40,7 +40,7 @@ MODEL_DEFAULTS = {
                 schedule="constant", warmup_epochs=0.0, dropout=0.0, batch_norm=False, augment=False,
                 channels=(), eval_batch_size=2000),
     # The CNN recipe (handgrad.app.cnn documents the architecture and the measurements behind it).
-    "cnn": dict(epochs=8, batch_size=128, hidden=(128,), optimizer="adam", lr=3e-3, weight_decay=0.0,
+    "cnn": dict(epochs=12, batch_size=128, hidden=(128,), optimizer="adam", lr=3e-3, weight_decay=0.0,
                 schedule="cosine", warmup_epochs=1.0, dropout=0.25, batch_norm=True, augment=True,
                 channels=(16, 32, 64), eval_batch_size=500),
 }
