@@ -134,9 +134,9 @@ def plot_first_layer(W, path, input_shape=(28, 28), max_units=64):
         return None
     W = np.asarray(W, dtype=np.float64)
     if W.ndim == 2 and W.shape[0] == math.prod(input_shape):
-        tiles, total = W.T[:max_units].reshape(-1, *input_shape), W.shape[1]
+        tiles, total, what = W.T[:max_units].reshape(-1, *input_shape), W.shape[1], "units"
     elif W.ndim == 4:
-        tiles, total = W[:max_units, 0], W.shape[0]
+        tiles, total, what = W[:max_units, 0], W.shape[0], f"{W.shape[2]}×{W.shape[3]} convolution filters"
     else:
         return None
     fig = _figure(7, 7.4)
@@ -149,5 +149,5 @@ def plot_first_layer(W, path, input_shape=(28, 28), max_units=64):
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.92))
     ax.axis("off")
     ax.imshow(mosaic, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-    fig.suptitle(f"first-layer weights: {len(tiles)} of {total} units (red +, blue −)", fontsize=10)
+    fig.suptitle(f"first-layer weights: {len(tiles)} of {total} {what} (red +, blue −)", fontsize=10)
     return _save(fig, path)
