@@ -365,3 +365,61 @@ def test_a_momentum_step_allocates_no_parameter_sized_temporary(nesterov):
     finally:
         tracemalloc.stop()
     assert peak < params["W"].nbytes / 10
+
+
+# --------------------------------------------------------------------------------------------------
+# Weight decay in the step (eq. 21 folded into eqs. 22–24)
+# --------------------------------------------------------------------------------------------------
+
+
+def torch_decay_trajectory(A, c, theta0, steps, lr, weight_decay, momentum=0.0, nesterov=False):
+    """torch.optim.SGD with weight decay on the weight only (a parameter group without it for the bias)."""
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in theta0.items()}
+    groups = [{"params": [tp["W"]], "weight_decay": weight_decay}, {"params": [tp["b"]], "weight_decay": 0.0}]
+    opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, dampening=0, nesterov=nesterov)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = sum(0.5 * torch.sum((torch.tensor(A[k]) @ tp[k].reshape(-1) - torch.tensor(c[k])) ** 2) for k in tp)
+        loss.backward()
+        opt.step()
+        out.append({k: v.detach().numpy().copy() for k, v in tp.items()})
+    return out
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.8, True)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_weight_decay_trajectories_match_torch_on_weights_only(momentum, nesterov, seed):
+    A, c, theta0 = quadratic_problem(seed)
+    opt = (Momentum(0.05, beta=momentum, nesterov=nesterov, weight_decay=0.3) if momentum
+           else SGD(0.05, weight_decay=0.3))
+    ours = handgrad_trajectory(A, c, theta0, 8, opt)
+    theirs = torch_decay_trajectory(A, c, theta0, 8, 0.05, 0.3, momentum, nesterov)
+    for step_ours, step_theirs in zip(ours, theirs):
+        for k in theta0:
+            np.testing.assert_allclose(step_ours[k], step_theirs[k], rtol=1e-6, atol=1e-12)
+    undecayed = handgrad_trajectory(A, c, theta0, 8, Momentum(0.05, beta=momentum, nesterov=nesterov) if momentum
+                                    else SGD(0.05))
+    assert not np.allclose(ours[-1]["W"], undecayed[-1]["W"])  # the decay did something
+
+
+@pytest.mark.parametrize("make", [lambda **kw: SGD(0.1, **kw), lambda **kw: Momentum(0.1, **kw)], ids=["sgd", "momentum"])
+@pytest.mark.parametrize("bad", [-1e-4, float("nan"), float("inf"), "1e-4", True])
+def test_weight_decay_is_validated(make, bad):
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+        make(weight_decay=bad)
+
+
+def test_weight_decay_is_saved_and_an_older_state_without_it_keeps_the_constructors_value():
+    opt = Momentum(0.1, 0.9, weight_decay=1e-4)
+    saved = opt.state_dict()
+    assert saved["weight_decay"] == 1e-4
+    fresh = Momentum(0.1, 0.9)
+    fresh.load_state_dict(saved)
+    assert fresh.weight_decay == 1e-4
+    older = {k: v for k, v in saved.items() if k != "weight_decay"}  # written before weight_decay existed
+    kept = Momentum(0.1, 0.9, weight_decay=5e-4)
+    kept.load_state_dict(older)
+    assert kept.weight_decay == 5e-4
+    with pytest.raises(ValueError, match="weight_decay must be"):
+        Momentum(0.1).load_state_dict({**saved, "weight_decay": -1.0})

@@ -19,6 +19,8 @@ from handgrad.ch06_feedforward import (
     cross_entropy_from_logits,
     cross_entropy_grad,
 )
+from handgrad.ch07_regularization import add_l2_grad_
+from handgrad.ch08_optimization import SGD, Momentum
 
 SEEDS = [0, 1, 2]
 
@@ -126,3 +128,37 @@ def test_a_network_trained_with_the_fast_forms_matches_the_book_step_by_step(rng
         b1 -= 0.1 * dZ1.sum(axis=0)
     for ours, book in ((net[0].params["W"], W1), (net[0].params["b"], b1), (net[2].params["W"], W2), (net[2].params["b"], b2)):
         np.testing.assert_allclose(ours, book, rtol=1e-12, atol=1e-14)
+
+
+# --------------------------------------------------------------------------------------------------
+# Chapters 7 and 8: weight decay folded into the optimiser's step
+# --------------------------------------------------------------------------------------------------
+
+
+def _model_like_params(rng, dtype):
+    shapes = {"0.W": (7, 5), "0.b": (5,), "2.W": (5, 3), "2.b": (3,)}
+    return {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [
+    lambda wd: SGD(0.1, weight_decay=wd),
+    lambda wd: Momentum(0.2, beta=0.9, weight_decay=wd),
+    lambda wd: Momentum(0.2, beta=0.8, nesterov=True, weight_decay=wd),
+], ids=["sgd", "momentum", "nesterov"])
+def test_weight_decay_in_the_step_is_add_l2_grad_then_step_bit_for_bit(make, dtype):
+    """step(weight_decay=λ) ≡ add_l2_grad_(λ) followed by step(): the same floating-point operations."""
+    rng = np.random.default_rng(0)
+    fused_params = _model_like_params(rng, dtype)
+    book_params = {k: p.copy() for k, p in fused_params.items()}
+    fused, book = make(1e-2), make(0.0)
+    for _ in range(5):
+        grads = {k: rng.standard_normal(p.shape).astype(dtype) for k, p in fused_params.items()}
+        before = {k: g.copy() for k, g in grads.items()}
+        fused.step(fused_params, grads)
+        for k in grads:
+            np.testing.assert_array_equal(grads[k], before[k])  # the fused step leaves grads alone
+        add_l2_grad_(book_params, grads, 1e-2)
+        book.step(book_params, grads)
+        for k in fused_params:
+            np.testing.assert_array_equal(fused_params[k], book_params[k])
