@@ -111,15 +111,16 @@ def load_data(dataset, data_dir=None, log=print):
 
 
 def make_optimizer(config: TrainConfig):
-    """The optimiser ``config.optimizer`` names (ch. 8). Weight decay is added to the gradients of the
-    weights by the loop (an L2 penalty, biases and batch-norm parameters exempt), except for ``adamw``,
-    whose decoupled decay θ ← θ − lr λ θ is the optimiser's own and, as in torch.optim.AdamW, applies to
-    every parameter."""
+    """The optimiser ``config.optimizer`` names (ch. 8). Weight decay is an L2 penalty on the weights
+    (biases and batch-norm parameters exempt): ``sgd`` and ``momentum`` fold its gradient λθ into their
+    step (``weight_decay=``, bit-for-bit the same as ``add_l2_grad_`` then ``step``, in one sweep over
+    each parameter); for the adaptive ones the loop adds it to the gradients; ``adamw``'s decoupled decay
+    θ ← θ − lr λ θ is the optimiser's own and, as in torch.optim.AdamW, applies to every parameter."""
     name, lr = config.optimizer, config.lr
     if name == "sgd":
-        return SGD(lr)
+        return SGD(lr, weight_decay=config.weight_decay)
     if name == "momentum":
-        return Momentum(lr, beta=config.momentum, nesterov=config.nesterov)
+        return Momentum(lr, beta=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay)
     if name == "adam":
         return Adam(lr)
     if name == "adamw":
@@ -248,7 +249,8 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     loss_fn = SoftmaxCrossEntropy()
     params = {name: p for name, p, _ in model.parameters()}
     grads = {name: g for name, _, g in model.parameters()}  # the layers' own arrays, overwritten in place
-    weight_decay = 0.0 if config.optimizer == "adamw" else float(config.weight_decay)  # AdamW decays by itself
+    # λθ added by the loop only where the optimiser does not decay by itself (see make_optimizer)
+    weight_decay = 0.0 if config.optimizer in ("adamw", "sgd", "momentum") else float(config.weight_decay)
     image_shape = tuple(arch["input_shape"])
     augment = None
     if config.augment:
