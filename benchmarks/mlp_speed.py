@@ -183,10 +183,15 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=sorted(WORKERS), action="append", help="run only these contenders")
+    p.add_argument("--threads", type=int, default=common.THREADS,
+                   help="BLAS/OpenMP threads for every contender (default: %(default)s, the issue's setting)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error("--threads must be positive")
 
-    common.pin_threads()
+    common.THREADS = args.threads
+    common.pin_threads(args.threads)
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args)))
         return 0
@@ -195,7 +200,13 @@ def main(argv=None) -> int:
         print(line)
     peak = common.gemm_peak_gflops()
     print(f"measured float32 GEMM peak (NumPy BLAS, 2048^3, best of 5): {peak:.1f} GFLOP/s")
-    base = [__file__, "--dataset", args.dataset, "--epochs", str(args.epochs), "--seed", str(args.seed)]
+    load1 = os.getloadavg()[0]
+    if load1 > 0.5 * (os.cpu_count() or 1) / 2:
+        print(f"WARNING: load average {load1:.2f} on {os.cpu_count()} CPUs: other processes compete for the cores. "
+              f"A multi-threaded BLAS then waits for its descheduled threads and every contender's time can grow "
+              f"several-fold; rerun on a quiet machine (or compare with --threads 1).")
+    base = [__file__, "--dataset", args.dataset, "--epochs", str(args.epochs), "--seed", str(args.seed),
+            "--threads", str(args.threads)]
     if args.data_dir:
         base += ["--data-dir", args.data_dir]
     results = {}
