@@ -20,8 +20,11 @@ The recipe (``MODEL_DEFAULTS["cnn"]`` in :mod:`handgrad.app.config`): Adam (lr 3
 batches of 128, one epoch of linear warmup then cosine annealing to 0 over 12 epochs, no weight decay, and
 every training batch augmented (§7.4) by a random shift of up to ±2 pixels and a rotation of up to ±10°.
 It is sized for the CPU: the three single-convolution blocks above cost far less per epoch than the
-double-convolution blocks of larger MNIST networks, and batch normalisation plus the one-cycle-like schedule
-reach the same accuracy in few epochs (``benchmarks/cnn_accuracy.py`` measures it).
+double-convolution blocks of larger MNIST networks (measured on 2 cores: ~60 s per epoch for this one
+against ~5 times as long for two 32- and two 64-channel convolutions at full and half resolution), and batch
+normalisation plus the warmup-then-cosine schedule reach the accuracy in few epochs. Measured by
+``benchmarks/cnn_accuracy.py``: 99.51% and 99.46% MNIST test accuracy for seeds 0 and 1 (mean 99.48%);
+6 epochs of the same schedule were at ~99.2% after 4, which is why the recipe takes 12.
 
 The architecture dict, stored in every checkpoint so ``evaluate``/``predict``/``serve`` rebuild the network::
 
