@@ -366,7 +366,8 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
             test_loss, test_acc, _ = evaluate_arrays(model, X_test, y_test, config.eval_batch_size)
             row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                    "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
-                   "lr": optimizer.lr, "seconds": round(time.perf_counter() - t0, 4)}
+                   "lr": optimizer.lr, "train_seconds": round(train_seconds, 4),
+                   "seconds": round(time.perf_counter() - t0, 4)}
             history.append(row)
             csv_log.log(row)
             improved = val_acc > best_val
