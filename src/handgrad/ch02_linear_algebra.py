@@ -29,7 +29,7 @@ def as_float_array(x, default_dtype=np.float64):
     """x as an array of a floating dtype: floating inputs keep theirs (no copy), integers and booleans
     become ``default_dtype``. Every later chapter converts its inputs with this one function."""
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.inexact):
+    if x.dtype.kind not in "fc":  # (a dtype.kind test: np.issubdtype costs microseconds per mini-batch)
         x = x.astype(default_dtype)
     return x
 

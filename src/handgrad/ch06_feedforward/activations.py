@@ -2,8 +2,9 @@
 
 import numpy as np
 
+from ..ch02_linear_algebra import as_float_array
 from ..ch04_numerical import sigmoid
-from .layers import Layer, _as_float
+from .layers import Layer
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh"]
 
@@ -27,7 +28,7 @@ class ReLU(Layer):
         self._zeros = None
 
     def forward(self, X):
-        X = _as_float(X)
+        X = as_float_array(X, np.float32)
         mask = self._buffer("mask", X.shape, np.bool_)
         np.greater(X, 0, out=mask)  # 1{X > 0}, for backward
         zeros = self._zeros
@@ -66,7 +67,7 @@ class LeakyReLU(Layer):
         return f"LeakyReLU(alpha={self.alpha})"
 
     def forward(self, X):
-        X = _as_float(X)
+        X = as_float_array(X, np.float32)
         slope = self._buffer("slope", X.shape, X.dtype)
         slope[...] = np.where(X > 0, X.dtype.type(1), X.dtype.type(self.alpha))
         Y = self._buffer("Y", X.shape, X.dtype)
@@ -96,7 +97,7 @@ class Sigmoid(Layer):
         self._Y = None  # the cache: the output
 
     def forward(self, X):
-        X = _as_float(X)
+        X = as_float_array(X, np.float32)
         Y = np.asarray(sigmoid(X), dtype=X.dtype)
         self._Y = Y
         return Y
@@ -126,7 +127,7 @@ class Tanh(Layer):
         self._Y = None  # the cache: the output
 
     def forward(self, X):
-        X = _as_float(X)
+        X = as_float_array(X, np.float32)
         Y = self._buffer("Y", X.shape, X.dtype)
         np.tanh(X, out=Y)
         self._Y = Y

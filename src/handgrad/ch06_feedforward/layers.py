@@ -15,6 +15,7 @@ evaluation code may keep the outputs of many batches.
 import numpy as np
 
 from .. import ShapeError
+from ..ch02_linear_algebra import as_float_array
 
 __all__ = ["Layer", "Linear", "glorot_uniform", "he_normal"]
 
@@ -88,14 +89,6 @@ class Layer:
         if dY.shape != tuple(expected_shape):
             raise ShapeError(f"{self!r}.backward expects dY of the forward output's shape {tuple(expected_shape)}, got {dY.shape}")
         return dY
-
-
-def _as_float(X):
-    """X as a float array: float inputs keep their dtype, anything else becomes float32."""
-    X = np.asarray(X)
-    if X.dtype.kind != "f":  # (a dtype.kind test: np.issubdtype costs microseconds per batch)
-        X = X.astype(np.float32)
-    return X
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,7 +175,7 @@ class Linear(Layer):
         return f"Linear({self.in_features}, {self.out_features})"
 
     def forward(self, X):
-        X = _as_float(X)
+        X = as_float_array(X, np.float32)
         if X.ndim != 2 or X.shape[1] != self.in_features:
             raise ShapeError(f"{self!r} expects input (N, {self.in_features}), got {X.shape}")
         W, b = self.params["W"], self.params["b"]

@@ -3,15 +3,15 @@
 import numpy as np
 
 from .. import ShapeError
+from ..ch02_linear_algebra import as_float_array
 from ..ch04_numerical import log_softmax, softmax
-from .layers import _as_float
 
 __all__ = ["cross_entropy_from_logits", "cross_entropy_grad", "SoftmaxCrossEntropy"]
 
 
 def _check_targets(logits, y):
     """Validate (logits, y); return (logits as a float array, y as int labels (N,) or probabilities (N, C))."""
-    logits = _as_float(logits)
+    logits = as_float_array(logits, np.float32)
     if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
         raise ShapeError(f"logits must have shape (N, C) with N, C >= 1, got {logits.shape}")
     n, c = logits.shape
@@ -28,7 +28,7 @@ def _check_targets(logits, y):
     if y.ndim == 2:
         if y.shape != logits.shape:
             raise ShapeError(f"one-hot/probability targets must have the logits' shape {logits.shape}, got {y.shape}")
-        y = _as_float(y)
+        y = as_float_array(y, np.float32)
         tol = np.sqrt(np.finfo(y.dtype).eps)
         if np.any(y < 0) or not np.allclose(y.sum(axis=1), 1.0, rtol=0, atol=tol):
             raise ValueError("one-hot/probability targets must be non-negative with rows summing to 1")

@@ -8,7 +8,8 @@ surviving units are multiplied by 1/(1 − p) — so E[output] equals the input 
 
 import numpy as np
 
-from ..ch06_feedforward import Layer, _as_float
+from ..ch02_linear_algebra import as_float_array
+from ..ch06_feedforward import Layer
 
 __all__ = ["Dropout"]
 
@@ -37,7 +38,7 @@ class Dropout(Layer):
         return f"Dropout(p={self.p})"
 
     def forward(self, X):
-        X = _as_float(X)
+        X = as_float_array(X, np.float32)
         if not self.training or self.p == 0.0:
             self._cache = (None, X.shape)
             return X

@@ -15,7 +15,8 @@ PyTorch's buffers. Layers without such arrays have no ``state`` attribute (or an
 import numpy as np
 
 from .. import ShapeError
-from ..ch06_feedforward import Layer, _as_float
+from ..ch02_linear_algebra import as_float_array
+from ..ch06_feedforward import Layer
 
 __all__ = ["BatchNorm1D", "BatchNorm2D"]
 
@@ -50,7 +51,7 @@ class _BatchNorm(Layer):
         return f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum})"
 
     def forward(self, X):
-        X = _as_float(X)
+        X = as_float_array(X, np.float32)
         if X.ndim != self._ndim or X.shape[1] != self.num_features:
             expected = self._layout.format(C=self.num_features)
             raise ShapeError(f"{self!r} expects input {expected}, got {X.shape}")

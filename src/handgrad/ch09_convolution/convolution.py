@@ -30,7 +30,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import ShapeError
-from ..ch06_feedforward import Layer, _as_float, glorot_uniform, he_normal
+from ..ch02_linear_algebra import as_float_array
+from ..ch06_feedforward import Layer, glorot_uniform, he_normal
 
 __all__ = ["Conv2D", "Flatten", "im2col", "col2im", "conv_output_size"]
 
@@ -207,7 +208,7 @@ class Conv2D(Layer):
         return f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}{extra})"
 
     def forward(self, X):
-        X = _as_float(X)
+        X = as_float_array(X, np.float32)
         _check_nchw(self, X, self.in_channels, self.kernel_size, self.padding)
         W, b = self.params["W"], self.params["b"]
         dtype = np.result_type(X, W)
@@ -262,7 +263,7 @@ class Flatten(Layer):
         self._shape = None  # the cache: the input shape
 
     def forward(self, X):
-        X = _as_float(X)
+        X = as_float_array(X, np.float32)
         if X.ndim < 2:
             raise ShapeError(f"Flatten expects input (N, ...) with at least 2 dimensions, got {X.shape}")
         self._shape = X.shape

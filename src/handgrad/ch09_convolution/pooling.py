@@ -9,7 +9,8 @@ contributions of all windows that share a pixel.
 
 import numpy as np
 
-from ..ch06_feedforward import Layer, _as_float
+from ..ch02_linear_algebra import as_float_array
+from ..ch06_feedforward import Layer
 from .convolution import _check_nchw, _pair, conv_output_size
 
 __all__ = ["MaxPool2D", "AvgPool2D"]
@@ -28,7 +29,7 @@ class _Pool2D(Layer):
         return f"{type(self).__name__}(kernel_size={self.kernel_size}, stride={self.stride})"
 
     def _prepare(self, X):
-        X = _as_float(X)
+        X = as_float_array(X, np.float32)
         _check_nchw(self, X, None, self.kernel_size, (0, 0))
         OH = conv_output_size(X.shape[2], self.kernel_size[0], self.stride[0])
         OW = conv_output_size(X.shape[3], self.kernel_size[1], self.stride[1])
