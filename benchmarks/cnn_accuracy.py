@@ -33,6 +33,9 @@ JOBS = {
     "mnist-cnn": (["--model", "cnn", "--dataset", "mnist"], 0.994),
     "fashion-cnn": (["--model", "cnn", "--dataset", "fashion-mnist"], 0.925),
     "fashion-cnn-norot": (["--model", "cnn", "--dataset", "fashion-mnist", "--augment-degrees", "0"], 0.925),
+    # The recipe underfits clothing (train accuracy on augmented batches ~ test accuracy): twice the channels.
+    "fashion-cnn-wide": (["--model", "cnn", "--dataset", "fashion-mnist", "--channels", "32,64,128", "--hidden", "256",
+                          "--augment-shift", "1", "--augment-degrees", "0", "--epochs", "10"], 0.925),
     # Clothing is not rotated the way handwriting is: shifts of one pixel only. (Shifts of 2 px with
     # rotations of 5°, dropout 0.3 and momentum SGD at lr 0.2 over 40 epochs reached only ~88%.)
     "fashion-mlp": (["--dataset", "fashion-mnist", "--hidden", "1024,512", "--batch-norm", "--dropout", "0.2",
