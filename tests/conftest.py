@@ -20,6 +20,16 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+@pytest.fixture(autouse=True, scope="session")
+def isolated_user_cache(tmp_path_factory):
+    """Point the dataset cache (``$XDG_CACHE_HOME/handgrad``) at a temporary folder for the whole run, so
+    no test reads from or writes into the user's real cache; subprocesses inherit the setting."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
