@@ -71,26 +71,21 @@ def _number(low, strict=False, high=None):
     return parse
 
 
-def _hidden(text):
-    if text.strip().lower() in ("", "none"):  # a CNN may have no dense layer before its output
-        return ()
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes such as 512 or 512,256, got {text!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
-    return tuple(sizes)
+def _size_list(what, example, allow_none=False):
+    """An argparse type for comma-separated positive sizes (layer widths, channel counts)."""
 
+    def parse(text):
+        if allow_none and text.strip().lower() in ("", "none"):  # a CNN may have no dense layer before its output
+            return ()
+        try:
+            sizes = [int(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what} such as {example}, got {text!r}") from None
+        if not sizes or any(s < 1 for s in sizes):
+            raise argparse.ArgumentTypeError(f"{what} must be positive, got {text!r}")
+        return tuple(sizes)
 
-def _channels(text):
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated channel counts such as 16,32,64, got {text!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"channel counts must be positive, got {text!r}")
-    return tuple(sizes)
+    return parse
 
 
 def _shift(text):
@@ -175,10 +170,10 @@ def build_parser():
          help=f"epochs to train (default: {_per_model('epochs')}; with --resume: the total to reach, by default "
               "the run's own)")
     _add(t, "--batch-size", metavar="N", type=_positive_int, help=f"mini-batch size (default: {_per_model('batch_size')})")
-    _add(t, "--hidden", metavar="512[,256...]", type=_hidden,
+    _add(t, "--hidden", metavar="512[,256...]", type=_size_list("layer sizes", "512 or 512,256", allow_none=True),
          help="hidden dense layer sizes, comma-separated; for the CNN the dense layers after the convolutions "
               f"('none' for none) (default: {_per_model('hidden', _sizes)})")
-    _add(t, "--channels", metavar="16,32,64", type=_channels,
+    _add(t, "--channels", metavar="16,32,64", type=_size_list("channel counts", "16,32,64"),
          help="CNN only: output channels of each convolution block (3x3 conv, [batch norm], activation, 2x2 "
               f"max-pool), comma-separated, at most 4 for 28x28 images (default: {_sizes(MODEL_DEFAULTS['cnn']['channels'])})")
     _add(t, "--activation", choices=ACTIVATIONS, default=d.activation, help="hidden-unit activation")
