@@ -1,7 +1,7 @@
-"""Chapter 7 — Regularisation for deep learning (book §7.1 parameter norm penalties; design report §3.6).
+"""Chapter 7 — Regularisation for deep learning (design report §3.6).
 
-Split by the book's sections: ``penalties`` (§7.1.1, L2 weight decay, eqs. 20–21).
-``augmentation`` (§7.4 dataset augmentation), ``early_stopping`` (§7.8), ``dropout`` (§7.12).
+Split by the book's sections: ``penalties`` (§7.1.1, L2 weight decay, eqs. 20–21), ``augmentation``
+(§7.4 dataset augmentation), ``early_stopping`` (§7.8, Algorithm 7.1) and ``dropout`` (§7.12).
 """
 
 from .augmentation import Augmenter, augment_batch, elastic_displacement, transform_images

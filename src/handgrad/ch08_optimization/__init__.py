@@ -1,8 +1,8 @@
 """Chapter 8 — Optimisation for training deep models (design report §3.7).
 
-Split by the book's sections: ``sgd`` (§8.3.1–8.3.3: SGD, momentum, Nesterov; eqs. 22–24) and
-``schedules`` (§8.3.1 learning-rate decay; eq. 25). Every optimiser subclasses ``Optimizer``.
-``adaptive`` (§8.5: AdaGrad, RMSProp, Adam/AdamW) and ``batch_norm`` (§8.7.1: BatchNorm1D, BatchNorm2D).
+Split by the book's sections: ``sgd`` (§8.3.1–8.3.3: SGD, momentum, Nesterov; eqs. 22–24),
+``schedules`` (§8.3.1 learning-rate decay; eq. 25), ``adaptive`` (§8.5: AdaGrad, RMSProp, Adam/AdamW) and
+``batch_norm`` (§8.7.1: BatchNorm1D, BatchNorm2D). Every optimiser subclasses ``Optimizer``.
 """
 
 from .adaptive import AdaGrad, Adam, RMSProp
