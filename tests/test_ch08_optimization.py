@@ -39,9 +39,11 @@ def quadratic_grads(A, c, params):
     return {k: (A[k].T @ (A[k] @ p.ravel() - c[k])).reshape(p.shape) for k, p in params.items()}
 
 
-def torch_trajectory(A, c, theta0, steps, lr, momentum=0.0, nesterov=False, lrs=None):
+def torch_trajectory(A, c, theta0, steps, lr, momentum=0.0, nesterov=False, lrs=None, weight_decay=0.0):
+    """torch.optim.SGD's iterates; ``weight_decay`` applies to the weight only (the bias's group has none)."""
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in theta0.items()}
-    opt = torch.optim.SGD(list(tp.values()), lr=lr, momentum=momentum, dampening=0, nesterov=nesterov)
+    groups = [{"params": [tp["W"]], "weight_decay": weight_decay}, {"params": [tp["b"]], "weight_decay": 0.0}]
+    opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, dampening=0, nesterov=nesterov)
     out = []
     for t in range(steps):
         if lrs is not None:
@@ -372,21 +374,6 @@ def test_a_momentum_step_allocates_no_parameter_sized_temporary(nesterov):
 # --------------------------------------------------------------------------------------------------
 
 
-def torch_decay_trajectory(A, c, theta0, steps, lr, weight_decay, momentum=0.0, nesterov=False):
-    """torch.optim.SGD with weight decay on the weight only (a parameter group without it for the bias)."""
-    tp = {k: torch.tensor(v, requires_grad=True) for k, v in theta0.items()}
-    groups = [{"params": [tp["W"]], "weight_decay": weight_decay}, {"params": [tp["b"]], "weight_decay": 0.0}]
-    opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, dampening=0, nesterov=nesterov)
-    out = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = sum(0.5 * torch.sum((torch.tensor(A[k]) @ tp[k].reshape(-1) - torch.tensor(c[k])) ** 2) for k in tp)
-        loss.backward()
-        opt.step()
-        out.append({k: v.detach().numpy().copy() for k, v in tp.items()})
-    return out
-
-
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.8, True)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_weight_decay_trajectories_match_torch_on_weights_only(momentum, nesterov, seed):
@@ -394,7 +381,7 @@ def test_weight_decay_trajectories_match_torch_on_weights_only(momentum, nestero
     opt = (Momentum(0.05, beta=momentum, nesterov=nesterov, weight_decay=0.3) if momentum
            else SGD(0.05, weight_decay=0.3))
     ours = handgrad_trajectory(A, c, theta0, 8, opt)
-    theirs = torch_decay_trajectory(A, c, theta0, 8, 0.05, 0.3, momentum, nesterov)
+    theirs = torch_trajectory(A, c, theta0, 8, 0.05, momentum, nesterov, weight_decay=0.3)
     for step_ours, step_theirs in zip(ours, theirs):
         for k in theta0:
             np.testing.assert_allclose(step_ours[k], step_theirs[k], rtol=1e-6, atol=1e-12)
