@@ -46,14 +46,24 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 # ----------------------------------------------------------------------------------------------------
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _integer(expected, low, high=None):
+    """An argparse type for an integer in [low, high]; ``expected`` says so in the error."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _integer("a positive integer", 1)
+_shift = _integer("a whole number of pixels in [0, 8]", 0, 8)
+_seed = _integer("an integer in [0, 2**32)", 0, 2**32 - 1)
 
 
 def _number(low, strict=False, high=None):
@@ -86,26 +96,6 @@ def _size_list(what, example, allow_none=False):
         return tuple(sizes)
 
     return parse
-
-
-def _shift(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels in [0, 8], got {text!r}") from None
-    if not 0 <= value <= 8:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels in [0, 8], got {text!r}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------
