@@ -17,7 +17,7 @@ import numpy as np
 from .. import ShapeError
 from ..ch02_linear_algebra import as_float_array
 
-__all__ = ["Layer", "Linear", "glorot_uniform", "he_normal"]
+__all__ = ["Layer", "Linear", "INITIALISERS", "glorot_uniform", "he_normal"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def he_normal(fan_in, fan_out, rng=None, dtype=np.float32):
     return (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(dtype)
 
 
-_INITIALISERS = {"glorot_uniform": glorot_uniform, "he_normal": he_normal}
+INITIALISERS = {"glorot_uniform": glorot_uniform, "he_normal": he_normal}  # by the name layers take as init=
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,13 +159,13 @@ class Linear(Layer):
     def __init__(self, in_features, out_features, init="glorot_uniform", rng=None, dtype=np.float32):
         super().__init__()
         _check_fans(in_features, out_features, ("in_features", "out_features"))
-        if init not in _INITIALISERS:
-            raise ValueError(f"init must be one of {sorted(_INITIALISERS)}, got {init!r}")
+        if init not in INITIALISERS:
+            raise ValueError(f"init must be one of {sorted(INITIALISERS)}, got {init!r}")
         dtype = np.dtype(dtype)
         if not np.issubdtype(dtype, np.floating):
             raise ValueError(f"dtype must be a floating type, got {dtype}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.params["W"] = _INITIALISERS[init](self.in_features, self.out_features, rng, dtype)
+        self.params["W"] = INITIALISERS[init](self.in_features, self.out_features, rng, dtype)
         self.params["b"] = np.zeros(self.out_features, dtype)
         self.grads["W"] = np.zeros_like(self.params["W"])
         self.grads["b"] = np.zeros_like(self.params["b"])
