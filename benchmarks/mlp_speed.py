@@ -41,22 +41,30 @@ def gemm_flops_per_epoch(n_examples: int, sizes=(784, HIDDEN, 10)) -> float:
     return flops
 
 
-def load_data(data_dir: str | None, dataset: str):
+def load_flat_splits(data_dir: str | None, dataset: str):
+    """handgrad's ``load_splits`` (50,000 train / 10,000 validation / test for the full datasets), with each
+    split's images flattened to float32 rows of 784 pixels."""
     from handgrad.datasets import load_splits
 
     s = load_splits(dataset, data_dir=data_dir, download=False)
     flat = lambda X: np.ascontiguousarray(X.reshape(len(X), -1), dtype=np.float32)  # noqa: E731
-    return flat(s.train[0]), s.train[1], flat(s.test[0]), s.test[1]
+    return s._replace(train=(flat(s.train[0]), s.train[1]), val=(flat(s.val[0]), s.val[1]),
+                      test=(flat(s.test[0]), s.test[1]))
 
 
-def worker_torch(args) -> dict:
+def load_data(data_dir: str | None, dataset: str):
+    """(X_train, y_train, X_test, y_test) of ``load_flat_splits``."""
+    s = load_flat_splits(data_dir, dataset)
+    return s.train[0], s.train[1], s.test[0], s.test[1]
+
+
+def torch_model_and_optimizer(seed: int):
+    """The reference network and optimiser in PyTorch: 784-512-10 ReLU, Glorot-uniform weights, zero biases,
+    momentum SGD lr 0.2 β 0.9 with weight decay 1e-4 on the weights only (a parameter group of their own)."""
     import torch
     from torch import nn
 
-    torch.set_num_threads(common.THREADS)
-    torch.manual_seed(args.seed)
-    Xtr, ytr, Xte, yte = load_data(args.data_dir, args.dataset)
-    X, y = torch.from_numpy(Xtr), torch.from_numpy(ytr)
+    torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
     for m in model:
         if isinstance(m, nn.Linear):
@@ -69,22 +77,46 @@ def worker_torch(args) -> dict:
         lr=LR,
         momentum=BETA,
     )
-    loss_fn = nn.CrossEntropyLoss()
+    return model, opt
+
+
+def torch_train_epoch(model, opt, X, y, gen) -> None:
+    """One epoch: a shuffle of the tensors (X, y) drawn from the generator `gen`, then one optimiser step on
+    the mean cross-entropy of each mini-batch of BATCH examples."""
+    import torch
+    from torch.nn.functional import cross_entropy
+
+    perm = torch.randperm(len(X), generator=gen)
+    for i in range(0, len(X), BATCH):
+        idx = perm[i : i + BATCH]
+        opt.zero_grad(set_to_none=True)
+        loss = cross_entropy(model(X[idx]), y[idx])
+        loss.backward()
+        opt.step()
+
+
+def torch_accuracy(model, X: np.ndarray, y: np.ndarray) -> float:
+    import torch
+
+    with torch.no_grad():
+        return float((model(torch.from_numpy(X)).argmax(1).numpy() == y).mean())
+
+
+def worker_torch(args) -> dict:
+    import torch
+
+    torch.set_num_threads(common.THREADS)
+    Xtr, ytr, Xte, yte = load_data(args.data_dir, args.dataset)
+    X, y = torch.from_numpy(Xtr), torch.from_numpy(ytr)
+    model, opt = torch_model_and_optimizer(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     times = []
     for _ in range(args.epochs):
         t0 = time.perf_counter()
-        perm = torch.randperm(len(X), generator=gen)
-        for i in range(0, len(X), BATCH):
-            idx = perm[i : i + BATCH]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(X[idx]), y[idx])
-            loss.backward()
-            opt.step()
+        torch_train_epoch(model, opt, X, y, gen)
         times.append(time.perf_counter() - t0)
-    with torch.no_grad():
-        acc = (model(torch.from_numpy(Xte)).argmax(1).numpy() == yte).mean()
-    return {"times": times, "accuracy": float(acc), "peak_mb": common.peak_rss_mb(), "n_train": len(X)}
+    acc = torch_accuracy(model, Xte, yte)
+    return {"times": times, "accuracy": acc, "peak_mb": common.peak_rss_mb(), "n_train": len(X)}
 
 
 def worker_sklearn(args) -> dict:
