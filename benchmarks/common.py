@@ -1,7 +1,8 @@
 """What every benchmark prints beside its table: the machine, the versions, the BLAS in use, and its peak.
 
-Machines are shared and noisy, so each benchmark runs its contenders one after another in one run and
-reports ratios; each contender runs in its own process (``run_worker``) so that its peak memory is its own.
+Machines are shared and noisy, so each benchmark runs its contenders in one run and reports ratios
+(``mlp_speed.py`` interleaves their epochs round by round); each contender runs in its own process
+(``run_worker``, or a worker started once and driven epoch by epoch) so that its peak memory is its own.
 """
 
 from __future__ import annotations
@@ -97,13 +98,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_worker(script: str, args: list[str], timeout: float = 3600) -> dict:
-    """Run `script` with `args` in a fresh interpreter and parse the JSON object it prints last."""
+def worker_env() -> dict:
+    """This process's environment with every BLAS/OpenMP pool set to THREADS threads, for a worker process."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(THREADS)
+    return env
+
+
+def run_worker(script: str, args: list[str], timeout: float = 3600) -> dict:
+    """Run `script` with `args` in a fresh interpreter and parse the JSON object it prints last."""
     proc = subprocess.run(
-        [sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=timeout
+        [sys.executable, script, *args], capture_output=True, text=True, env=worker_env(), timeout=timeout
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
