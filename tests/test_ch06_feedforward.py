@@ -420,7 +420,7 @@ def test_sequential_backward_matches_chain_rule_and_can_skip_input_grad(rng):
 def test_sequential_leading_activation_is_skipped_without_input_grad(rng):
     model = Sequential(Tanh(), Linear(3, 2, rng=0, dtype=np.float64))
     model.forward(rng.standard_normal((4, 3)))
-    model[0]._Y = None  # were Tanh's backward called, it would now raise
+    model[0]._cache = None  # were Tanh's backward called, it would now raise
     assert model.backward(np.ones((4, 2)), need_input_grad=False) is None
 
 

@@ -9,7 +9,33 @@ from .layers import Layer
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh"]
 
 
-class ReLU(Layer):
+class _Elementwise(Layer):
+    """A hidden unit applied elementwise, Y = f(X). Its backward is the chain rule of one variable,
+
+        dX = dY ⊙ f'(X),
+
+    where f'(X) is computed from what ``forward`` kept in ``self._cache`` (the mask, slope or output).
+    Subclasses write ``forward`` and ``_times_derivative(dY, cache, dX)``, which writes dY ⊙ f'(X) into
+    dX and returns it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def backward(self, dY):
+        cache = self._cached(self._cache)
+        dY = self._check_dY(dY, cache.shape)
+        if not self.input_grad:
+            return None
+        dX = self._buffer("dX", cache.shape, np.result_type(dY, cache))
+        return self._times_derivative(dY, cache, dX)
+
+    def _times_derivative(self, dY, cache, dX):
+        raise NotImplementedError
+
+
+class ReLU(_Elementwise):
     """Rectified linear unit, ReLU(z) = max(0, z) elementwise (book §6.3.1; design report eq. 17).
 
     Forward: Y = max(0, X), recording the mask 1{X > 0}.   Backward: dX = dY ⊙ 1{X > 0}.
@@ -24,7 +50,6 @@ class ReLU(Layer):
 
     def __init__(self):
         super().__init__()
-        self._mask = None  # the cache
         self._zeros = None
 
     def forward(self, X):
@@ -36,19 +61,14 @@ class ReLU(Layer):
             zeros = self._zeros = np.zeros(X.shape, X.dtype)
         Y = self._buffer("Y", X.shape, X.dtype)
         np.maximum(X, zeros, out=Y)  # eq. 17: Y = max(0, X)
-        self._mask = mask
+        self._cache = mask
         return Y
 
-    def backward(self, dY):
-        mask = self._cached(self._mask)
-        dY = self._check_dY(dY, mask.shape)
-        if not self.input_grad:
-            return None
-        dX = self._buffer("dX", mask.shape, dY.dtype)
-        return np.multiply(dY, mask, out=dX)
+    def _times_derivative(self, dY, mask, dX):
+        return np.multiply(dY, mask, out=dX)  # dY ⊙ 1{X > 0}
 
 
-class LeakyReLU(Layer):
+class LeakyReLU(_Elementwise):
     """Leaky ReLU, max(0, z) + α min(0, z) with a small slope α for z < 0 (book §6.3.2).
 
     Forward: Y = X ⊙ s with s = 1 where X > 0 and α elsewhere.   Backward: dX = dY ⊙ s.
@@ -61,7 +81,6 @@ class LeakyReLU(Layer):
         if not np.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
         self.alpha = float(alpha)
-        self._slope = None  # the cache: the local derivative s
 
     def __repr__(self):
         return f"LeakyReLU(alpha={self.alpha})"
@@ -72,19 +91,14 @@ class LeakyReLU(Layer):
         slope[...] = np.where(X > 0, X.dtype.type(1), X.dtype.type(self.alpha))
         Y = self._buffer("Y", X.shape, X.dtype)
         np.multiply(X, slope, out=Y)
-        self._slope = slope
+        self._cache = slope
         return Y
 
-    def backward(self, dY):
-        slope = self._cached(self._slope)
-        dY = self._check_dY(dY, slope.shape)
-        if not self.input_grad:
-            return None
-        dX = self._buffer("dX", slope.shape, np.result_type(dY, slope))
-        return np.multiply(dY, slope, out=dX)
+    def _times_derivative(self, dY, slope, dX):
+        return np.multiply(dY, slope, out=dX)  # dY ⊙ (1 or α)
 
 
-class Sigmoid(Layer):
+class Sigmoid(_Elementwise):
     """Logistic sigmoid unit, σ(z) = 1 / (1 + e^{-z}) (book §6.2.2.2, §6.3.2), via chapter 4's stable σ.
 
     Forward: Y = σ(X).   Backward: dX = dY ⊙ Y ⊙ (1 − Y)   (σ' = σ(1 − σ)).
@@ -92,29 +106,20 @@ class Sigmoid(Layer):
     Shapes: X (...) -> Y (...), same dtype.
     """
 
-    def __init__(self):
-        super().__init__()
-        self._Y = None  # the cache: the output
-
     def forward(self, X):
         X = as_float_array(X, np.float32)
         Y = np.asarray(sigmoid(X), dtype=X.dtype)
-        self._Y = Y
+        self._cache = Y  # the output
         return Y
 
-    def backward(self, dY):
-        Y = self._cached(self._Y)
-        dY = self._check_dY(dY, Y.shape)
-        if not self.input_grad:
-            return None
-        dX = self._buffer("dX", Y.shape, np.result_type(dY, Y))
+    def _times_derivative(self, dY, Y, dX):
         np.subtract(1, Y, out=dX)  # 1 − Y
         dX *= Y  # Y (1 − Y)
         dX *= dY
         return dX
 
 
-class Tanh(Layer):
+class Tanh(_Elementwise):
     """Hyperbolic tangent unit, tanh(z) = 2σ(2z) − 1 (book §6.3.2).
 
     Forward: Y = tanh(X).   Backward: dX = dY ⊙ (1 − Y²).
@@ -122,23 +127,14 @@ class Tanh(Layer):
     Shapes: X (...) -> Y (...), same dtype.
     """
 
-    def __init__(self):
-        super().__init__()
-        self._Y = None  # the cache: the output
-
     def forward(self, X):
         X = as_float_array(X, np.float32)
         Y = self._buffer("Y", X.shape, X.dtype)
         np.tanh(X, out=Y)
-        self._Y = Y
+        self._cache = Y  # the output
         return Y
 
-    def backward(self, dY):
-        Y = self._cached(self._Y)
-        dY = self._check_dY(dY, Y.shape)
-        if not self.input_grad:
-            return None
-        dX = self._buffer("dX", Y.shape, np.result_type(dY, Y))
+    def _times_derivative(self, dY, Y, dX):
         np.multiply(Y, Y, out=dX)  # Y²
         np.subtract(1, dX, out=dX)  # 1 − Y²
         dX *= dY
