@@ -15,12 +15,13 @@ The layer convention and the buffer rules are described in :mod:`handgrad.ch06_f
 """
 
 from .activations import LeakyReLU, ReLU, Sigmoid, Tanh
-from .layers import INITIALISERS, Layer, Linear, glorot_uniform, he_normal
+from .layers import INITIALISERS, Layer, Linear, glorot_uniform, he_normal, initialiser
 from .losses import SoftmaxCrossEntropy, cross_entropy_from_logits, cross_entropy_grad
 from .network import Sequential
 
 __all__ = [
     "INITIALISERS",
+    "initialiser",
     "Layer",
     "Linear",
     "ReLU",

@@ -17,7 +17,7 @@ import numpy as np
 from .. import ShapeError
 from ..ch02_linear_algebra import as_float_array
 
-__all__ = ["Layer", "Linear", "INITIALISERS", "glorot_uniform", "he_normal"]
+__all__ = ["Layer", "Linear", "INITIALISERS", "initialiser", "glorot_uniform", "he_normal"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -79,6 +79,14 @@ class Layer:
             ones = self._buffers["ones"] = np.ones(n, dtype)
         return ones
 
+    @staticmethod
+    def _parameter_dtype(dtype):
+        """``dtype`` as the NumPy floating dtype of a layer's parameters; ValueError for anything else."""
+        dtype = np.dtype(dtype)
+        if not np.issubdtype(dtype, np.floating):
+            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        return dtype
+
     def _cached(self, cache):
         if cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
@@ -129,6 +137,13 @@ def he_normal(fan_in, fan_out, rng=None, dtype=np.float32):
 INITIALISERS = {"glorot_uniform": glorot_uniform, "he_normal": he_normal}  # by the name layers take as init=
 
 
+def initialiser(name):
+    """The initialiser a layer's ``init=name`` selects from INITIALISERS; ValueError naming the choices."""
+    if name not in INITIALISERS:
+        raise ValueError(f"init must be one of {sorted(INITIALISERS)}, got {name!r}")
+    return INITIALISERS[name]
+
+
 # --------------------------------------------------------------------------------------------------
 # §6.1 Affine layer (eqs. 13–16)
 # --------------------------------------------------------------------------------------------------
@@ -159,13 +174,10 @@ class Linear(Layer):
     def __init__(self, in_features, out_features, init="glorot_uniform", rng=None, dtype=np.float32):
         super().__init__()
         _check_fans(in_features, out_features, ("in_features", "out_features"))
-        if init not in INITIALISERS:
-            raise ValueError(f"init must be one of {sorted(INITIALISERS)}, got {init!r}")
-        dtype = np.dtype(dtype)
-        if not np.issubdtype(dtype, np.floating):
-            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        init_W = initialiser(init)
+        dtype = self._parameter_dtype(dtype)
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.params["W"] = INITIALISERS[init](self.in_features, self.out_features, rng, dtype)
+        self.params["W"] = init_W(self.in_features, self.out_features, rng, dtype)
         self.params["b"] = np.zeros(self.out_features, dtype)
         self.grads["W"] = np.zeros_like(self.params["W"])
         self.grads["b"] = np.zeros_like(self.params["b"])

@@ -35,9 +35,7 @@ class _BatchNorm(Layer):
         for name, v, ok in (("eps", eps, lambda x: x > 0), ("momentum", momentum, lambda x: 0 <= x <= 1)):
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not ok(v):
                 raise ValueError(f"{name} must be {'positive' if name == 'eps' else 'in [0, 1]'}, got {v!r}")
-        dtype = np.dtype(dtype)
-        if not np.issubdtype(dtype, np.floating):
-            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        dtype = self._parameter_dtype(dtype)
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         C = self.num_features
         self.params["gamma"] = np.ones(C, dtype)

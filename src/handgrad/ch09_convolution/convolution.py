@@ -31,7 +31,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import ShapeError
 from ..ch02_linear_algebra import as_float_array
-from ..ch06_feedforward import INITIALISERS, Layer
+from ..ch06_feedforward import Layer, initialiser
 
 __all__ = ["Conv2D", "Flatten", "im2col", "col2im", "conv_output_size"]
 
@@ -182,11 +182,8 @@ class Conv2D(Layer):
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if init not in INITIALISERS:
-            raise ValueError(f"init must be one of {sorted(INITIALISERS)}, got {init!r}")
-        dtype = np.dtype(dtype)
-        if not np.issubdtype(dtype, np.floating):
-            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        init_W = initialiser(init)
+        dtype = self._parameter_dtype(dtype)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size", 1)
         self.stride = _pair(stride, "stride", 1)
@@ -194,7 +191,7 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         fan_in = self.in_channels * kh * kw
         # drawn as the (fan_in, fan_out) matrix chapter 6 uses, then laid out as (C_out, C_in, kh, kw)
-        W = INITIALISERS[init](fan_in, self.out_channels, rng, dtype).T
+        W = init_W(fan_in, self.out_channels, rng, dtype).T
         self.params["W"] = np.ascontiguousarray(W).reshape(self.out_channels, self.in_channels, kh, kw)
         self.params["b"] = np.zeros(self.out_channels, dtype)
         self.grads["W"] = np.zeros_like(self.params["W"])
