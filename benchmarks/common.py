@@ -68,12 +68,17 @@ def machine_header() -> list[str]:
             lines.append(f"{name} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             lines.append(f"{name}: not installed")
+    lines.append(load_average_line("at start"))
+    return lines
+
+
+def load_average_line(when: str) -> str:
+    """The 1, 5 and 15 minute load averages, printed at the start and end of a benchmark."""
     try:
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        lines.append(f"load average (1, 5, 15 min) at start: {load} on {os.cpu_count()} CPUs")
     except OSError:
-        pass
-    return lines
+        load = "unavailable"
+    return f"load average (1, 5, 15 min) {when}: {load} on {os.cpu_count()} CPUs"
 
 
 def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:

@@ -241,7 +241,7 @@ def main(argv=None) -> int:
     print("\nC. the momentum update of W1 (784×512 float32, Momentum.step, 6 passes), median ms per step:")
     print(f"  on its own, arrays hot in cache: {alone:.3f} ms; right after the 256×784×512 product: "
           f"{after:.3f} ms ({after / alone:.2f}×)")
-    print("load average (1, 5, 15 min) at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(common.load_average_line("at the end"))
     return 0
 
 

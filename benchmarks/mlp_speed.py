@@ -396,7 +396,7 @@ def main(argv=None) -> int:
                   f"median of the per-round ratios)")
         mb = results["handgrad"]["peak_mb"]
         print(f"  handgrad peak memory      {mb:.0f} MB  (< 1000 MB: {'met' if mb < 1000 else 'NOT met'})")
-    print("load average (1, 5, 15 min) at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(common.load_average_line("at the end"))
     return 0
 
 
