@@ -59,18 +59,7 @@ def _check_nonnegative(value, name):
     return float(value)
 
 
-class _Adaptive(Optimizer):
-    """An optimiser that needs a second temporary besides the base class's scratch buffer."""
-
-    def _scratch2(self, param):
-        key = ("second", param.dtype)
-        flat = self._scratch_buffers.get(key)
-        if flat is None or flat.size < param.size:
-            flat = self._scratch_buffers[key] = np.empty(param.size, param.dtype)
-        return flat[: param.size].reshape(param.shape)
-
-
-class AdaGrad(_Adaptive):
+class AdaGrad(Optimizer):
     """AdaGrad: scale each coordinate's step by the root of its accumulated squared gradients (§8.5.1).
 
         r ← r + g ⊙ g;     θ ← θ − lr · g / (√r + eps)          (Algorithm 8.4; torch.optim.Adagrad)
@@ -101,7 +90,7 @@ class AdaGrad(_Adaptive):
         np.subtract(param, step, out=param)
 
 
-class RMSProp(_Adaptive):
+class RMSProp(Optimizer):
     """RMSProp: AdaGrad with an exponentially decaying average of squared gradients (§8.5.2).
 
         r ← α r + (1 − α) g ⊙ g;     θ ← θ − lr · g / (√r + eps)     (torch.optim.RMSprop)
@@ -135,7 +124,7 @@ class RMSProp(_Adaptive):
         np.subtract(param, step, out=param)  # θ ← θ − lr · g / (√r + eps)
 
 
-class Adam(_Adaptive):
+class Adam(Optimizer):
     """Adam: bias-corrected moving averages of the gradient and its square (§8.5.3, Algorithm 8.7).
 
         g ← g + λ θ                                   (only when decoupled=False and λ > 0: L2, as Adam)
@@ -185,7 +174,7 @@ class Adam(_Adaptive):
         if self.weight_decay and self.decoupled:
             np.multiply(param, 1.0 - self.lr * self.weight_decay, out=param)  # θ ← θ − lr λ θ (AdamW)
         elif self.weight_decay:
-            g = self._scratch2(param)
+            g = self._scratch(param, "decayed")  # a second buffer: tmp holds the first
             np.multiply(param, self.weight_decay, out=g)
             np.add(g, grad, out=g)  # g ← g + λ θ (L2 penalty, Adam)
             grad = g
