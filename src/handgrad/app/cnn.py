@@ -46,8 +46,8 @@ from ..ch06_feedforward import Sequential
 from ..ch07_regularization import Dropout
 from ..ch08_optimization import BatchNorm2D
 from ..ch09_convolution import Conv2D, Flatten, MaxPool2D
-from .model import (ACTIVATION_LAYERS, INPUT_SHAPE, ArchitectureError, _positive_ints, check_regularisers,
-                    dense_layers, register_model_type)
+from .model import (ACTIVATION_LAYERS, INPUT_SHAPE, ArchitectureError, _positive_ints, check_dense_layers,
+                    check_regularisers, dense_layers, register_model_type)
 
 __all__ = ["cnn_arch", "build_cnn", "CNN_EVAL_BATCH_SIZE"]
 
@@ -82,19 +82,11 @@ def _validate(arch):
         raise ArchitectureError(f"a cnn's input_shape must be [height, width], got {arch['input_shape']!r}")
     if not _positive_ints(arch["channels"]) or not arch["channels"]:
         raise ArchitectureError(f"channels must be a list of one or more positive counts, got {arch['channels']!r}")
-    if not _positive_ints(arch["hidden"]):
-        raise ArchitectureError(f"hidden must be a list of positive layer sizes, got {arch['hidden']!r}")
+    check_dense_layers(arch)
     k = arch["kernel_size"]
     if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
         raise ArchitectureError(f"kernel_size must be an odd positive integer (padding keeps the size), got {k!r}")
-    if arch["activation"] not in ACTIVATION_LAYERS:
-        raise ArchitectureError(f"activation must be one of {sorted(ACTIVATION_LAYERS)}, got {arch['activation']!r}")
-    if arch["init"] not in ("glorot_uniform", "he_normal"):
-        raise ArchitectureError(f"init must be glorot_uniform or he_normal, got {arch['init']!r}")
     check_regularisers(arch)
-    n = arch["n_classes"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ArchitectureError(f"n_classes must be an integer >= 2, got {n!r}")
     _, h, w = _feature_size(arch)
     if h < 1 or w < 1:
         raise ArchitectureError(f"{len(arch['channels'])} pooling blocks shrink {arch['input_shape']} images to "

@@ -41,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..ch06_feedforward import LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
+from ..ch06_feedforward import INITIALISERS, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
 from ..ch07_regularization import Dropout
 from ..ch08_optimization import BatchNorm1D
 
@@ -190,6 +190,20 @@ def dense_layers(sizes, arch, rng):
     return layers
 
 
+def check_dense_layers(arch):
+    """The keys ``dense_layers`` reads besides the regularisers: ``hidden``, ``activation``, ``init`` and
+    ``n_classes`` (the size of the last layer)."""
+    if not _positive_ints(arch["hidden"]):
+        raise ArchitectureError(f"hidden must be a list of positive layer sizes, got {arch['hidden']!r}")
+    if arch["activation"] not in ACTIVATION_LAYERS:
+        raise ArchitectureError(f"activation must be one of {sorted(ACTIVATION_LAYERS)}, got {arch['activation']!r}")
+    if arch["init"] not in INITIALISERS:
+        raise ArchitectureError(f"init must be {' or '.join(sorted(INITIALISERS))}, got {arch['init']!r}")
+    n = arch["n_classes"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ArchitectureError(f"n_classes must be an integer >= 2, got {n!r}")
+
+
 def _positive_ints(value):
     return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
 
@@ -205,15 +219,7 @@ def _validate_mlp(arch):
     check_regularisers(arch)
     if not _positive_ints(arch["input_shape"]) or not arch["input_shape"]:
         raise ArchitectureError(f"input_shape must be a list of positive sizes, got {arch['input_shape']!r}")
-    if not _positive_ints(arch["hidden"]):
-        raise ArchitectureError(f"hidden must be a list of positive layer sizes, got {arch['hidden']!r}")
-    if arch["activation"] not in ACTIVATION_LAYERS:
-        raise ArchitectureError(f"activation must be one of {sorted(ACTIVATION_LAYERS)}, got {arch['activation']!r}")
-    if arch["init"] not in ("glorot_uniform", "he_normal"):
-        raise ArchitectureError(f"init must be glorot_uniform or he_normal, got {arch['init']!r}")
-    n = arch["n_classes"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ArchitectureError(f"n_classes must be an integer >= 2, got {n!r}")
+    check_dense_layers(arch)
 
 
 def _build_mlp(arch, rng):
