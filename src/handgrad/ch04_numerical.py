@@ -22,6 +22,7 @@ from handgrad import ShapeError
 from handgrad.ch02_linear_algebra import as_float_array
 
 __all__ = [
+    "float_dtype",
     "machine_epsilon",
     "ulp",
     "exp_safe_range",
@@ -36,10 +37,11 @@ __all__ = [
 ]
 
 
-def _float_dtype(dtype):
+def float_dtype(dtype):
+    """``dtype`` as a NumPy floating dtype (float16/32/64, …); ValueError for any other (book §4.1)."""
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
-        raise ValueError(f"expected a floating point dtype, got {dtype}")
+        raise ValueError(f"dtype must be a floating type, got {dtype}")
     return dtype
 
 
@@ -59,7 +61,7 @@ def machine_epsilon(dtype=np.float64):
     Found the way the definition reads: halve ε while 1 + ε/2 still differs from 1 in that dtype. The
     result equals ``np.finfo(dtype).eps`` (2⁻⁵² for float64, 2⁻²³ for float32).
     """
-    dtype = _float_dtype(dtype)
+    dtype = float_dtype(dtype)
     one, eps = dtype.type(1), dtype.type(1)
     while one + eps / dtype.type(2) != one:
         eps = eps / dtype.type(2)
@@ -83,7 +85,7 @@ def exp_safe_range(dtype=np.float64):
     the subnormals and then to 0; above hi it overflows to inf. For float64 that is about (-708.4, 709.8),
     for float32 about (-87.3, 88.7) — which is why eq. 9 shifts by the maximum before exponentiating.
     """
-    info = np.finfo(_float_dtype(dtype))
+    info = np.finfo(float_dtype(dtype))
     return float(np.log(np.float64(info.tiny))), float(np.log(np.float64(info.max)))
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import ShapeError
 from ..ch02_linear_algebra import as_float_array
+from ..ch04_numerical import float_dtype
 
 __all__ = ["Layer", "Linear", "INITIALISERS", "initialiser", "glorot_uniform", "he_normal"]
 
@@ -78,14 +79,6 @@ class Layer:
         if ones is None or ones.shape[0] != n or ones.dtype != dtype:
             ones = self._buffers["ones"] = np.ones(n, dtype)
         return ones
-
-    @staticmethod
-    def _parameter_dtype(dtype):
-        """``dtype`` as the NumPy floating dtype of a layer's parameters; ValueError for anything else."""
-        dtype = np.dtype(dtype)
-        if not np.issubdtype(dtype, np.floating):
-            raise ValueError(f"dtype must be a floating type, got {dtype}")
-        return dtype
 
     def _cached(self, cache):
         if cache is None:
@@ -175,7 +168,7 @@ class Linear(Layer):
         super().__init__()
         _check_fans(in_features, out_features, ("in_features", "out_features"))
         init_W = initialiser(init)
-        dtype = self._parameter_dtype(dtype)
+        dtype = float_dtype(dtype)
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.params["W"] = init_W(self.in_features, self.out_features, rng, dtype)
         self.params["b"] = np.zeros(self.out_features, dtype)

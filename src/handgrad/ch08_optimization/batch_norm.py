@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import ShapeError
 from ..ch02_linear_algebra import as_float_array
+from ..ch04_numerical import float_dtype
 from ..ch06_feedforward import Layer
 
 __all__ = ["BatchNorm1D", "BatchNorm2D"]
@@ -35,7 +36,7 @@ class _BatchNorm(Layer):
         for name, v, ok in (("eps", eps, lambda x: x > 0), ("momentum", momentum, lambda x: 0 <= x <= 1)):
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not ok(v):
                 raise ValueError(f"{name} must be {'positive' if name == 'eps' else 'in [0, 1]'}, got {v!r}")
-        dtype = self._parameter_dtype(dtype)
+        dtype = float_dtype(dtype)
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         C = self.num_features
         self.params["gamma"] = np.ones(C, dtype)

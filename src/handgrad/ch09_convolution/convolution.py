@@ -31,6 +31,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import ShapeError
 from ..ch02_linear_algebra import as_float_array
+from ..ch04_numerical import float_dtype
 from ..ch06_feedforward import Layer, initialiser
 
 __all__ = ["Conv2D", "Flatten", "im2col", "col2im", "conv_output_size"]
@@ -183,7 +184,7 @@ class Conv2D(Layer):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         init_W = initialiser(init)
-        dtype = self._parameter_dtype(dtype)
+        dtype = float_dtype(dtype)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size", 1)
         self.stride = _pair(stride, "stride", 1)
