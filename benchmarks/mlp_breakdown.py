@@ -13,6 +13,10 @@ B. The plain epoch part by part (the same rounds): what the two large products (
 C. The momentum update of W1 (784×512 float32, six NumPy passes, ``Momentum.step``) timed on its own,
    its arrays hot in cache, and right after the 256×784×512 product that precedes it in every step:
    the update is limited by memory once the product has evicted its arrays.
+D. The ceiling: an epoch of nothing but its matrix products (the five per batch, with the reference
+   shapes, back to back, nothing else in between), alternated with the 2048³ measurement of the peak.
+   Its fraction of the peak bounds what any training epoch built on this BLAS can reach here: the
+   element-wise work (bias, ReLU, softmax, the optimiser's update) only adds time to it.
 
 Times are medians over the rounds after the first (the first is the warm-up); the GEMM peak is measured
 before and after the epochs and the higher used, as in ``mlp_speed.py``. The plain epoch reads the
@@ -180,6 +184,30 @@ def time_momentum_update(blocks=30, steps=20):
     return float(np.median(res["alone"])), float(np.median(res["after"]))
 
 
+def time_products_alone(n, rounds):
+    """Seconds of an epoch of products alone and the 2048³ peak, alternated `rounds` times: a list of
+    (seconds, peak GFLOP/s) pairs. Per batch: X·W1, H·W2 forward; Hᵀ·dZ2, dZ2·W2ᵀ, Xᵀ·dZ1 backward."""
+    rng = np.random.default_rng(0)
+    X = rng.random((BATCH, 784), dtype=np.float32)
+    W1 = rng.standard_normal((784, HIDDEN), dtype=np.float32)
+    W2 = rng.standard_normal((HIDDEN, 10), dtype=np.float32)
+    H, dH, dW1 = np.empty((BATCH, HIDDEN), np.float32), np.empty((BATCH, HIDDEN), np.float32), np.empty_like(W1)
+    L, dW2 = np.empty((BATCH, 10), np.float32), np.empty_like(W2)
+    sizes = [min(BATCH, n - start) for start in range(0, n, BATCH)]
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for b in sizes:
+            x, h, dh, l = X[:b], H[:b], dH[:b], L[:b]
+            np.matmul(x, W1, out=h)
+            np.matmul(h, W2, out=l)
+            np.matmul(h.T, l, out=dW2)
+            np.matmul(l, W2.T, out=dh)
+            np.matmul(x.T, dh, out=dW1)
+        out.append((time.perf_counter() - t0, common.gemm_peak_gflops()))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: HANDGRAD_DATA)")
@@ -241,6 +269,15 @@ def main(argv=None) -> int:
     print("\nC. the momentum update of W1 (784×512 float32, Momentum.step, 6 passes), median ms per step:")
     print(f"  on its own, arrays hot in cache: {alone:.3f} ms; right after the 256×784×512 product: "
           f"{after:.3f} ms ({after / alone:.2f}×)")
+
+    print(f"\nD. an epoch of nothing but its products, alternated with the 2048³ peak, {args.rounds} rounds:")
+    fractions = []
+    for seconds, round_peak in time_products_alone(n, args.rounds):
+        fractions.append(flops / 1e9 / seconds / round_peak)
+        print(f"  {seconds:.3f} s, {flops / 1e9 / seconds:.1f} GFLOP/s; peak {round_peak:.1f} GFLOP/s: "
+              f"{100 * fractions[-1]:.0f}% of it")
+    print(f"  median {100 * np.median(fractions):.0f}%, best {100 * max(fractions):.0f}%: the most an epoch that also "
+          f"does its element-wise work can reach here (target {TARGET:.0%})")
     print(common.load_average_line("at the end"))
     return 0
 
