@@ -18,9 +18,10 @@ D. The ceiling: an epoch of nothing but its matrix products (the five per batch,
    Its fraction of the peak bounds what any training epoch built on this BLAS can reach here: the
    element-wise work (bias, ReLU, softmax, the optimiser's update) only adds time to it.
 
-Times are medians over the rounds after the first (the first is the warm-up); the GEMM peak is measured
-before and after the epochs and the higher used, as in ``mlp_speed.py``. The plain epoch reads the
-clock between its parts (about 2,500 reads per epoch, well under a millisecond).
+Times in A and B are medians over the rounds after the first (the first is the warm-up); for them the
+GEMM peak is measured before and after the epochs and the higher used. D counts all its rounds, since
+the epochs of A have already warmed the same products, and sets each against its own round's peak. The
+plain epoch reads the clock between its parts (about 2,500 reads per epoch, well under a millisecond).
 
     python benchmarks/mlp_breakdown.py --data-dir ../shared/data [--rounds 6]
 """
