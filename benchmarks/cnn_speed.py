@@ -52,13 +52,13 @@ def worker_handgrad(batch, batches, warmup):
     import numpy as np
 
     from handgrad.app.config import TrainConfig
-    from handgrad.app.model import arch_from_config, build_model
+    from handgrad.app.models import arch_from_config, build_model
     from handgrad.ch06_feedforward import SoftmaxCrossEntropy
     from handgrad.ch07_regularization import augment_batch
     from handgrad.ch08_optimization import Adam
 
     config = TrainConfig(model="cnn")
-    arch = arch_from_config(config, 10)
+    arch = arch_from_config(config, 10, (28, 28))
     rng = np.random.default_rng(0)
     model = build_model(arch, rng)
     loss_fn, opt = SoftmaxCrossEntropy(), Adam(config.lr)

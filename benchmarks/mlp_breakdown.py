@@ -48,7 +48,7 @@ def library_epoch(X, y, seed):
     """One epoch of handgrad's reference model per call, batch by batch as ``train`` does it; also returns
     the model's initial parameters, for the plain loop to start from."""
     from handgrad.app.config import TrainConfig
-    from handgrad.app.model import arch_from_config, build_model
+    from handgrad.app.models import arch_from_config, build_model
     from handgrad.app.training import make_optimizer
     from handgrad.ch05_ml_basics import batch_iterator, set_all_seeds
     from handgrad.ch06_feedforward import SoftmaxCrossEntropy

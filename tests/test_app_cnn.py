@@ -15,7 +15,7 @@ from test_app_training import _arrays
 from handgrad.app import ConfigError, TrainConfig, evaluate, predict, train
 from handgrad.app.checkpoint import load_checkpoint, load_model, save_checkpoint
 from handgrad.app.config import MODEL_DEFAULTS
-from handgrad.app.model import (ArchitectureError, arch_from_config, build_model, describe, named_state,
+from handgrad.app.models import (ArchitectureError, arch_from_config, build_model, describe, named_state,
                                 prepare_inputs, validate_arch)
 from handgrad.app.training import lr_schedule, make_optimizer
 from handgrad.ch07_regularization import Dropout
@@ -65,7 +65,7 @@ def test_model_defaults_fill_what_is_not_given_and_explicit_values_win():
 
 
 def test_default_cnn_architecture_is_the_documented_one():
-    arch = arch_from_config(TrainConfig(model="cnn"), 10)
+    arch = arch_from_config(TrainConfig(model="cnn"), 10, (28, 28))
     model = build_model(arch, 0)
     kinds = [type(layer).__name__ for layer in model]
     assert kinds == ["Conv2D", "BatchNorm2D", "ReLU", "MaxPool2D"] * 3 + [
@@ -86,7 +86,7 @@ def test_default_cnn_architecture_is_the_documented_one():
     (dict(input_shape=[28]), "input_shape"),
 ])
 def test_bad_cnn_architectures_are_refused(change, message):
-    arch = arch_from_config(TrainConfig(model="cnn"), 10)
+    arch = arch_from_config(TrainConfig(model="cnn"), 10, (28, 28))
     with pytest.raises(ArchitectureError, match=message):
         validate_arch({**arch, **change})
 
@@ -137,7 +137,7 @@ def test_tiny_cnn_learns_real_digits_and_draws_its_filters():
 
 
 def test_checkpoint_round_trip_restores_batch_norm_statistics_exactly(tmp_path, rng):
-    arch = arch_from_config(TrainConfig(dropout=0.3, **TINY), 10)
+    arch = arch_from_config(TrainConfig(dropout=0.3, **TINY), 10, (28, 28))
     model = build_model(arch, rng)
     model.train()
     for _ in range(3):  # move the running statistics away from their initial 0 and 1
@@ -178,7 +178,7 @@ def test_resume_with_dropout_augmentation_adam_and_batch_norm_is_bit_for_bit(tmp
 def test_dropout_draws_from_the_runs_generator(tmp_path):
     """The Dropout layers hold the generator build_model was given (the one whose state is checkpointed)."""
     rng = np.random.default_rng(5)
-    model = build_model(arch_from_config(TrainConfig(dropout=0.5, **TINY), 10), rng)
+    model = build_model(arch_from_config(TrainConfig(dropout=0.5, **TINY), 10, (28, 28)), rng)
     drops = [layer for layer in model if isinstance(layer, Dropout)]
     assert len(drops) == 2 and all(d.rng is rng for d in drops)
 
@@ -215,7 +215,7 @@ def test_mlp_with_dropout_batch_norm_and_augmentation_trains(tmp_path):
 
 def test_plain_mlp_architecture_is_unchanged():
     """No dropout/batch-norm keys when they are off, so checkpoints of earlier versions still match."""
-    arch = arch_from_config(TrainConfig(), 10)
+    arch = arch_from_config(TrainConfig(), 10, (28, 28))
     assert set(arch) == {"type", "input_shape", "hidden", "activation", "init", "n_classes"}
 
 

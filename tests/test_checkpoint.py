@@ -14,7 +14,7 @@ import pytest
 
 from handgrad.app import checkpoint as ck
 from handgrad.app.checkpoint import CheckpointError, load_checkpoint, load_model, restore_into, save_checkpoint
-from handgrad.app.model import MODEL_TYPES, build_model, mlp_arch, named_params, register_model_type
+from handgrad.app.models import MODEL_TYPES, ModelType, build_model, mlp_arch, named_params, register_model_type
 from handgrad.ch06_feedforward import Layer, Linear, Sequential
 from handgrad.ch08_optimization import Momentum
 
@@ -141,7 +141,7 @@ WRITER = textwrap.dedent("""
     import sys
     import numpy as np
     from handgrad.app.checkpoint import save_checkpoint
-    from handgrad.app.model import build_model, mlp_arch, named_params
+    from handgrad.app.models import build_model, mlp_arch, named_params
     arch = mlp_arch([1024], "relu", 10)
     model = build_model(arch, 0)
     k = 0
@@ -329,7 +329,10 @@ def test_layer_state_is_saved_and_restored(tmp_path):
     def build(arch, rng):
         return Sequential(Linear(4, 3, rng=rng), RunningMean(3), Linear(3, 2, rng=rng))
 
-    register_model_type("test-stateful", build=build, prepare_inputs=lambda arch, X: X.reshape(len(X), -1))
+    register_model_type(ModelType(
+        name="test-stateful", defaults={}, build=build, validate=lambda arch: None, from_config=None,
+        describe=lambda arch: "test", prepare_inputs=lambda arch, X: X.reshape(len(X), -1),
+        count_parameters=lambda arch: 4 * 3 + 3 + 3 + 1 + 3 * 2 + 2))
     try:
         arch = {"type": "test-stateful"}
         model = build_model(arch, 0)

@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     from .app.checkpoint import CheckpointError
     from .app.config import ConfigError
-    from .app.model import ArchitectureError
+    from .app.models import ArchitectureError
     from .app.training import TrainingDiverged
     from .datasets import DatasetError
 

@@ -4,7 +4,7 @@
     result = train(TrainConfig(dataset="mnist-sample", epochs=5))
     print(result.test_accuracy, result.run_dir)
 
-Modules: ``config`` (TrainConfig), ``model`` (architectures as data, the model registry), ``training`` (the
+Modules: ``config`` (TrainConfig), ``models`` (architectures as data, the model registry, one module per family), ``training`` (the
 loop), ``checkpoint`` (atomic .npz checkpoints), ``evaluation``, ``predict`` (Predictor), ``plots``.
 ``handgrad.cli`` parses arguments and calls one function from here per command.
 """
@@ -12,7 +12,7 @@ loop), ``checkpoint`` (atomic .npz checkpoints), ``evaluation``, ``predict`` (Pr
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .evaluation import EvalResult, evaluate
-from .model import build_model
+from .models import build_model
 from .predict import Predictor, predict
 from .training import TrainingDiverged, TrainResult, train
 

@@ -10,7 +10,7 @@ Format (an ordinary NumPy ``.npz`` archive, readable with ``np.load(path, allow_
 The header is ``{"format": "handgrad-checkpoint", "format_version": 1, "handgrad_version": ...,
 "metadata": {...}, "optimizer": <state_dict with arrays replaced by {"__array__": "optim/..."}>,
 "rng_state": <np.random.Generator.bit_generator.state> or null}``. ``metadata`` is the caller's dict and
-must hold ``"arch"`` (see :mod:`handgrad.app.model`); the training loop adds the dataset, class names,
+must hold ``"arch"`` (see :mod:`handgrad.app.models`); the training loop adds the dataset, class names,
 configuration, epoch, metrics and history.
 
 Writing goes to a temporary file in the same folder, which is flushed, fsync'ed and then renamed over the
@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import __version__
-from .model import ArchitectureError, build_model, named_params, named_state
+from .models import ArchitectureError, build_model, named_params, named_state
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_model",
            "restore_into", "resolve_checkpoint_path", "FORMAT", "FORMAT_VERSION"]

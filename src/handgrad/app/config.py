@@ -4,7 +4,7 @@ Defaults depend on the model (``MODEL_DEFAULTS``). For ``model="mlp"`` they are 
 of the design report (§4): an MLP 784-512-10 with ReLU units and Glorot-uniform weights, mini-batches of 256,
 momentum SGD (lr 0.2, β 0.9), weight decay λ = 1e-4 on the weights only, 20 epochs at a constant learning
 rate, no dropout, batch normalisation or augmentation. For ``model="cnn"`` they are the CNN recipe of
-:mod:`handgrad.app.cnn` (Adam, a cosine schedule with warmup, batch normalisation, dropout, augmentation).
+:mod:`handgrad.app.models.cnn` (Adam, a cosine schedule with warmup, batch normalisation, dropout, augmentation).
 
 The model-dependent fields (``MODEL_DEFAULTS[model]``'s keys) default to None, which ``__post_init__``
 replaces by the chosen model's value; any value given explicitly is kept. So ``TrainConfig(model="cnn")`` is
@@ -24,6 +24,8 @@ import json
 import math
 import pathlib
 
+from .models import MODEL_TYPES
+
 __all__ = ["ConfigError", "TrainConfig", "DEFAULT_DATASET", "FALLBACK_DATASET", "ACTIVATIONS", "OPTIMIZERS",
            "SCHEDULES", "MODELS", "MODEL_DEFAULTS"]
 
@@ -32,18 +34,11 @@ FALLBACK_DATASET = "mnist-sample"  # bundled with the package, used when MNIST i
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "step", "exponential")
-MODELS = ("mlp", "cnn")
+MODELS = tuple(MODEL_TYPES)
 
-# The model-dependent settings. None in a TrainConfig means "this model's value from here".
-MODEL_DEFAULTS = {
-    "mlp": dict(epochs=20, batch_size=256, hidden=(512,), optimizer="momentum", lr=0.2, weight_decay=1e-4,
-                schedule="constant", warmup_epochs=0.0, dropout=0.0, batch_norm=False, augment=False,
-                channels=(), eval_batch_size=2000),
-    # The CNN recipe (handgrad.app.cnn documents the architecture and the measurements behind it).
-    "cnn": dict(epochs=12, batch_size=128, hidden=(128,), optimizer="adam", lr=3e-3, weight_decay=0.0,
-                schedule="cosine", warmup_epochs=1.0, dropout=0.25, batch_norm=True, augment=True,
-                channels=(16, 32, 64), eval_batch_size=500),
-}
+# The model-dependent settings, each model type's recipe (handgrad.app.models.<name> documents it and the
+# measurements behind it). None in a TrainConfig means "this model's value from here".
+MODEL_DEFAULTS = {name: model_type.defaults for name, model_type in MODEL_TYPES.items()}
 
 
 class ConfigError(ValueError):

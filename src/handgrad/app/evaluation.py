@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ch05_ml_basics import confusion_matrix, f1_score
 from ..ch06_feedforward import cross_entropy_from_logits
-from .model import eval_batch_size, prepare_inputs
+from .models import eval_batch_size, prepare_inputs
 
 __all__ = ["evaluate_arrays", "per_class_metrics", "EvalResult", "evaluate", "format_report"]
 

@@ -15,7 +15,7 @@ import numpy as np
 from .. import ShapeError
 from ..ch04_numerical import softmax
 from .checkpoint import load_model
-from .model import prepare_inputs
+from .models import prepare_inputs
 
 __all__ = ["Predictor", "predict"]
 

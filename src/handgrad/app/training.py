@@ -42,7 +42,7 @@ from ..ch08_optimization import SGD, AdaGrad, Adam, Momentum, RMSProp, cosine_sc
 from .checkpoint import CheckpointError, load_checkpoint, restore_into, save_checkpoint
 from .config import DEFAULT_DATASET, FALLBACK_DATASET, ConfigError, TrainConfig
 from .evaluation import evaluate_arrays
-from .model import arch_from_config, build_model, describe, first_layer_weights, prepare_inputs
+from .models import arch_from_config, build_model, describe, first_layer_weights, prepare_inputs
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "load_data", "make_optimizer", "lr_schedule",
            "FALLBACK_NOTICE"]

@@ -1,4 +1,4 @@
-"""The convolutional network model type (book ch. 9), registered as ``"cnn"`` with the model registry.
+"""The convolutional network model type (book ch. 9), registered as ``"cnn"``.
 
 Architecture (the defaults of ``handgrad train --model cnn``; ``TrainConfig``'s ``channels``, ``hidden``,
 ``dropout``, ``batch_norm`` and ``activation`` change it)::
@@ -16,7 +16,7 @@ Each block halves the resolution with a 2×2 max-pool (§9.3) and the channel co
 the classic pattern that keeps the work per block roughly even. Without ``batch_norm`` the BatchNorm layers
 are left out; with ``dropout=0`` the Dropout layers are.
 
-The recipe (``MODEL_DEFAULTS["cnn"]`` in :mod:`handgrad.app.config`): Adam (lr 3e-3, β = (0.9, 0.999)),
+The recipe (``defaults`` below): Adam (lr 3e-3, β = (0.9, 0.999)),
 batches of 128, one epoch of linear warmup then cosine annealing to 0 over 12 epochs, no weight decay, and
 every training batch augmented (§7.4) by a random shift of up to ±2 pixels and a rotation of up to ±10°.
 It is sized for the CPU: the three single-convolution blocks above cost far less per epoch than the
@@ -32,7 +32,8 @@ The architecture dict, stored in every checkpoint so ``evaluate``/``predict``/``
      "hidden": [128], "activation": "relu", "batch_norm": true, "dropout": 0.25,
      "init": "glorot_uniform", "n_classes": 10}
 
-``prepare_inputs`` turns the (n, 28, 28) images into (n, 1, 28, 28), a view. Dropout layers draw from the
+``input_shape`` is ``[height, width]`` for one channel (``prepare_inputs`` turns (n, H, W) into
+(n, 1, H, W), a view) or ``[channels, height, width]`` for colour images, taken as they are. Dropout layers draw from the
 generator given to ``build_model`` (the training run's, saved in its checkpoints), so a resumed run repeats
 the same masks; batch normalisation's running statistics are layer ``state``, saved and restored with it.
 """
@@ -41,22 +42,24 @@ from __future__ import annotations
 
 import math
 
-from .. import ShapeError
-from ..ch06_feedforward import Sequential
-from ..ch07_regularization import Dropout
-from ..ch08_optimization import BatchNorm2D
-from ..ch09_convolution import Conv2D, Flatten, MaxPool2D
-from .model import (ACTIVATION_LAYERS, INPUT_SHAPE, ArchitectureError, _positive_ints, check_dense_layers,
-                    check_regularisers, dense_layers, register_model_type)
+from ... import ShapeError
+from ..._checks import check_int, check_sizes
+from ...ch06_feedforward import Sequential
+from ...ch07_regularization import Dropout
+from ...ch08_optimization import BatchNorm2D
+from ...ch09_convolution import Conv2D, Flatten, MaxPool2D
+from .dense import (ACTIVATION_LAYERS, check_dense_head, check_input_shape, check_keys, dense_layers,
+                    dense_parameter_count, regulariser_text)
+from .registry import ArchitectureError, ModelType, register_model_type
 
-__all__ = ["cnn_arch", "build_cnn", "CNN_EVAL_BATCH_SIZE"]
+__all__ = ["cnn_arch", "build_cnn", "CNN", "CNN_EVAL_BATCH_SIZE"]
 
-KEYS = {"type", "input_shape", "channels", "kernel_size", "hidden", "activation", "batch_norm", "dropout", "init",
-        "n_classes"}
+KEYS = ("type", "input_shape", "channels", "kernel_size", "hidden", "activation", "batch_norm", "dropout", "init",
+        "n_classes")
 CNN_EVAL_BATCH_SIZE = 500  # images per forward pass in evaluation: bounds the im2col matrices (~60 MB here)
 
 
-def cnn_arch(channels=(16, 32, 64), hidden=(128,), activation="relu", n_classes=10, input_shape=INPUT_SHAPE,
+def cnn_arch(channels=(16, 32, 64), hidden=(128,), activation="relu", n_classes=10, input_shape=(28, 28),
              kernel_size=3, batch_norm=True, dropout=0.25, init="glorot_uniform"):
     """The architecture dict of the CNN (module docstring); ``init`` is the dense layers' initialisation."""
     return {"type": "cnn", "input_shape": [int(s) for s in input_shape], "channels": [int(c) for c in channels],
@@ -64,29 +67,31 @@ def cnn_arch(channels=(16, 32, 64), hidden=(128,), activation="relu", n_classes=
             "batch_norm": bool(batch_norm), "dropout": float(dropout), "init": init, "n_classes": int(n_classes)}
 
 
+def _image_shape(arch):
+    """(channels, height, width) of the input: [H, W] means one channel."""
+    shape = arch["input_shape"]
+    return (1, *shape) if len(shape) == 2 else tuple(shape)
+
+
 def _feature_size(arch):
     """(channels, height, width) after the convolution blocks (each keeps the size, then halves it)."""
-    h, w = arch["input_shape"]
+    _, h, w = _image_shape(arch)
     for _ in arch["channels"]:
         h, w = h // 2, w // 2
     return arch["channels"][-1], h, w
 
 
 def _validate(arch):
-    missing, unknown = KEYS - set(arch), set(arch) - KEYS
-    if missing:
-        raise ArchitectureError(f"cnn architecture lacks {sorted(missing)}")
-    if unknown:
-        raise ArchitectureError(f"cnn architecture has unknown keys {sorted(unknown)}")
-    if not _positive_ints(arch["input_shape"]) or len(arch["input_shape"]) != 2:
-        raise ArchitectureError(f"a cnn's input_shape must be [height, width], got {arch['input_shape']!r}")
-    if not _positive_ints(arch["channels"]) or not arch["channels"]:
-        raise ArchitectureError(f"channels must be a list of one or more positive counts, got {arch['channels']!r}")
-    check_dense_layers(arch)
-    k = arch["kernel_size"]
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+    check_keys(arch, KEYS)
+    check_input_shape(arch)
+    if len(arch["input_shape"]) not in (2, 3):
+        raise ArchitectureError(f"a cnn's input_shape must be [height, width] or [channels, height, width], "
+                                f"got {arch['input_shape']!r}")
+    check_sizes(arch["channels"], "channels", error=ArchitectureError)
+    check_dense_head(arch)
+    k = check_int(arch["kernel_size"], "kernel_size", low=1, error=ArchitectureError)
+    if k % 2 == 0:
         raise ArchitectureError(f"kernel_size must be an odd positive integer (padding keeps the size), got {k!r}")
-    check_regularisers(arch)
     _, h, w = _feature_size(arch)
     if h < 1 or w < 1:
         raise ArchitectureError(f"{len(arch['channels'])} pooling blocks shrink {arch['input_shape']} images to "
@@ -95,7 +100,7 @@ def _validate(arch):
 
 def build_cnn(arch, rng):
     """A freshly initialised CNN for ``arch`` (module docstring); ``rng`` draws weights and dropout masks."""
-    k, layers, c_in = arch["kernel_size"], [], 1
+    k, layers, c_in = arch["kernel_size"], [], _image_shape(arch)[0]
     for c in arch["channels"]:
         layers.append(Conv2D(c_in, c, k, padding=k // 2, rng=rng, init="he_normal"))
         if arch["batch_norm"]:
@@ -109,17 +114,41 @@ def build_cnn(arch, rng):
     return Sequential(*layers, *dense_layers(sizes, arch, rng))
 
 
+def _count(arch):
+    """Conv weights k²·C_in·C_out and biases C_out per block (+ 4 per channel with batch norm), then the head."""
+    k, c_in, count = arch["kernel_size"], _image_shape(arch)[0], 0
+    for c in arch["channels"]:
+        count += k * k * c_in * c + c + (4 * c if arch["batch_norm"] else 0)
+        c_in = c
+    sizes = [math.prod(_feature_size(arch)), *arch["hidden"], arch["n_classes"]]
+    return count + dense_parameter_count(sizes, arch["batch_norm"])
+
+
 def _to_nchw(arch, X):
     shape = tuple(arch["input_shape"])
     if X.shape[1:] != shape:
         raise ShapeError(f"the model expects images of shape (n, {', '.join(map(str, shape))}), got {X.shape}")
-    return X[:, None]  # (n, 28, 28) -> (n, 1, 28, 28): a view
+    return X[:, None] if len(shape) == 2 else X  # (n, H, W) -> (n, 1, H, W): a view
 
 
-def _from_config(config, n_classes, input_shape):
+def _from_config(config, input_shape, n_classes):
     return cnn_arch(config.channels, config.hidden, config.activation, n_classes, input_shape,
                     batch_norm=config.batch_norm, dropout=config.dropout)
 
 
-register_model_type("cnn", build=build_cnn, prepare_inputs=_to_nchw, validate=_validate, from_config=_from_config,
-                    eval_batch_size=CNN_EVAL_BATCH_SIZE)
+def _describe(arch):
+    dense = "-".join(map(str, [*arch["hidden"], arch["n_classes"]]))
+    k = arch["kernel_size"]
+    return (f"cnn conv{k}x{k} {'-'.join(map(str, arch['channels']))} (each + max-pool 2), dense {dense} "
+            f"{arch['activation']}" + regulariser_text(arch))
+
+
+# The recipe: the module docstring says what it is and what it measured.
+CNN = register_model_type(ModelType(
+    name="cnn",
+    defaults=dict(epochs=12, batch_size=128, hidden=(128,), optimizer="adam", lr=3e-3, weight_decay=0.0,
+                  schedule="cosine", warmup_epochs=1.0, dropout=0.25, batch_norm=True, augment=True,
+                  channels=(16, 32, 64), eval_batch_size=CNN_EVAL_BATCH_SIZE),
+    build=build_cnn, validate=_validate, from_config=_from_config, describe=_describe, prepare_inputs=_to_nchw,
+    count_parameters=_count, eval_batch_size=CNN_EVAL_BATCH_SIZE,
+))

@@ -1,0 +1,25 @@
+"""The application's models: a registry of model types (:mod:`.registry`) and one module per model family.
+
+    from handgrad.app.models import build_model, mlp_arch
+    model = build_model(mlp_arch(hidden=[512]), rng=0)   # a chapter 6 Sequential
+
+Families: :mod:`.mlp` (the multilayer perceptron, ``"mlp"``) and :mod:`.cnn` (the convolutional network,
+``"cnn"``), built from the shared dense head of :mod:`.dense`. A new family is a module here that ends with
+``register_model_type(ModelType(...))``, imported below.
+"""
+
+# Each family registers its model type on import; the reference MLP first, so it leads every listing.
+from . import mlp  # noqa: F401
+
+# isort: split
+from . import cnn  # noqa: F401
+from .cnn import CNN_EVAL_BATCH_SIZE, build_cnn, cnn_arch
+from .mlp import mlp_arch
+from .registry import (MODEL_TYPES, ArchitectureError, ModelType, arch_from_config, build_model, count_parameters,
+                       describe, eval_batch_size, first_layer_weights, get_model_type, named_params, named_state,
+                       prepare_inputs, register_model_type, validate_arch)
+
+__all__ = ["MODEL_TYPES", "ArchitectureError", "ModelType", "arch_from_config", "build_model", "count_parameters",
+           "describe", "eval_batch_size", "first_layer_weights", "get_model_type", "named_params", "named_state",
+           "prepare_inputs", "register_model_type", "validate_arch", "mlp_arch", "cnn_arch", "build_cnn",
+           "CNN_EVAL_BATCH_SIZE"]
