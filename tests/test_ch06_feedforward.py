@@ -277,8 +277,12 @@ def test_linear_parameters_and_init_choice():
     np.testing.assert_array_equal(layer.params["W"], he_normal(5, 3, np.random.default_rng(1)))
     with pytest.raises(ValueError, match="init must be one of"):
         Linear(5, 3, init="zeros")
-    with pytest.raises(ValueError, match="in_features"):
+    with pytest.raises(ValueError, match="in_features must be a positive integer, got 0"):
         Linear(0, 3)
+    with pytest.raises(ValueError, match="out_features must be a positive integer, got 3.0"):
+        Linear(2, 3.0)
+    with pytest.raises(ValueError, match="fan_out must be a positive integer, got True"):
+        he_normal(2, True)
 
 
 def test_linear_shape_error_names_the_shapes():
@@ -321,8 +325,10 @@ def test_eval_mode_returns_fresh_arrays_train_mode_reuses(rng):
 
 
 def test_leaky_relu_validates_alpha():
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(ValueError, match="alpha must be non-negative, got -0.1"):
         LeakyReLU(alpha=-0.1)
+    with pytest.raises(ValueError, match="alpha must be a non-negative finite number, got nan"):
+        LeakyReLU(alpha=float("nan"))
 
 
 def test_base_layer_train_eval():
@@ -391,7 +397,7 @@ def test_predict_is_argmax_of_forward_and_restores_mode(rng):
     for batch_size in (None, 1, 5, 100):
         np.testing.assert_array_equal(model.predict(X, batch_size=batch_size), expected)
     assert model.training and model[0].training and not model[1].training and model[2].training
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer or None, got 0"):
         model.predict(X, batch_size=0)
 
 
