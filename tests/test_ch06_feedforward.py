@@ -1,5 +1,7 @@
 """Chapter 6: layers, cross entropy and Sequential against finite differences, PyTorch and closed forms."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -275,8 +277,11 @@ def test_linear_parameters_and_init_choice():
     assert np.all(layer.params["b"] == 0)
     assert set(layer.grads) == {"W", "b"}
     np.testing.assert_array_equal(layer.params["W"], he_normal(5, 3, np.random.default_rng(1)))
-    with pytest.raises(ValueError, match="init must be one of"):
+    choices = "init must be one of glorot_uniform, he_normal; got "
+    with pytest.raises(ValueError, match=choices + "'zeros'"):
         Linear(5, 3, init="zeros")
+    with pytest.raises(ValueError, match=re.escape(choices + "['he_normal']")):  # unhashable: no TypeError
+        Linear(5, 3, init=["he_normal"])
     with pytest.raises(ValueError, match="in_features must be a positive integer, got 0"):
         Linear(0, 3)
     with pytest.raises(ValueError, match="out_features must be a positive integer, got 3.0"):

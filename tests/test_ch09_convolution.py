@@ -351,7 +351,8 @@ def test_pool_and_flatten_reject_bad_input_shapes():
          "padding must be a non-negative integer or a pair of them, got -1"),
         (dict(in_channels=1, out_channels=2, kernel_size=3, padding=1.5),
          "padding must be a non-negative integer or a pair of them, got 1.5"),
-        (dict(in_channels=1, out_channels=2, kernel_size=3, init="zeros"), "init must be one of"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, init="zeros"),
+         "init must be one of glorot_uniform, he_normal; got 'zeros'"),
         (dict(in_channels=1, out_channels=2, kernel_size=3, dtype=np.int32), "dtype must be a floating type"),
     ],
 )

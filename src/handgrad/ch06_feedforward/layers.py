@@ -15,7 +15,7 @@ evaluation code may keep the outputs of many batches.
 import numpy as np
 
 from .. import ShapeError
-from .._checks import check_int
+from .._checks import check_choice, check_int
 from ..ch02_linear_algebra import as_float_array
 from ..ch04_numerical import float_dtype
 
@@ -127,9 +127,7 @@ INITIALISERS = {"glorot_uniform": glorot_uniform, "he_normal": he_normal}  # by 
 
 def initialiser(name):
     """The initialiser a layer's ``init=name`` selects from INITIALISERS; ValueError naming the choices."""
-    if name not in INITIALISERS:
-        raise ValueError(f"init must be one of {sorted(INITIALISERS)}, got {name!r}")
-    return INITIALISERS[name]
+    return INITIALISERS[check_choice(name, "init", sorted(INITIALISERS))]
 
 
 # --------------------------------------------------------------------------------------------------
