@@ -2,6 +2,7 @@
 
 import csv
 import random
+import re
 
 import numpy as np
 import pytest
@@ -44,7 +45,8 @@ def test_set_all_seeds_repeats_every_generator():
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "3", True])
 def test_set_all_seeds_rejects_bad_seeds(seed):
-    with pytest.raises(ValueError, match="seed"):
+    message = f"seed must be an integer in [0, 4294967295], got {seed!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
         set_all_seeds(seed)
 
 
@@ -149,7 +151,7 @@ def test_batch_order_deterministic_for_a_seed():
 def test_batch_iterator_validates_when_called():
     X, y = toy(10)
     for bad in (0, -2, 2.5, True):
-        with pytest.raises(ValueError, match="batch_size"):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {bad!r}"):
             batch_iterator(X, y, bad)
     with pytest.raises(ShapeError, match="10 and 9"):
         batch_iterator(X, y[:9], 2)
@@ -216,7 +218,7 @@ def test_confusion_matrix_errors():
         confusion_matrix([0, 1], [0, 1, 1], 3)
     with pytest.raises(ValueError, match="≥ 0"):
         confusion_matrix([0, -1], [0, 1], 3)
-    with pytest.raises(ValueError, match="n_classes"):
+    with pytest.raises(ValueError, match="n_classes must be a positive integer, got 0"):
         confusion_matrix([0, 1], [0, 1], 0)
 
 
@@ -242,7 +244,8 @@ def test_f1_never_predicted_class_and_absent_class():
 
 
 def test_f1_errors():
-    with pytest.raises(ValueError, match="average"):
+    message = "average must be one of macro, micro, weighted, None; got 'samples'"
+    with pytest.raises(ValueError, match=message):
         f1_score([0, 1], [0, 1], average="samples")
     with pytest.raises(ValueError, match="at least one"):
         f1_score([], [])
@@ -280,8 +283,10 @@ def test_diagnose_fit_custom_thresholds_and_errors():
     assert diagnose_fit(1.0, 1.05, max_train_loss=2.0, max_gap=0.01) == "overfitting"
     with pytest.raises(ValueError, match="finite"):
         diagnose_fit(float("nan"), 0.1)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="max_gap must be positive, got 0.0"):
         diagnose_fit(0.1, 0.1, max_gap=0.0)
+    with pytest.raises(ValueError, match="max_train_loss must be a positive finite number, got nan"):
+        diagnose_fit(0.1, 0.1, max_train_loss=float("nan"))
 
 
 # --- CSV logging --------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Chapter 6: layers, cross entropy and Sequential against finite differences, PyTorch and closed forms."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -275,10 +277,17 @@ def test_linear_parameters_and_init_choice():
     assert np.all(layer.params["b"] == 0)
     assert set(layer.grads) == {"W", "b"}
     np.testing.assert_array_equal(layer.params["W"], he_normal(5, 3, np.random.default_rng(1)))
-    with pytest.raises(ValueError, match="init must be one of"):
+    choices = "init must be one of glorot_uniform, he_normal; got "
+    with pytest.raises(ValueError, match=choices + "'zeros'"):
         Linear(5, 3, init="zeros")
-    with pytest.raises(ValueError, match="in_features"):
+    with pytest.raises(ValueError, match=re.escape(choices + "['he_normal']")):  # unhashable: no TypeError
+        Linear(5, 3, init=["he_normal"])
+    with pytest.raises(ValueError, match="in_features must be a positive integer, got 0"):
         Linear(0, 3)
+    with pytest.raises(ValueError, match="out_features must be a positive integer, got 3.0"):
+        Linear(2, 3.0)
+    with pytest.raises(ValueError, match="fan_out must be a positive integer, got True"):
+        he_normal(2, True)
 
 
 def test_linear_shape_error_names_the_shapes():
@@ -321,8 +330,10 @@ def test_eval_mode_returns_fresh_arrays_train_mode_reuses(rng):
 
 
 def test_leaky_relu_validates_alpha():
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(ValueError, match="alpha must be non-negative, got -0.1"):
         LeakyReLU(alpha=-0.1)
+    with pytest.raises(ValueError, match="alpha must be a non-negative finite number, got nan"):
+        LeakyReLU(alpha=float("nan"))
 
 
 def test_base_layer_train_eval():
@@ -391,7 +402,7 @@ def test_predict_is_argmax_of_forward_and_restores_mode(rng):
     for batch_size in (None, 1, 5, 100):
         np.testing.assert_array_equal(model.predict(X, batch_size=batch_size), expected)
     assert model.training and model[0].training and not model[1].training and model[2].training
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer or None, got 0"):
         model.predict(X, batch_size=0)
 
 

@@ -1,5 +1,7 @@
 """Chapter 7: dropout (§7.12), dataset augmentation (§7.4) and early stopping (§7.8)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -99,9 +101,13 @@ def test_dropout_is_deterministic_for_a_seed_and_keeps_dtype(rng):
     assert not np.array_equal(layer.forward(X).copy(), layer.forward(X))  # a fresh mask per forward
 
 
-@pytest.mark.parametrize("p", [1.0, -0.1, 1.5, "0.5", True, float("nan")])
-def test_dropout_validates_p(p):
-    with pytest.raises(ValueError, match=r"p \(the drop probability\) must be in \[0, 1\)"):
+@pytest.mark.parametrize("p, expected", [
+    (1.0, "in [0, 1), got 1.0"), (-0.1, "in [0, 1), got -0.1"), (1.5, "in [0, 1), got 1.5"),
+    ("0.5", "a number in [0, 1), got '0.5'"), (True, "a number in [0, 1), got True"),
+    (float("nan"), "a number in [0, 1), got nan"),
+])
+def test_dropout_validates_p(p, expected):
+    with pytest.raises(ValueError, match=re.escape(f"p (the drop probability) must be {expected}")):
         Dropout(p)
 
 
@@ -229,12 +235,13 @@ def test_fill_value_for_standardised_images(rng):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(max_shift=-1), "max_shift must be a non-negative integer"),
-        (dict(max_shift=1.5), "max_shift must be a non-negative integer"),
-        (dict(max_degrees=200), r"max_degrees must be in \[0, 180\]"),
-        (dict(elastic_alpha=-1.0), "elastic_alpha must be at least 0"),
-        (dict(elastic_sigma=0.0), "elastic_sigma must be greater than 0"),
-        (dict(fill=float("nan")), "fill must be a finite number"),
+        (dict(max_shift=-1), "max_shift must be a non-negative integer, got -1"),
+        (dict(max_shift=1.5), "max_shift must be a non-negative integer, got 1.5"),
+        (dict(max_degrees=200), r"max_degrees must be in \[0, 180\], got 200"),
+        (dict(max_degrees=True), r"max_degrees must be a number in \[0, 180\], got True"),
+        (dict(elastic_alpha=-1.0), "elastic_alpha must be non-negative, got -1.0"),
+        (dict(elastic_sigma=0.0), "elastic_sigma must be positive, got 0.0"),
+        (dict(fill=float("nan")), "fill must be a finite number, got nan"),
     ],
 )
 def test_augmentation_validates_settings(kwargs, message):
@@ -345,10 +352,11 @@ def test_state_dict_round_trip_through_savez(tmp_path):
 
 def test_early_stopping_validation():
     for kwargs, message in [
-        (dict(patience=0), "patience must be a positive integer"),
-        (dict(patience=2.5), "patience must be a positive integer"),
-        (dict(patience=2, mode="best"), "mode must be 'max' or 'min'"),
-        (dict(patience=2, min_delta=-0.1), "min_delta must be a non-negative number"),
+        (dict(patience=0), "patience must be a positive integer, got 0"),
+        (dict(patience=2.5), "patience must be a positive integer, got 2.5"),
+        (dict(patience=2, mode="best"), "mode must be one of max, min; got 'best'"),
+        (dict(patience=2, min_delta=-0.1), "min_delta must be non-negative, got -0.1"),
+        (dict(patience=2, min_delta=float("inf")), "min_delta must be a non-negative finite number, got inf"),
     ]:
         with pytest.raises(ValueError, match=message):
             EarlyStopping(**kwargs)

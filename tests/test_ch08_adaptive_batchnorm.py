@@ -196,16 +196,17 @@ def test_state_dict_resumes_exactly_also_through_savez(make, rng, tmp_path):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: AdaGrad(lr=0), "lr must be positive"),
-        (lambda: AdaGrad(eps=-1e-3), "eps must be a non-negative number"),
-        (lambda: RMSProp(alpha=1.5), r"alpha must be in \[0.0, 1.0\]"),
-        (lambda: RMSProp(eps=float("nan")), "eps must be a non-negative number"),
-        (lambda: Adam(lr=-1e-3), "lr must be positive"),
-        (lambda: Adam(betas=(0.9, 1.0)), r"beta2 must be in \[0.0, 1.0\)"),
-        (lambda: Adam(betas=(-0.1, 0.9)), r"beta1 must be in \[0.0, 1.0\)"),
+        (lambda: AdaGrad(lr=0), "lr must be positive, got 0"),
+        (lambda: AdaGrad(eps=-1e-3), "eps must be non-negative, got -0.001"),
+        (lambda: RMSProp(alpha=1.5), r"alpha must be in \[0, 1\], got 1.5"),
+        (lambda: RMSProp(eps=float("nan")), "eps must be a non-negative finite number, got nan"),
+        (lambda: Adam(lr=-1e-3), "lr must be positive, got -0.001"),
+        (lambda: Adam(betas=(0.9, 1.0)), r"beta2 must be in \[0, 1\), got 1.0"),
+        (lambda: Adam(betas=(-0.1, 0.9)), r"beta1 must be in \[0, 1\), got -0.1"),
+        (lambda: Adam(betas=(True, 0.9)), r"beta1 must be a number in \[0, 1\), got True"),
         (lambda: Adam(betas=0.9), "betas must be a pair"),
-        (lambda: Adam(weight_decay=-0.1), "weight_decay must be a non-negative number"),
-        (lambda: Adam(decoupled="yes"), "decoupled must be True or False"),
+        (lambda: Adam(weight_decay=-0.1), "weight_decay must be non-negative, got -0.1"),
+        (lambda: Adam(decoupled="yes"), "decoupled must be true or false, got 'yes'"),
     ],
 )
 def test_hyperparameters_are_validated(make, message):
@@ -338,11 +339,13 @@ def test_batch_norm_bad_input_and_hyperparameters():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         BatchNorm1D(4).forward(np.zeros((1, 4)))
     assert BatchNorm1D(4).eval().forward(np.zeros((1, 4), np.float32)).shape == (1, 4)
-    with pytest.raises(ValueError, match="num_features must be a positive integer"):
+    with pytest.raises(ValueError, match="num_features must be a positive integer, got 0"):
         BatchNorm1D(0)
-    with pytest.raises(ValueError, match="eps must be positive"):
+    with pytest.raises(ValueError, match="num_features must be a positive integer, got True"):
+        BatchNorm1D(True)
+    with pytest.raises(ValueError, match="eps must be positive, got 0"):
         BatchNorm2D(3, eps=0)
-    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got 1.5"):
         BatchNorm2D(3, momentum=1.5)
     with pytest.raises(ValueError, match="dtype must be a floating type"):
         BatchNorm1D(3, dtype=np.int64)

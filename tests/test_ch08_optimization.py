@@ -182,12 +182,13 @@ def test_shape_mismatch_names_the_parameter():
     "make,match",
     [
         (lambda: SGD(-0.1), r"lr must be positive, got -0.1"),
-        (lambda: SGD(0), "lr must be positive"),
-        (lambda: SGD(float("nan")), "lr must be positive"),
+        (lambda: SGD(0), "lr must be positive, got 0"),
+        (lambda: SGD(float("nan")), "lr must be a positive finite number, got nan"),
         (lambda: Momentum(0.1, beta=1.0), r"beta must be in \[0, 1\), got 1.0"),
-        (lambda: Momentum(0.1, beta=-0.5), "beta must be in"),
-        (lambda: Momentum(-1.0), "lr must be positive"),
-        (lambda: Momentum(0.1, nesterov="yes"), "nesterov"),
+        (lambda: Momentum(0.1, beta=-0.5), r"beta must be in \[0, 1\), got -0.5"),
+        (lambda: Momentum(-1.0), "lr must be positive, got -1.0"),
+        (lambda: Momentum(0.1, nesterov="yes"), "nesterov must be true or false, got 'yes'"),
+        (lambda: Momentum(0.1, nesterov=1), "nesterov must be true or false, got 1"),
     ],
 )
 def test_hyperparameters_are_validated(make, match):
@@ -204,7 +205,7 @@ def test_lr_attribute_can_follow_a_schedule_but_not_go_negative():
     opt.lr = 0.5
     opt.step([W], [np.ones(2)])
     np.testing.assert_allclose(W, 0.5)
-    with pytest.raises(ValueError, match="lr must be non-negative"):
+    with pytest.raises(ValueError, match="lr must be non-negative, got -0.1"):
         opt.lr = -0.1
 
 
@@ -230,7 +231,7 @@ def test_state_dict_round_trip_resumes_identically(nesterov):
 
 def test_load_state_dict_validates():
     opt = Momentum(0.1)
-    with pytest.raises(ValueError, match="beta must be in"):
+    with pytest.raises(ValueError, match=r"beta must be in \[0, 1\), got 2.0"):
         opt.load_state_dict({"lr": 0.1, "beta": 2.0, "nesterov": False, "t": 0})
     with pytest.raises(ValueError, match="unknown entry 'gamma'"):
         opt.load_state_dict({"lr": 0.1, "beta": 0.5, "nesterov": False, "gamma": 1})
@@ -326,23 +327,29 @@ def test_callable_forms():
     cos = make_schedule(cosine_schedule, total_steps=10, lr_max=1.0)
     assert cos(5) == pytest.approx(0.5)
     assert make_schedule(step_schedule, lr=1.0, step_size=2)(4) == pytest.approx(0.01)
-    with pytest.raises(ValueError, match="lr_max must be positive"):
+    with pytest.raises(ValueError, match="lr_max must be positive, got -1.0"):
         make_schedule(cosine_schedule, total_steps=10, lr_max=-1.0)  # validated when made
 
 
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: cosine_schedule(-1, 10, 0.1), "t must be >= 0"),
-        (lambda: cosine_schedule(0, 0, 0.1), "total_steps must be an integer >= 1"),
+        (lambda: cosine_schedule(-1, 10, 0.1), "t must be non-negative, got -1"),
+        (lambda: cosine_schedule(0, 0, 0.1), "total_steps must be a positive integer, got 0"),
+        (lambda: cosine_schedule(0, 10.0, 0.1), "total_steps must be a positive integer, got 10.0"),
+        (lambda: cosine_schedule(0, 10, 0.1, warmup_steps=-1),
+         "warmup_steps must be a non-negative integer, got -1"),
         (lambda: cosine_schedule(0, 10, 0.1, warmup_steps=10), "warmup_steps must be smaller"),
         (lambda: cosine_schedule(0, 10, 0.1, lr_min=0.2), r"lr_min must be in \[0, lr_max"),
-        (lambda: cosine_schedule(0, 10, 0.0), "lr_max must be positive"),
-        (lambda: constant_schedule(0), "lr must be positive"),
-        (lambda: step_schedule(0, 0.1, 0), "step_size must be an integer >= 1"),
-        (lambda: step_schedule(0, 0.1, 2, gamma=-1), "gamma must be positive"),
-        (lambda: exponential_schedule(0, 0.1, float("nan")), "gamma must be a finite number"),
-        (lambda: exponential_schedule(float("inf"), 0.1, 0.9), "t must be a finite number"),
+        (lambda: cosine_schedule(0, 10, 0.0), "lr_max must be positive, got 0.0"),
+        (lambda: cosine_schedule(0, 10, 0.1, lr_min="0"), "lr_min must be a finite number, got '0'"),
+        (lambda: constant_schedule(0), "lr must be positive, got 0"),
+        (lambda: constant_schedule(True), "lr must be a positive finite number, got True"),
+        (lambda: step_schedule(0, 0.1, 0), "step_size must be a positive integer, got 0"),
+        (lambda: step_schedule(0, 0.1, 2, gamma=-1), "gamma must be positive, got -1"),
+        (lambda: exponential_schedule(0, 0.1, float("nan")), "gamma must be a positive finite number, got nan"),
+        (lambda: exponential_schedule(float("inf"), 0.1, 0.9),
+         "t must be a non-negative finite number, got inf"),
     ],
 )
 def test_schedule_arguments_are_validated(call, match):
@@ -391,9 +398,15 @@ def test_weight_decay_trajectories_match_torch_on_weights_only(momentum, nestero
 
 
 @pytest.mark.parametrize("make", [lambda **kw: SGD(0.1, **kw), lambda **kw: Momentum(0.1, **kw)], ids=["sgd", "momentum"])
-@pytest.mark.parametrize("bad", [-1e-4, float("nan"), float("inf"), "1e-4", True])
-def test_weight_decay_is_validated(make, bad):
-    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+@pytest.mark.parametrize("bad, message", [
+    (-1e-4, "weight_decay must be non-negative, got -0.0001"),
+    (float("nan"), "weight_decay must be a non-negative finite number, got nan"),
+    (float("inf"), "weight_decay must be a non-negative finite number, got inf"),
+    ("1e-4", "weight_decay must be a non-negative finite number, got '1e-4'"),
+    (True, "weight_decay must be a non-negative finite number, got True"),
+])
+def test_weight_decay_is_validated(make, bad, message):
+    with pytest.raises(ValueError, match=message):
         make(weight_decay=bad)
 
 
@@ -408,5 +421,5 @@ def test_weight_decay_is_saved_and_an_older_state_without_it_keeps_the_construct
     kept = Momentum(0.1, 0.9, weight_decay=5e-4)
     kept.load_state_dict(older)
     assert kept.weight_decay == 5e-4
-    with pytest.raises(ValueError, match="weight_decay must be"):
+    with pytest.raises(ValueError, match="weight_decay must be non-negative, got -1.0"):
         Momentum(0.1).load_state_dict({**saved, "weight_decay": -1.0})

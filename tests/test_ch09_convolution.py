@@ -338,14 +338,21 @@ def test_pool_and_flatten_reject_bad_input_shapes():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(in_channels=0, out_channels=2, kernel_size=3), "in_channels must be a positive integer"),
-        (dict(in_channels=1, out_channels=2.5, kernel_size=3), "out_channels must be a positive integer"),
-        (dict(in_channels=1, out_channels=2, kernel_size=0), "kernel_size must be at least 1"),
-        (dict(in_channels=1, out_channels=2, kernel_size=(3, 3, 3)), "kernel_size must be an int or a pair"),
-        (dict(in_channels=1, out_channels=2, kernel_size=3, stride=0), "stride must be at least 1"),
-        (dict(in_channels=1, out_channels=2, kernel_size=3, padding=-1), "padding must be at least 0"),
-        (dict(in_channels=1, out_channels=2, kernel_size=3, padding=1.5), "padding must be an int or a pair"),
-        (dict(in_channels=1, out_channels=2, kernel_size=3, init="zeros"), "init must be one of"),
+        (dict(in_channels=0, out_channels=2, kernel_size=3), "in_channels must be a positive integer, got 0"),
+        (dict(in_channels=1, out_channels=2.5, kernel_size=3),
+         "out_channels must be a positive integer, got 2.5"),
+        (dict(in_channels=1, out_channels=2, kernel_size=0),
+         "kernel_size must be a positive integer or a pair of them, got 0"),
+        (dict(in_channels=1, out_channels=2, kernel_size=(3, 3, 3)),
+         r"kernel_size must be a positive integer or a pair of them, got \(3, 3, 3\)"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, stride=0),
+         "stride must be a positive integer or a pair of them, got 0"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, padding=-1),
+         "padding must be a non-negative integer or a pair of them, got -1"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, padding=1.5),
+         "padding must be a non-negative integer or a pair of them, got 1.5"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, init="zeros"),
+         "init must be one of glorot_uniform, he_normal; got 'zeros'"),
         (dict(in_channels=1, out_channels=2, kernel_size=3, dtype=np.int32), "dtype must be a floating type"),
     ],
 )
@@ -355,9 +362,9 @@ def test_conv_validates_hyperparameters(kwargs, message):
 
 
 def test_pool_validates_hyperparameters_and_order():
-    with pytest.raises(ValueError, match="kernel_size must be at least 1"):
+    with pytest.raises(ValueError, match="kernel_size must be a positive integer or a pair of them, got 0"):
         MaxPool2D(0)
-    with pytest.raises(ValueError, match="stride must be an int or a pair"):
+    with pytest.raises(ValueError, match="stride must be a positive integer or a pair of them, got '2'"):
         AvgPool2D(2, stride="2")
     with pytest.raises(RuntimeError, match="backward called before forward"):
         MaxPool2D(2).backward(np.zeros((1, 1, 1, 1)))

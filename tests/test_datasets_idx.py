@@ -184,7 +184,7 @@ def test_names_and_classes():
                                             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     with pytest.raises(DatasetError, match="unknown dataset 'cifar'.*mnist"):
         load_dataset("cifar")
-    with pytest.raises(ValueError, match="split must be"):
+    with pytest.raises(ValueError, match="split must be one of train, test; got 'validation'"):
         load_dataset("mnist-sample", split="validation")
 
 
@@ -314,8 +314,11 @@ def test_sample_splits_and_float_features():
     np.testing.assert_array_equal(s.val[0], Xu[-1000:] / np.float32(255))
     np.testing.assert_array_equal(s.val[1], yu[-1000:])
     assert len(load_splits("mnist-sample", val_size=0).val[0]) == 0
-    with pytest.raises(ValueError, match="val_size"):
+    expected = r"val_size for mnist-sample \(6,000 training images\) must be an integer in \[0, 5999\]"
+    with pytest.raises(ValueError, match=expected + ", got 6000"):
         load_splits("mnist-sample", val_size=6000)
+    with pytest.raises(ValueError, match=expected + ", got 1.5"):
+        load_splits("mnist-sample", val_size=1.5)
 
 
 def test_damaged_sample_is_refused(tmp_path, monkeypatch):
@@ -360,7 +363,7 @@ def test_synthetic_is_deterministic_balanced_and_learnable():
     Xt, yt = make_synthetic_digits(500, seed=9)
     pred = np.argmax(np.c_[Xt.reshape(-1, 784) / 255.0, np.ones(len(Xt))] @ W, axis=1)
     assert (pred == yt).mean() > 0.9
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="n must be a non-negative integer, got -1"):
         make_synthetic_digits(-1)
 
 

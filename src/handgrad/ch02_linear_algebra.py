@@ -13,6 +13,7 @@ matrices, ``affine_map`` a bias of exactly ``(out,)``.
 import numpy as np
 
 from handgrad import ShapeError
+from handgrad._checks import check_int, check_number
 
 __all__ = [
     "as_float_array", "infer_shape", "ensure_vector", "ensure_matrix", "check_same_shape",
@@ -214,8 +215,7 @@ def pinv(A, rcond=1e-15):
     D⁺ inverts every singular value σ_i > rcond·σ_max and sets the rest to zero, the cut-off
     ``numpy.linalg.pinv`` uses.  Shapes: A (m, n) -> A⁺ (n, m)
     """
-    if not (np.isfinite(rcond) and rcond >= 0):
-        raise ValueError(f"pinv: rcond must be finite and non-negative, got {rcond}")
+    rcond = check_number(rcond, "pinv: rcond", low=0)
     U, S, Vt = svd_thin(A)
     keep = S > rcond * S[0]
     S_plus = np.zeros_like(S)
@@ -282,10 +282,7 @@ class PCA:
     """
 
     def __init__(self, n_components):
-        if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) \
-                or n_components < 1:
-            raise ValueError(f"PCA: n_components must be a positive integer, got {n_components!r}")
-        self.n_components = int(n_components)
+        self.n_components = check_int(n_components, "PCA: n_components", low=1)
 
     def fit(self, X):
         X = _with_ndim(X, 2, "PCA.fit", "X")

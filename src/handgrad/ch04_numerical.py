@@ -19,6 +19,7 @@ float64. None of them emits an overflow, underflow or divide-by-zero warning on 
 import numpy as np
 
 from handgrad import ShapeError
+from handgrad._checks import check_number
 from handgrad.ch02_linear_algebra import as_float_array
 
 __all__ = [
@@ -232,8 +233,7 @@ def numerical_gradient(f, x, eps=1e-6):
 
     Shapes: x (...) -> gradient of the same shape and dtype.
     """
-    if not eps > 0:
-        raise ValueError(f"eps must be positive, got {eps}")
+    eps = check_number(eps, "eps", low=0, low_open=True)
     if not (isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)):
         x = np.array(x, dtype=np.float64)
     grad = np.zeros_like(x)

@@ -18,6 +18,7 @@ import random
 import numpy as np
 
 from handgrad import ShapeError
+from handgrad._checks import check_choice, check_int, check_number
 
 __all__ = [
     "set_all_seeds",
@@ -39,9 +40,7 @@ def set_all_seeds(seed):
     ``batch_iterator(..., rng=None)``) repeats after this call; code that takes an explicit generator
     should be handed the one returned here (book §5.3 compares models, which needs identical runs).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    seed = int(seed)
+    seed = check_int(seed, "seed", low=0, high=2**32 - 1)
     random.seed(seed)
     np.random.seed(seed)
     return np.random.default_rng(seed)
@@ -106,8 +105,7 @@ def batch_iterator(X, y, batch_size, shuffle=True, drop_last=False, rng=None):
     Arguments are checked when this is called, not at the first ``next``.
     """
     X, y = _check_pair(X, y)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size", low=1)
     n = len(X)
     order = _permutation(n, rng) if shuffle else None
     stop = n - n % batch_size if drop_last else n
@@ -169,8 +167,7 @@ def confusion_matrix(y_true, y_pred, n_classes):
     y_true, y_pred = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
         raise ShapeError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes <= 0:
-        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
+    n_classes = check_int(n_classes, "n_classes", low=1)
     largest = max(y_true.max(initial=0), y_pred.max(initial=0))
     if largest >= n_classes:
         raise ValueError(f"label {largest} is out of range for n_classes={n_classes}")
@@ -191,8 +188,7 @@ def f1_score(y_true, y_pred, average="macro", n_classes=None):
     ``n_classes`` is given — as in scikit-learn. Where 2tp + fp + fn = 0 (a class neither present nor
     predicted) F1_c is 0, scikit-learn's ``zero_division=0`` convention.
     """
-    if average not in ("macro", "micro", "weighted", None):
-        raise ValueError(f'average must be "macro", "micro", "weighted" or None, got {average!r}')
+    check_choice(average, "average", ("macro", "micro", "weighted", None))
     y_true, y_pred = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
     if y_true.size == 0:
         raise ValueError("f1_score needs at least one example")
@@ -250,10 +246,8 @@ def diagnose_fit(train_loss, val_loss, *, max_train_loss=0.5, max_gap=0.1):
     The defaults suit a mean cross entropy in nats (0.5 ≈ 60 % average probability on the right class);
     pass thresholds in your loss's units for anything else.
     """
-    if not (max_train_loss > 0 and max_gap > 0):
-        raise ValueError(
-            f"thresholds must be positive, got max_train_loss={max_train_loss}, max_gap={max_gap}"
-        )
+    max_train_loss = check_number(max_train_loss, "max_train_loss", low=0, low_open=True)
+    max_gap = check_number(max_gap, "max_gap", low=0, low_open=True)
     train_loss, val_loss = float(train_loss), float(val_loss)
     if not (np.isfinite(train_loss) and np.isfinite(val_loss)):
         raise ValueError(f"losses must be finite, got train_loss={train_loss}, val_loss={val_loss}")

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .._checks import check_number
 from ..ch02_linear_algebra import as_float_array
 from ..ch04_numerical import sigmoid
 from .layers import Layer
@@ -78,9 +79,7 @@ class LeakyReLU(_Elementwise):
 
     def __init__(self, alpha=0.01):
         super().__init__()
-        if not np.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_number(alpha, "alpha", low=0)
 
     def __repr__(self):
         return f"LeakyReLU(alpha={self.alpha})"

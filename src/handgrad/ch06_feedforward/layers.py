@@ -15,6 +15,7 @@ evaluation code may keep the outputs of many batches.
 import numpy as np
 
 from .. import ShapeError
+from .._checks import check_choice, check_int
 from ..ch02_linear_algebra import as_float_array
 from ..ch04_numerical import float_dtype
 
@@ -97,12 +98,6 @@ class Layer:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_fans(fan_in, fan_out, names=("fan_in", "fan_out")):
-    for name, v in zip(names, (fan_in, fan_out)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-
 def glorot_uniform(fan_in, fan_out, rng=None, dtype=np.float32):
     """Glorot (Xavier) uniform weights: W_ij ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (book §8.4).
 
@@ -110,7 +105,7 @@ def glorot_uniform(fan_in, fan_out, rng=None, dtype=np.float32):
     fan_out)). ``rng`` is a ``np.random.Generator``, a seed or None. Drawn in float64 and rounded, so the
     float32 and float64 weights of one seed agree. Shape (fan_in, fan_out).
     """
-    _check_fans(fan_in, fan_out)
+    fan_in, fan_out = check_int(fan_in, "fan_in", low=1), check_int(fan_out, "fan_out", low=1)
     rng = np.random.default_rng(rng)
     a = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-a, a, size=(fan_in, fan_out)).astype(dtype)
@@ -122,7 +117,7 @@ def he_normal(fan_in, fan_out, rng=None, dtype=np.float32):
     A ReLU zeroes half of its inputs on average, so twice the variance keeps activations from shrinking
     layer after layer. Shape (fan_in, fan_out).
     """
-    _check_fans(fan_in, fan_out)
+    fan_in, fan_out = check_int(fan_in, "fan_in", low=1), check_int(fan_out, "fan_out", low=1)
     rng = np.random.default_rng(rng)
     return (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(dtype)
 
@@ -132,9 +127,7 @@ INITIALISERS = {"glorot_uniform": glorot_uniform, "he_normal": he_normal}  # by 
 
 def initialiser(name):
     """The initialiser a layer's ``init=name`` selects from INITIALISERS; ValueError naming the choices."""
-    if name not in INITIALISERS:
-        raise ValueError(f"init must be one of {sorted(INITIALISERS)}, got {name!r}")
-    return INITIALISERS[name]
+    return INITIALISERS[check_choice(name, "init", sorted(INITIALISERS))]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,10 +159,10 @@ class Linear(Layer):
 
     def __init__(self, in_features, out_features, init="glorot_uniform", rng=None, dtype=np.float32):
         super().__init__()
-        _check_fans(in_features, out_features, ("in_features", "out_features"))
+        self.in_features = check_int(in_features, "in_features", low=1)
+        self.out_features = check_int(out_features, "out_features", low=1)
         init_W = initialiser(init)
         dtype = float_dtype(dtype)
-        self.in_features, self.out_features = int(in_features), int(out_features)
         self.params["W"] = init_W(self.in_features, self.out_features, rng, dtype)
         self.params["b"] = np.zeros(self.out_features, dtype)
         self.grads["W"] = np.zeros_like(self.params["W"])

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .._checks import check_int
 from .layers import Layer
 
 __all__ = ["Sequential"]
@@ -90,8 +91,7 @@ class Sequential(Layer):
 
     def predict(self, X, batch_size=None):
         """Class indices argmax_j f(X)_j, evaluated in eval mode in batches; the previous modes are restored."""
-        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", low=1, optional=True)
         X = np.asarray(X)
         modes = [layer.training for layer in self.layers]
         own = self.training

@@ -30,6 +30,7 @@ Augment the images *before* standardising them, or pass the background value as 
 import numpy as np
 
 from .. import ShapeError
+from .._checks import check_int, check_number
 
 __all__ = ["augment_batch", "Augmenter", "transform_images", "elastic_displacement"]
 
@@ -43,27 +44,12 @@ def _check_images(X):
     return X
 
 
-def _number(value, name, lo, hi=np.inf, lo_open=False):
-    """``value`` as a float in [lo, hi] ((lo, hi] with ``lo_open``); ValueError otherwise."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-    if not ok or not np.isfinite(value) or value < lo or value > hi or (lo_open and value == lo):
-        if np.isfinite(hi):
-            expected = f"in [{lo}, {hi}]"
-        elif np.isfinite(lo):
-            expected = f"greater than {lo}" if lo_open else f"at least {lo}"
-        else:
-            expected = "a finite number"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return float(value)
-
-
 def _check_settings(max_shift, max_degrees, elastic_alpha, elastic_sigma, fill):
-    if isinstance(max_shift, bool) or not isinstance(max_shift, (int, np.integer)) or max_shift < 0:
-        raise ValueError(f"max_shift must be a non-negative integer, got {max_shift!r}")
-    _number(max_degrees, "max_degrees", 0, 180)
-    _number(elastic_alpha, "elastic_alpha", 0)
-    _number(elastic_sigma, "elastic_sigma", 0, lo_open=True)
-    _number(fill, "fill", -np.inf)
+    check_int(max_shift, "max_shift", low=0)
+    check_number(max_degrees, "max_degrees", low=0, high=180)
+    check_number(elastic_alpha, "elastic_alpha", low=0)
+    check_number(elastic_sigma, "elastic_sigma", low=0, low_open=True)
+    check_number(fill, "fill")
 
 
 def _per_image(value, n, name, width=None):
@@ -148,8 +134,8 @@ def elastic_displacement(rng, n, height, width, alpha=34.0, sigma=4.0):
 
     Returns float64 (n, 2, height, width): Δy then Δx per pixel, for ``transform_images``.
     """
-    _number(alpha, "elastic_alpha", 0)
-    sigma = _number(sigma, "elastic_sigma", 0, lo_open=True)
+    check_number(alpha, "elastic_alpha", low=0)
+    sigma = check_number(sigma, "elastic_sigma", low=0, low_open=True)
     rng = np.random.default_rng(rng)
     U = rng.uniform(-1.0, 1.0, size=(n, 2, height, width))
     GH, GW = _gaussian_matrix(height, sigma), _gaussian_matrix(width, sigma)

@@ -8,6 +8,7 @@ surviving units are multiplied by 1/(1 − p) — so E[output] equals the input 
 
 import numpy as np
 
+from .._checks import check_number
 from ..ch02_linear_algebra import as_float_array
 from ..ch06_feedforward import Layer
 
@@ -28,9 +29,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0 <= p < 1:
-            raise ValueError(f"p (the drop probability) must be in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_number(p, "p (the drop probability)", low=0, high=1, high_open=True)
         self.rng = np.random.default_rng(rng)
         self._cache = None  # (m / (1 − p), or None when the forward was the identity; the input shape)
 

@@ -17,6 +17,7 @@ Algorithm 7.1 in the form used here (one ``step`` per evaluation, e.g. per epoch
 import numpy as np
 
 from .. import ShapeError
+from .._checks import check_choice, check_int, check_number
 
 __all__ = ["EarlyStopping"]
 
@@ -54,14 +55,9 @@ class EarlyStopping:
     """
 
     def __init__(self, patience, mode="max", min_delta=0.0):
-        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1:
-            raise ValueError(f"patience must be a positive integer, got {patience!r}")
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        ok = not isinstance(min_delta, bool) and isinstance(min_delta, (int, float, np.integer, np.floating))
-        if not ok or not np.isfinite(min_delta) or min_delta < 0:
-            raise ValueError(f"min_delta must be a non-negative number, got {min_delta!r}")
-        self.patience, self.mode, self.min_delta = int(patience), mode, float(min_delta)
+        self.patience = check_int(patience, "patience", low=1)
+        self.mode = check_choice(mode, "mode", ("max", "min"))
+        self.min_delta = check_number(min_delta, "min_delta", low=0)
         self.best_metric = None
         self.best_epoch = None
         self.bad_epochs = 0

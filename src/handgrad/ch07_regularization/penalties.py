@@ -16,6 +16,7 @@ import threading
 import numpy as np
 
 from .. import ShapeError
+from .._checks import check_number
 
 __all__ = ["is_bias", "l2_penalty", "l2_grad", "add_l2_grad_"]
 
@@ -27,12 +28,6 @@ def is_bias(name, param):
     if name is not None and str(name).rsplit(".", 1)[-1] in _BIAS_NAMES:
         return True
     return np.ndim(param) <= 1
-
-
-def _check_lam(lam):
-    if isinstance(lam, bool) or not isinstance(lam, (int, float, np.integer, np.floating)) or not np.isfinite(lam) or lam < 0:
-        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-    return float(lam)
 
 
 def _items(params):
@@ -50,7 +45,7 @@ def _penalised(name, param, include_biases):
 
 def l2_penalty(params, lam, include_biases=False):
     """Ω(w) = λ/2 Σ w² over the weights (eq. 20), a Python float; biases count only if ``include_biases``."""
-    lam = _check_lam(lam)
+    lam = check_number(lam, "lam", low=0)
     total = 0.0
     for _, name, p in _items(params):
         if _penalised(name, p, include_biases):
@@ -66,7 +61,7 @@ def l2_grad(params, lam, include_biases=False):
     optimisers skip ``None`` entries, and nothing pretends a gradient was computed. New arrays in each
     weight's dtype.
     """
-    lam = _check_lam(lam)
+    lam = check_number(lam, "lam", low=0)
     out = {} if isinstance(params, dict) else [None] * len(params)
     for key, name, p in _items(params):
         p = np.asarray(p)
@@ -86,7 +81,7 @@ def add_l2_grad_(params, grads, lam, include_biases=False):
     weight-sized temporary. Measured on the 784×512 layer this is faster than a chunked loop that
     keeps a small temporary in cache: one call per pass costs less than many.
     """
-    lam = _check_lam(lam)
+    lam = check_number(lam, "lam", low=0)
     items = _items(params)
     if isinstance(params, dict) != isinstance(grads, dict):
         raise TypeError("params and grads must both be dicts or both be lists")

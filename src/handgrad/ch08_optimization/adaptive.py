@@ -37,26 +37,10 @@ import math
 
 import numpy as np
 
+from .._checks import check_bool, check_number
 from .sgd import Optimizer
 
 __all__ = ["AdaGrad", "RMSProp", "Adam"]
-
-
-def _is_number(x):
-    return not isinstance(x, bool) and isinstance(x, (int, float, np.integer, np.floating)) and np.isfinite(x)
-
-
-def _check_range(value, name, lo, hi, hi_open=False):
-    """``value`` as a float in [lo, hi] (or [lo, hi) with ``hi_open``); ValueError otherwise."""
-    if not _is_number(value) or value < lo or value > hi or (hi_open and value == hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}{')' if hi_open else ']'}, got {value!r}")
-    return float(value)
-
-
-def _check_nonnegative(value, name):
-    if not _is_number(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-    return float(value)
 
 
 class AdaGrad(Optimizer):
@@ -76,7 +60,7 @@ class AdaGrad(Optimizer):
         self._validate()
 
     def _validate(self):
-        self.eps = _check_nonnegative(self.eps, "eps")
+        self.eps = check_number(self.eps, "eps", low=0)
 
     def _update(self, key, param, grad):
         r = self._slot("sum", key, param)
@@ -107,8 +91,8 @@ class RMSProp(Optimizer):
         self._validate()
 
     def _validate(self):
-        self.alpha = _check_range(self.alpha, "alpha", 0.0, 1.0)
-        self.eps = _check_nonnegative(self.eps, "eps")
+        self.alpha = check_number(self.alpha, "alpha", low=0, high=1)
+        self.eps = check_number(self.eps, "eps", low=0)
 
     def _update(self, key, param, grad):
         r = self._slot("square_avg", key, param)
@@ -156,13 +140,11 @@ class Adam(Optimizer):
                 f"weight_decay={self.weight_decay!r}, decoupled={self.decoupled!r})")
 
     def _validate(self):
-        self.beta1 = _check_range(self.beta1, "beta1", 0.0, 1.0, hi_open=True)
-        self.beta2 = _check_range(self.beta2, "beta2", 0.0, 1.0, hi_open=True)
-        self.eps = _check_nonnegative(self.eps, "eps")
-        self.weight_decay = _check_nonnegative(self.weight_decay, "weight_decay")
-        if not isinstance(self.decoupled, (bool, np.bool_)):
-            raise ValueError(f"decoupled must be True or False, got {self.decoupled!r}")
-        self.decoupled = bool(self.decoupled)
+        self.beta1 = check_number(self.beta1, "beta1", low=0, high=1, high_open=True)
+        self.beta2 = check_number(self.beta2, "beta2", low=0, high=1, high_open=True)
+        self.eps = check_number(self.eps, "eps", low=0)
+        self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0)
+        self.decoupled = check_bool(self.decoupled, "decoupled")
 
     def _update(self, key, param, grad):
         steps = self.state.setdefault("step", {})

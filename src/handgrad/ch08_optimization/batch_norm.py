@@ -15,6 +15,7 @@ PyTorch's buffers. Layers without such arrays have no ``state`` attribute (or an
 import numpy as np
 
 from .. import ShapeError
+from .._checks import check_int, check_number
 from ..ch02_linear_algebra import as_float_array
 from ..ch04_numerical import float_dtype
 from ..ch06_feedforward import Layer
@@ -30,14 +31,10 @@ class _BatchNorm(Layer):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
         super().__init__()
-        n = num_features
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
-        for name, v, ok in (("eps", eps, lambda x: x > 0), ("momentum", momentum, lambda x: 0 <= x <= 1)):
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not ok(v):
-                raise ValueError(f"{name} must be {'positive' if name == 'eps' else 'in [0, 1]'}, got {v!r}")
+        self.num_features = check_int(num_features, "num_features", low=1)
+        self.eps = check_number(eps, "eps", low=0, low_open=True)
+        self.momentum = check_number(momentum, "momentum", low=0, high=1)
         dtype = float_dtype(dtype)
-        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         C = self.num_features
         self.params["gamma"] = np.ones(C, dtype)
         self.params["beta"] = np.zeros(C, dtype)

@@ -15,34 +15,14 @@ others are formulas of t written as plain functions with t first, so ``functools
 import functools
 import math
 
-import numpy as np
+from .._checks import check_int, check_number
 
 __all__ = ["cosine_schedule", "constant_schedule", "step_schedule", "exponential_schedule", "make_schedule"]
 
 
-def _number(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return value
-
-
 def _step(t):
-    _number(t, "t")
-    if t < 0:
-        raise ValueError(f"t must be >= 0, got {t!r}")
+    check_number(t, "t", low=0)
     return t
-
-
-def _count(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive(value, name):
-    if _number(value, name) <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return float(value)
 
 
 def cosine_schedule(t, total_steps, lr_max, lr_min=0.0, warmup_steps=0):
@@ -54,12 +34,12 @@ def cosine_schedule(t, total_steps, lr_max, lr_min=0.0, warmup_steps=0):
     and η_t = η_min for t ≥ T. Requires 0 ≤ T_w < T and 0 ≤ η_min ≤ η_max, η_max > 0.
     """
     t = _step(t)
-    total_steps = _count(total_steps, "total_steps", 1)
-    warmup_steps = _count(warmup_steps, "warmup_steps", 0)
+    total_steps = check_int(total_steps, "total_steps", low=1)
+    warmup_steps = check_int(warmup_steps, "warmup_steps", low=0)
     if warmup_steps >= total_steps:
         raise ValueError(f"warmup_steps must be smaller than total_steps ({total_steps}), got {warmup_steps}")
-    lr_max = _positive(lr_max, "lr_max")
-    lr_min = float(_number(lr_min, "lr_min"))
+    lr_max = check_number(lr_max, "lr_max", low=0, low_open=True)
+    lr_min = check_number(lr_min, "lr_min")
     if not 0 <= lr_min <= lr_max:
         raise ValueError(f"lr_min must be in [0, lr_max={lr_max}], got {lr_min}")
     if t < warmup_steps:
@@ -72,7 +52,7 @@ def cosine_schedule(t, total_steps, lr_max, lr_min=0.0, warmup_steps=0):
 
 def constant_schedule(lr):
     """The schedule that always returns ``lr``: a callable t -> lr (for a fixed learning rate)."""
-    lr = _positive(lr, "lr")
+    lr = check_number(lr, "lr", low=0, low_open=True)
 
     def schedule(t):
         _step(t)
@@ -84,16 +64,17 @@ def constant_schedule(lr):
 def step_schedule(t, lr, step_size, gamma=0.1):
     """η_t = η · γ^⌊t / step_size⌋: decay by γ every ``step_size`` steps (as torch's StepLR)."""
     t = _step(t)
-    lr = _positive(lr, "lr")
-    step_size = _count(step_size, "step_size", 1)
-    gamma = _positive(gamma, "gamma")
+    lr = check_number(lr, "lr", low=0, low_open=True)
+    step_size = check_int(step_size, "step_size", low=1)
+    gamma = check_number(gamma, "gamma", low=0, low_open=True)
     return lr * gamma ** (int(t) // step_size)
 
 
 def exponential_schedule(t, lr, gamma):
     """η_t = η · γ^t: decay by γ every step (as torch's ExponentialLR)."""
     t = _step(t)
-    return _positive(lr, "lr") * _positive(gamma, "gamma") ** t
+    lr = check_number(lr, "lr", low=0, low_open=True)
+    return lr * check_number(gamma, "gamma", low=0, low_open=True) ** t
 
 
 def make_schedule(schedule, **kwargs):

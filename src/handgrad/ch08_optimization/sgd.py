@@ -28,23 +28,10 @@ two passes now and four after the other parameters have been decayed.
 import numpy as np
 
 from .. import ShapeError
+from .._checks import check_bool, check_number
 from ..ch07_regularization import is_bias
 
 __all__ = ["Optimizer", "SGD", "Momentum"]
-
-
-def _check_weight_decay(value):
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-    if not ok or not np.isfinite(value) or value < 0:
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _check_lr(lr, strict=True):
-    ok = not isinstance(lr, bool) and isinstance(lr, (int, float, np.integer, np.floating)) and np.isfinite(lr)
-    if not ok or lr < 0 or (strict and lr == 0):
-        raise ValueError(f"lr must be {'positive' if strict else 'non-negative'}, got {lr!r}")
-    return float(lr)
 
 
 class Optimizer:
@@ -65,7 +52,7 @@ class Optimizer:
     hyperparameters = ("lr",)
 
     def __init__(self, lr):
-        self.lr = _check_lr(lr)
+        self.lr = check_number(lr, "lr", low=0, low_open=True)
         self.t = 0
         self.state = {}
         self._scratch_buffers = {}
@@ -77,7 +64,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._lr = _check_lr(value, strict=False)
+        self._lr = check_number(value, "lr", low=0)
 
     def _validate(self):
         """Check the hyperparameters (after __init__ and load_state_dict); raise ValueError."""
@@ -198,7 +185,7 @@ class SGD(Optimizer):
         self._validate()
 
     def _validate(self):
-        self.weight_decay = _check_weight_decay(self.weight_decay)
+        self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0)
 
     def _decays(self, key, param):
         return self.weight_decay > 0 and not is_bias(key, param)
@@ -235,13 +222,8 @@ class Momentum(SGD):
         self._validate()
 
     def _validate(self):
-        b = self.beta
-        if isinstance(b, bool) or not isinstance(b, (int, float, np.integer, np.floating)) or not 0 <= b < 1:
-            raise ValueError(f"beta must be in [0, 1), got {b!r}")
-        if not isinstance(self.nesterov, (bool, np.bool_)):
-            raise ValueError(f"nesterov must be True or False, got {self.nesterov!r}")
-        self.beta = float(b)
-        self.nesterov = bool(self.nesterov)
+        self.beta = check_number(self.beta, "beta", low=0, high=1, high_open=True)
+        self.nesterov = check_bool(self.nesterov, "nesterov")
         super()._validate()
 
     def _update(self, key, param, grad):

@@ -30,24 +30,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import ShapeError
+from .._checks import check_int, check_int_pair
 from ..ch02_linear_algebra import as_float_array
 from ..ch04_numerical import float_dtype
 from ..ch06_feedforward import Layer, initialiser
 
 __all__ = ["Conv2D", "Flatten", "im2col", "col2im", "conv_output_size"]
-
-
-def _pair(value, name, minimum):
-    """An int or a pair of ints as a tuple (h, w), each at least ``minimum``; ValueError otherwise."""
-    def is_int(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
-    if pair is None or len(pair) != 2 or not all(is_int(v) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def conv_output_size(size, kernel, stride=1, padding=0):
@@ -104,7 +92,8 @@ def _col2im_nhwc(dcols, kernel, stride, out_hw, out):
 
 
 def _geometry_args(kernel_size, stride, padding):
-    return _pair(kernel_size, "kernel_size", 1), _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+    return (check_int_pair(kernel_size, "kernel_size", low=1), check_int_pair(stride, "stride", low=1),
+            check_int_pair(padding, "padding", low=0))
 
 
 def _geometry(x_shape, kernel, stride, padding):
@@ -180,15 +169,13 @@ class Conv2D(Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  rng=None, dtype=np.float32, init="he_normal"):
         super().__init__()
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        self.in_channels = check_int(in_channels, "in_channels", low=1)
+        self.out_channels = check_int(out_channels, "out_channels", low=1)
         init_W = initialiser(init)
         dtype = float_dtype(dtype)
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
+        self.kernel_size = check_int_pair(kernel_size, "kernel_size", low=1)
+        self.stride = check_int_pair(stride, "stride", low=1)
+        self.padding = check_int_pair(padding, "padding", low=0)
         kh, kw = self.kernel_size
         fan_in = self.in_channels * kh * kw
         # drawn as the (fan_in, fan_out) matrix chapter 6 uses, then laid out as (C_out, C_in, kh, kw)

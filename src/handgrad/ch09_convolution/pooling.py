@@ -11,7 +11,8 @@ import numpy as np
 
 from ..ch02_linear_algebra import as_float_array
 from ..ch06_feedforward import Layer
-from .convolution import _check_nchw, _pair, conv_output_size
+from .._checks import check_int_pair
+from .convolution import _check_nchw, conv_output_size
 
 __all__ = ["MaxPool2D", "AvgPool2D"]
 
@@ -21,8 +22,8 @@ class _Pool2D(Layer):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1)
+        self.kernel_size = check_int_pair(kernel_size, "kernel_size", low=1)
+        self.stride = self.kernel_size if stride is None else check_int_pair(stride, "stride", low=1)
         self._cache = None
 
     def __repr__(self):

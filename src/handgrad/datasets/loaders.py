@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._checks import check_choice, check_int
 from . import download as _download
 from . import registry
 from .errors import ChecksumError, DatasetError, DatasetNotFoundError
@@ -160,8 +161,7 @@ def load_dataset(name, data_dir=None, split="train", download=True, *, progress=
         A file is malformed or fails verification, or the image and label counts disagree.
     """
     spec = registry.get_spec(name)
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_choice(split, "split", SPLITS)
     if spec.kind == "generated":
         return make_synthetic_digits(SYNTHETIC_SIZES[split], seed=seed if split == "train" else [seed, 1])
     if spec.kind == "bundled":
@@ -207,9 +207,7 @@ def load_splits(name, data_dir=None, download=True, val_size=None, *, progress=N
     n = len(X_train)
     if val_size is None:
         val_size = default_val_size(n)
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, np.integer)) or not 0 <= val_size < n:
-        raise ValueError(f"val_size must be an integer in [0, {n}) for {name} ({n:,} training images), "
-                         f"got {val_size!r}")
+    val_size = check_int(val_size, f"val_size for {name} ({n:,} training images)", low=0, high=n - 1)
     cut = n - val_size
     X = to_float(X_train)
     return Splits(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import check_int
+
 #: Segments a-g of a seven-segment display, each (row0, row1, col0, col1) in a 20x20 box.
 _SEGMENTS = {
     "a": (0, 3, 3, 17), "b": (1, 10, 14, 18), "c": (10, 19, 14, 18), "d": (17, 20, 3, 17),
@@ -46,8 +48,7 @@ def make_synthetic_digits(n, seed=0):
     -------
     X : uint8 ndarray (n, 28, 28), y : int64 ndarray (n,)
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    n = check_int(n, "n", low=0)
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n, dtype=np.int64) % 10)
     patterns = class_patterns()
