@@ -83,8 +83,12 @@ class SoftmaxCrossEntropy:
         dL = (P − onehot(y)) / B,
 
     which *is* eq. 19 — the same numbers as ``cross_entropy_grad`` (a test checks it), without a second
-    softmax. The returned gradient lives in a buffer reused by the next ``backward`` with the same shape.
+    softmax. The returned gradient is a new array, the caller's to keep; after ``reuse_buffers()`` it
+    is written into one array reused by every ``backward`` with the same shape (the opt-in of the layer
+    convention, ``layers`` module doc; the numbers are the same).
     """
+
+    _reuse = False
 
     def __init__(self):
         self._cache = None  # (P, y)
@@ -101,6 +105,11 @@ class SoftmaxCrossEntropy:
         if buf is None or buf.shape != shape or buf.dtype != dtype:
             buf = self._buffers[name] = np.empty(shape, dtype)
         return buf
+
+    def reuse_buffers(self, mode=True):
+        """Opt in (or out, ``mode=False``) of reusing the gradient array of ``backward``; returns self."""
+        self._reuse = bool(mode)
+        return self
 
     def __call__(self, logits, y):
         return self.forward(logits, y)
@@ -132,7 +141,7 @@ class SoftmaxCrossEntropy:
             raise RuntimeError("SoftmaxCrossEntropy: backward called before forward")
         P, y = self._cache
         n = P.shape[0]
-        G = self._buffer("G", P.shape, P.dtype)
+        G = self._buffer("G", P.shape, P.dtype) if self._reuse else np.empty(P.shape, P.dtype)
         np.multiply(P, 1.0 / n, out=G)  # P / B
         if y.ndim == 1:
             G[self._row_index(n), y] -= G.dtype.type(1.0 / n)  # − onehot / B
