@@ -69,7 +69,10 @@ class ReLU(_Elementwise):
 
 
 class LeakyReLU(_Elementwise):
-    """Leaky ReLU, max(0, z) + α min(0, z) with a small slope α for z < 0 (book §6.3.2).
+    """Leaky ReLU, max(0, z) + α min(0, z) with a small slope α for z < 0 (book §6.3.1).
+
+    One of the book's generalisations of the rectified linear unit, h = max(0, z) + α min(0, z) with α
+    fixed and small (§6.3.1: absolute value rectification is α = −1, a parametric ReLU learns α).
 
     Forward: Y = X ⊙ s with s = 1 where X > 0 and α elsewhere.   Backward: dX = dY ⊙ s.
 
