@@ -18,6 +18,13 @@ over fresh memory per layer and step. Such a result is then valid only until the
 keep it longer. The numbers are the same either way (a test checks it bit for bit);
 ``reuse_buffers(False)`` switches it off again. In eval mode (``layer.eval()``) every forward returns
 fresh arrays whatever the setting, so evaluation code may keep the outputs of many batches.
+
+>>> lin, A, B = Linear(2, 2, rng=0), np.ones((1, 2), np.float32), np.zeros((1, 2), np.float32)
+>>> a = lin.forward(A); kept = a.copy(); b = lin.forward(B)
+>>> a is b, bool((a == kept).all())
+(False, True)
+>>> lin.reuse_buffers().forward(A) is lin.forward(B)  # opted in: one array, overwritten by each call
+True
 """
 
 import numpy as np
