@@ -61,6 +61,7 @@ def worker_handgrad(batch, batches, warmup):
     arch = arch_from_config(config, 10, (28, 28))
     rng = np.random.default_rng(0)
     model = build_model(arch, rng)
+    model.reuse_buffers()  # as the application's training loop does
     loss_fn, opt = SoftmaxCrossEntropy(), Adam(config.lr)
     params = {name: p for name, p, _ in model.parameters()}
     grads = {name: g for name, _, g in model.parameters()}

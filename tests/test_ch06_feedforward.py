@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from gradcheck import check_layer_gradients, relative_error
+from gradcheck import check_layer_gradients, check_owned_outputs, relative_error
 
 from handgrad import ShapeError
 from handgrad.ch04_numerical import numerical_gradient, softmax
@@ -326,7 +326,53 @@ def test_eval_mode_returns_fresh_arrays_train_mode_reuses(rng):
     assert Y1 is not Y2
     np.testing.assert_allclose(Y1, X1 @ layer.params["W"], rtol=1e-6)
     layer.train()
-    assert layer.forward(X1) is layer.forward(X2)  # the documented buffer reuse in training mode
+    Y1 = layer.forward(X1)
+    assert Y1 is not layer.forward(X2)  # outputs belong to the caller by default
+    np.testing.assert_allclose(Y1, X1 @ layer.params["W"], rtol=1e-6)
+    layer.reuse_buffers()
+    assert layer.forward(X1) is layer.forward(X2)  # the documented opt-in buffer reuse in training mode
+    layer.eval()
+    assert layer.forward(X1) is not layer.forward(X2)  # eval mode stays fresh whatever the setting
+
+
+OWNERSHIP_CASES = {
+    "linear": (lambda: Linear(5, 3, rng=0), {}),
+    "relu": (ReLU, {}),
+    "leaky": (lambda: LeakyReLU(alpha=0.1), {}),
+    "sigmoid": (Sigmoid, {"reuses_forward": False}),  # σ comes from chapter 4 as a new array, as before
+    "tanh": (Tanh, {}),
+    "sequential": (lambda: Sequential(Linear(5, 4, rng=0), ReLU(), Linear(4, 3, rng=1), Tanh()), {}),
+}
+
+
+@pytest.mark.parametrize("name", list(OWNERSHIP_CASES))
+def test_outputs_belong_to_the_caller_and_reuse_is_an_equal_opt_in(name, rng):
+    make_layer, flags = OWNERSHIP_CASES[name]
+    check_owned_outputs(make_layer, (6, 5), rng, **flags)
+
+
+def test_sequential_reuse_buffers_reaches_every_layer_and_switches_off():
+    net = Sequential(Linear(3, 2, rng=0), ReLU(), Sequential(Linear(2, 2, rng=1), Tanh()))
+    leaves = [net[0], net[1], net[2][0], net[2][1]]
+    assert net.reuse_buffers() is net and all(layer._reuse for layer in leaves)
+    assert net.reuse_buffers(False) is net and not any(layer._reuse for layer in leaves)
+
+
+def test_loss_gradient_belongs_to_the_caller_and_reuse_is_an_equal_opt_in(rng):
+    (A, B), y = rng.standard_normal((2, 6, 4)).astype(np.float32), rng.integers(0, 4, 6)
+    grads = {}
+    for reuse in (False, True):
+        loss_fn = SoftmaxCrossEntropy().reuse_buffers(reuse)
+        loss_fn.forward(A, y)
+        g1 = loss_fn.backward()
+        kept = g1.copy()
+        loss_fn.forward(B, y)
+        g2 = loss_fn.backward()
+        assert (g1 is g2) == reuse
+        grads[reuse] = (kept, g2.copy())
+    np.testing.assert_allclose(grads[False][0], cross_entropy_grad(A, y), rtol=1e-6)  # the first one intact
+    np.testing.assert_array_equal(grads[True][0], grads[False][0])
+    np.testing.assert_array_equal(grads[True][1], grads[False][1])
 
 
 def test_leaky_relu_validates_alpha():

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradcheck import check_layer_gradients
+from gradcheck import check_layer_gradients, check_owned_outputs
 from handgrad import ShapeError
 from handgrad.ch06_feedforward import Layer, Linear, Sequential
 from handgrad.ch07_regularization import (
@@ -118,6 +118,11 @@ def test_dropout_backward_errors(rng):
     layer.forward(np.zeros((2, 3)))
     with pytest.raises(ShapeError, match="backward expects dY"):
         layer.backward(np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (2, 3, 4, 4)])
+def test_dropout_outputs_belong_to_the_caller_and_reuse_is_an_equal_opt_in(shape, rng):
+    check_owned_outputs(lambda: Dropout(0.5, rng=0), shape, rng)  # the seeded masks must agree too
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradcheck import check_layer_gradients, relative_error
+from gradcheck import check_layer_gradients, check_owned_outputs, relative_error
 from handgrad import ShapeError
 from handgrad.ch08_optimization import AdaGrad, Adam, BatchNorm1D, BatchNorm2D, RMSProp
 
@@ -322,6 +322,19 @@ def test_batch_norm_state_convention_arrays_are_updated_in_place(rng):
         restored.state[k][...] = v  # how a checkpoint restores it
     X = rng.standard_normal((2, 3)).astype(np.float32)
     np.testing.assert_array_equal(restored.forward(X), layer.eval().forward(X))
+
+
+def _batch_norm_with_random_affine(cls, C):
+    layer = cls(C)
+    g = np.random.default_rng(3)
+    layer.params["gamma"][...] = g.uniform(0.5, 1.5, C)  # γ ≠ 1, β ≠ 0: every term of dx counts
+    layer.params["beta"][...] = g.standard_normal(C)
+    return layer
+
+
+@pytest.mark.parametrize("cls, shape", [(BatchNorm1D, (6, 3)), (BatchNorm2D, (3, 2, 4, 4))])
+def test_batch_norm_outputs_belong_to_the_caller_and_reuse_is_an_equal_opt_in(cls, shape, rng):
+    check_owned_outputs(lambda: _batch_norm_with_random_affine(cls, shape[1]), shape, rng)
 
 
 def test_batch_norm_eval_does_not_touch_running_statistics(rng):

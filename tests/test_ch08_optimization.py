@@ -110,6 +110,37 @@ def test_momentum_closed_form_two_steps():
     np.testing.assert_allclose(opt.state["velocity"]["0"], v2)
 
 
+@pytest.mark.parametrize("alpha, eps", [(0.9, 0.05), (0.5, 0.2)])
+def test_nesterov_is_the_books_algorithm_8_3_at_the_look_ahead_point(alpha, eps):
+    """Algorithm 8.3 written out in float64 on least squares, L(θ) = ½‖Xθ − y‖² / n, beside Momentum's
+    reparametrised form: its parameters are the book's look-ahead point θ̃ = θ + α v_b and its velocity is
+    −v_b / ε, at every step (the change of variables of Momentum's docstring)."""
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((20, 5)), rng.standard_normal(20)
+
+    def grad(theta):
+        return X.T @ (X @ theta - y) / len(y)
+
+    theta0 = rng.standard_normal(5)
+    theta, v_b = theta0.copy(), np.zeros(5)  # the book's state
+    phi = theta0.copy()  # Momentum's parameters
+    opt = Momentum(lr=eps, beta=alpha, nesterov=True)
+    moved = 0.0
+    for _ in range(40):
+        interim = theta + alpha * v_b  # θ̃ = θ + α v
+        g = grad(interim)  # g = ∇L(θ̃)
+        v_b = alpha * v_b - eps * g  # v ← α v − ε g
+        theta = theta + v_b  # θ ← θ + v
+        opt.step([phi], [grad(phi)])
+        v = opt.state["velocity"]["0"]
+        np.testing.assert_allclose(phi, theta + alpha * v_b, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(-eps * v, v_b, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(phi + alpha * eps * v, theta, rtol=1e-12, atol=1e-14)  # θ back from φ
+        moved = max(moved, float(np.abs(alpha * v_b).max()))
+    assert moved > 1e-2  # the look-ahead point really differs from θ: the test tells the two apart
+    assert np.linalg.norm(grad(phi)) < 0.5 * np.linalg.norm(grad(theta0))  # and it descends
+
+
 # --------------------------------------------------------------------------------------------------
 # The optimiser contract
 # --------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradcheck import check_layer_gradients, relative_error
+from gradcheck import check_layer_gradients, check_owned_outputs, relative_error
 from handgrad import ShapeError
 from handgrad.ch06_feedforward import ReLU, Sequential
 from handgrad.ch09_convolution import AvgPool2D, Conv2D, Flatten, MaxPool2D, col2im, conv_output_size, im2col
@@ -286,6 +286,24 @@ def test_eval_mode_returns_fresh_arrays(rng):
     a = net.forward(rng.standard_normal((2, 1, 6, 6)))
     b = net.forward(rng.standard_normal((2, 1, 6, 6)))
     assert not np.shares_memory(a, b)
+
+
+OWNERSHIP_CASES = {
+    "conv": (lambda: Conv2D(2, 3, 3, padding=1, rng=0), (2, 2, 6, 6), {}),
+    "conv-strided": (lambda: Conv2D(2, 3, (3, 2), stride=2, rng=0), (2, 2, 7, 6), {}),
+    "maxpool": (lambda: MaxPool2D(2), (2, 3, 6, 6), {}),
+    "maxpool-overlapping": (lambda: MaxPool2D(3, stride=2), (2, 3, 7, 7), {}),
+    "avgpool": (lambda: AvgPool2D(2), (2, 3, 6, 6), {}),
+    # a reshape: forward is a view of the caller's input and dX a view of dY, nothing of the layer's own
+    "flatten": (Flatten, (2, 3, 4, 4), {"reuses_forward": False, "reuses_dX": False}),
+    "cnn": (lambda: Sequential(Conv2D(1, 2, 3, rng=0), ReLU(), MaxPool2D(2), Flatten()), (2, 1, 6, 6), {}),
+}
+
+
+@pytest.mark.parametrize("name", list(OWNERSHIP_CASES))
+def test_outputs_belong_to_the_caller_and_reuse_is_an_equal_opt_in(name, rng):
+    make_layer, shape, flags = OWNERSHIP_CASES[name]
+    check_owned_outputs(make_layer, shape, rng, **flags)
 
 
 def test_backward_without_input_gradient_still_fills_parameter_gradients(rng):

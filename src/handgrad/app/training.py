@@ -242,6 +242,7 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     arch = arch_from_config(config, len(splits.classes), X_train_img.shape[1:])
     rng = set_all_seeds(config.seed)
     model = build_model(arch, rng)
+    model.reuse_buffers()  # the loop keeps no output past the next step: opt into the layers' buffer reuse
     # Reshape once per dataset (views), not once per batch.
     X_train, X_val, X_test = (prepare_inputs(arch, X) for X in (X_train_img, X_val_img, X_test_img))
 

@@ -29,7 +29,7 @@ class _Elementwise(Layer):
         dY = self._check_dY(dY, cache.shape)
         if not self.input_grad:
             return None
-        dX = self._buffer("dX", cache.shape, np.result_type(dY, cache))
+        dX = self._output("dX", cache.shape, np.result_type(dY, cache))
         return self._times_derivative(dY, cache, dX)
 
     def _times_derivative(self, dY, cache, dX):
@@ -60,7 +60,7 @@ class ReLU(_Elementwise):
         zeros = self._zeros
         if zeros is None or zeros.shape != X.shape or zeros.dtype != X.dtype:
             zeros = self._zeros = np.zeros(X.shape, X.dtype)
-        Y = self._buffer("Y", X.shape, X.dtype)
+        Y = self._output("Y", X.shape, X.dtype)
         np.maximum(X, zeros, out=Y)  # eq. 17: Y = max(0, X)
         self._cache = mask
         return Y
@@ -70,7 +70,10 @@ class ReLU(_Elementwise):
 
 
 class LeakyReLU(_Elementwise):
-    """Leaky ReLU, max(0, z) + α min(0, z) with a small slope α for z < 0 (book §6.3.2).
+    """Leaky ReLU, max(0, z) + α min(0, z) with a small slope α for z < 0 (book §6.3.1).
+
+    One of the book's generalisations of the rectified linear unit, h = max(0, z) + α min(0, z) with α
+    fixed and small (§6.3.1: absolute value rectification is α = −1, a parametric ReLU learns α).
 
     Forward: Y = X ⊙ s with s = 1 where X > 0 and α elsewhere.   Backward: dX = dY ⊙ s.
 
@@ -88,7 +91,7 @@ class LeakyReLU(_Elementwise):
         X = as_float_array(X, np.float32)
         slope = self._buffer("slope", X.shape, X.dtype)
         slope[...] = np.where(X > 0, X.dtype.type(1), X.dtype.type(self.alpha))
-        Y = self._buffer("Y", X.shape, X.dtype)
+        Y = self._output("Y", X.shape, X.dtype)
         np.multiply(X, slope, out=Y)
         self._cache = slope
         return Y
@@ -128,7 +131,7 @@ class Tanh(_Elementwise):
 
     def forward(self, X):
         X = as_float_array(X, np.float32)
-        Y = self._buffer("Y", X.shape, X.dtype)
+        Y = self._output("Y", X.shape, X.dtype)
         np.tanh(X, out=Y)
         self._cache = Y  # the output
         return Y

@@ -5,11 +5,26 @@ same names in ``grads``, ``forward(X)`` caching what ``backward(dY)`` needs, and
 dX while writing the parameter gradients *in place* into the arrays of ``grads``. So the dicts of
 references built once (``params, grads = model.params, model.grads``) stay valid for a whole training run.
 
-Buffers: in training mode a layer writes its forward output and its dX into arrays it owns and reuses
-them while the batch shape is unchanged. Such a result is valid until the layer's next ``forward``
-(respectively ``backward``) — the caching caveat PyTorch has for in-place operations. Copy it
-(``Y.copy()``) to keep it longer. In eval mode (``layer.eval()``) every forward returns fresh arrays, so
-evaluation code may keep the outputs of many batches.
+Outputs belong to the caller. ``forward`` returns a new array and so does ``backward`` (dX), by default:
+``a = layer.forward(A); layer.forward(B)`` leaves ``a`` as it was. What a layer keeps only for itself
+(masks, im2col columns, the normalised x̂ of batch norm) lives in arrays it reuses while the batch shape
+is unchanged; those are never handed out.
+
+Buffer reuse is an explicit opt-in for training loops: after ``layer.reuse_buffers()`` (or
+``model.reuse_buffers()`` on a ``Sequential``, which passes it to every layer) a layer in training mode
+writes its forward output and its dX into arrays it owns and reuses them, saving an allocation and a pass
+over fresh memory per layer and step. Such a result is then valid only until the layer's next ``forward``
+(respectively ``backward``) — the caveat PyTorch has for in-place operations; copy it (``Y.copy()``) to
+keep it longer. The numbers are the same either way (a test checks it bit for bit);
+``reuse_buffers(False)`` switches it off again. In eval mode (``layer.eval()``) every forward returns
+fresh arrays whatever the setting, so evaluation code may keep the outputs of many batches.
+
+>>> lin, A, B = Linear(2, 2, rng=0), np.ones((1, 2), np.float32), np.zeros((1, 2), np.float32)
+>>> a = lin.forward(A); kept = a.copy(); b = lin.forward(B)
+>>> a is b, bool((a == kept).all())
+(False, True)
+>>> lin.reuse_buffers().forward(A) is lin.forward(B)  # opted in: one array, overwritten by each call
+True
 """
 
 import numpy as np
@@ -37,6 +52,7 @@ class Layer:
     """
 
     input_grad = True
+    _reuse = False  # reuse_buffers(): a class default, so a subclass that skips __init__ has it too
 
     def __init__(self):
         self.params = {}  # name -> ndarray, updated in place by optimisers
@@ -57,6 +73,14 @@ class Layer:
     def eval(self):
         return self.train(False)
 
+    def reuse_buffers(self, mode=True):
+        """Opt in (``mode=True``) or out of reusing the output and dX arrays in training mode (module doc).
+
+        Returns the layer, so that ``model = build(...).reuse_buffers()`` reads as one step.
+        """
+        self._reuse = bool(mode)
+        return self
+
     def __call__(self, X):
         return self.forward(X)
 
@@ -65,8 +89,16 @@ class Layer:
 
     # helpers for subclasses ----------------------------------------------------------------------
 
+    def _output(self, name, shape, dtype):
+        """An array handed to the caller (forward's output, backward's dX): fresh, unless ``reuse_buffers()``
+        is on and the layer is in training mode, when it is the reused buffer ``name`` (see module doc)."""
+        if not self._reuse:
+            return np.empty(shape, dtype)
+        return self._buffer(name, shape, dtype)
+
     def _buffer(self, name, shape, dtype):
-        """An output array: reused across calls in training mode, fresh in eval mode (see module doc)."""
+        """Internal scratch, never returned to the caller: reused across calls in training mode, fresh in
+        eval mode (see module doc)."""
         if not self.training:
             return np.empty(shape, dtype)
         buf = self._buffers.get(name)
@@ -177,7 +209,7 @@ class Linear(Layer):
         if X.ndim != 2 or X.shape[1] != self.in_features:
             raise ShapeError(f"{self!r} expects input (N, {self.in_features}), got {X.shape}")
         W, b = self.params["W"], self.params["b"]
-        Z = self._buffer("Z", (X.shape[0], self.out_features), np.result_type(X, W))
+        Z = self._output("Z", (X.shape[0], self.out_features), np.result_type(X, W))
         np.matmul(X, W, out=Z)  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
         Z += b  # broadcast over the rows
         self._X = X
@@ -191,5 +223,5 @@ class Linear(Layer):
         if not self.input_grad:
             return None
         W = self.params["W"]
-        dX = self._buffer("dX", X.shape, np.result_type(dZ, W))
+        dX = self._output("dX", X.shape, np.result_type(dZ, W))
         return np.matmul(dZ, W.T, out=dX)  # dX = dZ Wᵀ: (N, D_out) @ (D_out, D_in) -> (N, D_in)

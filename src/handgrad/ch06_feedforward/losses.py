@@ -1,4 +1,8 @@
-"""Softmax output units and the cross-entropy cost (book §6.2.2; design report eqs. 18–19)."""
+"""Softmax output units and the cross-entropy cost (book §6.2.1.1, §6.2.2.3; design report eqs. 18–19).
+
+Notation: Z (N, C) are the logits, the output of the last ``Linear`` (Z = XW + b); 𝓛 is the loss, the
+mean over the N rows of the batch; y holds the targets. ``dZ`` is ∂𝓛/∂Z.
+"""
 
 import numpy as np
 
@@ -39,8 +43,8 @@ def _check_targets(logits, y):
 def cross_entropy_from_logits(logits, y):
     """Mean cross entropy of softmax(logits) against targets (book §6.2.2.3; design report eq. 18).
 
-        L = −(1/B) Σ_i log softmax(L)_{i, y_i}                                          (18)
-        (with targets q as probabilities: L = −(1/B) Σ_i Σ_j q_ij log softmax(L)_ij)
+        𝓛 = −(1/N) Σ_i log softmax(Z)_{i, y_i}                                          (18)
+        (with targets q as probabilities: 𝓛 = −(1/N) Σ_i Σ_j q_ij log softmax(Z)_ij)
 
     log softmax is chapter 4's stable ``log_softmax``; the loss is invariant to adding a constant to a
     row of logits. ``y`` is integer labels (N,) in [0, C) or one-hot/probability rows (N, C). The mean
@@ -59,7 +63,7 @@ def cross_entropy_from_logits(logits, y):
 def cross_entropy_grad(logits, y):
     """Gradient of the mean cross entropy w.r.t. the logits (book §6.2.2.3; design report eq. 19).
 
-        ∂L/∂L_ij = (softmax(L)_ij − 1{j = y_i}) / B                                      (19)
+        ∂𝓛/∂Z_ij = (softmax(Z)_ij − 1{j = y_i}) / N                                      (19)
 
     (with probability targets q the one-hot is replaced by q). Same shape and dtype as the logits.
     """
@@ -77,19 +81,23 @@ def cross_entropy_grad(logits, y):
 class SoftmaxCrossEntropy:
     """Softmax output and mean cross-entropy loss in one object, the fused form (book §6.2.2.3, §6.5).
 
-    ``forward(logits, y)`` computes P = softmax(L) once (shift by the row max, exponentiate, normalise)
-    and the loss of eq. 18 as logsumexp(L_i) − L_{i,y_i} from the same pass; ``backward()`` reuses P:
+    ``forward(logits, y)`` computes P = softmax(Z) once (shift by the row max, exponentiate, normalise)
+    and the loss of eq. 18 as logsumexp(Z_i) − Z_{i,y_i} from the same pass; ``backward()`` reuses P:
 
-        dL = (P − onehot(y)) / B,
+        dZ = ∂𝓛/∂Z = (P − onehot(y)) / N,
 
     which *is* eq. 19 — the same numbers as ``cross_entropy_grad`` (a test checks it), without a second
-    softmax. The returned gradient lives in a buffer reused by the next ``backward`` with the same shape.
+    softmax. The returned gradient is a new array, the caller's to keep; after ``reuse_buffers()`` it
+    is written into one array reused by every ``backward`` with the same shape (the opt-in of the layer
+    convention, ``layers`` module doc; the numbers are the same).
     """
+
+    _reuse = False
 
     def __init__(self):
         self._cache = None  # (P, y)
         self._buffers = {}
-        self._rows = np.arange(0)  # 0, 1, …, N−1: the row index of L_{i, y_i}, kept between batches
+        self._rows = np.arange(0)  # 0, 1, …, N−1: the row index of Z_{i, y_i}, kept between batches
 
     def _row_index(self, n):
         if self._rows.shape[0] != n:
@@ -102,6 +110,11 @@ class SoftmaxCrossEntropy:
             buf = self._buffers[name] = np.empty(shape, dtype)
         return buf
 
+    def reuse_buffers(self, mode=True):
+        """Opt in (or out, ``mode=False``) of reusing the gradient array of ``backward``; returns self."""
+        self._reuse = bool(mode)
+        return self
+
     def __call__(self, logits, y):
         return self.forward(logits, y)
 
@@ -110,18 +123,18 @@ class SoftmaxCrossEntropy:
         n = logits.shape[0]
         m = np.maximum.reduce(logits, axis=1, keepdims=True)  # (N, 1) row maxima
         P = self._buffer("P", logits.shape, logits.dtype)
-        with np.errstate(under="ignore", over="ignore"):  # L − m may overflow to −inf: e^{−inf} = 0 is right
+        with np.errstate(under="ignore", over="ignore"):  # Z − m may overflow to −inf: e^{−inf} = 0 is right
             np.subtract(logits, m, out=P)
-            np.exp(P, out=P)  # e^{L − m}, the largest entry of each row is 1
+            np.exp(P, out=P)  # e^{Z − m}, the largest entry of each row is 1
         s = np.add.reduce(P, axis=1, keepdims=True)  # (N, 1), in [1, C]
         np.divide(P, s, out=P)  # softmax
-        # logsumexp(L_i) = m_i + log s_i; the difference is taken in float64 so it cannot overflow
+        # logsumexp(Z_i) = m_i + log s_i; the difference is taken in float64 so it cannot overflow
         lse = m[:, 0].astype(np.float64)
         lse += np.log(s[:, 0].astype(np.float64))
         if y.ndim == 1:
-            lse -= logits[self._row_index(n), y]  # − L_{i, y_i}
+            lse -= logits[self._row_index(n), y]  # − Z_{i, y_i}
         else:
-            # −Σ_j q_ij (L_ij − lse_i) = lse_i − Σ_j q_ij L_ij   (rows of q sum to 1)
+            # −Σ_j q_ij (Z_ij − lse_i) = lse_i − Σ_j q_ij Z_ij   (rows of q sum to 1)
             lse -= np.einsum("ij,ij->i", y.astype(np.float64), logits.astype(np.float64))
         loss = float(np.add.reduce(lse)) / n  # the mean of eq. 18
         self._cache = (P, y)
@@ -132,10 +145,10 @@ class SoftmaxCrossEntropy:
             raise RuntimeError("SoftmaxCrossEntropy: backward called before forward")
         P, y = self._cache
         n = P.shape[0]
-        G = self._buffer("G", P.shape, P.dtype)
-        np.multiply(P, 1.0 / n, out=G)  # P / B
+        G = self._buffer("G", P.shape, P.dtype) if self._reuse else np.empty(P.shape, P.dtype)
+        np.multiply(P, 1.0 / n, out=G)  # P / N
         if y.ndim == 1:
-            G[self._row_index(n), y] -= G.dtype.type(1.0 / n)  # − onehot / B
+            G[self._row_index(n), y] -= G.dtype.type(1.0 / n)  # − onehot / N
         else:
             G -= y.astype(G.dtype, copy=False) / n
         return G

@@ -19,6 +19,9 @@ class Sequential(Layer):
     ``parameters()`` lists (name, param, grad) with dotted names "<index>.<param>" such as "0.W"; the
     arrays are the layers' own, so updating them in place updates the model. ``params``/``grads`` give
     the same as dicts, so a Sequential is itself a Layer.
+
+    ``reuse_buffers(mode=True)`` passes the opt-in of the layer convention (``layers`` module doc) to every
+    layer: a training loop calls ``model.reuse_buffers()`` once after building the model.
     """
 
     def __init__(self, *layers):
@@ -64,6 +67,13 @@ class Sequential(Layer):
         self.training = bool(mode)
         for layer in self.layers:
             layer.train(mode)
+        return self
+
+    def reuse_buffers(self, mode=True):
+        self._reuse = bool(mode)
+        for layer in self.layers:
+            if hasattr(layer, "reuse_buffers"):  # a duck-typed layer without buffers has nothing to reuse
+                layer.reuse_buffers(mode)
         return self
 
     def forward(self, X):

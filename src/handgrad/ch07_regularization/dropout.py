@@ -48,7 +48,7 @@ class Dropout(Layer):
         np.greater_equal(u, self.p, out=keep)  # P(keep) = 1 − p
         mask = self._buffer("mask", X.shape, X.dtype)
         np.multiply(keep, X.dtype.type(1.0 / (1.0 - self.p)), out=mask)  # m / (1 − p)
-        Y = self._buffer("Y", X.shape, X.dtype)
+        Y = self._output("Y", X.shape, X.dtype)
         np.multiply(X, mask, out=Y)
         self._cache = (mask, X.shape)
         return Y
@@ -60,5 +60,5 @@ class Dropout(Layer):
             return None
         if mask is None:
             return dY
-        dX = self._buffer("dX", mask.shape, np.result_type(dY, mask))
+        dX = self._output("dX", mask.shape, np.result_type(dY, mask))
         return np.multiply(dY, mask, out=dX)

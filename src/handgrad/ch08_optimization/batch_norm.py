@@ -72,7 +72,7 @@ class _BatchNorm(Layer):
         xhat = self._buffer("xhat", X.shape, dtype)
         np.subtract(X, mean.reshape(bshape), out=xhat)
         xhat *= inv_std.reshape(bshape)  # x̂ = (x − μ) / σ
-        Y = self._buffer("Y", X.shape, dtype)
+        Y = self._output("Y", X.shape, dtype)
         np.multiply(xhat, gamma.reshape(bshape), out=Y)
         Y += beta.reshape(bshape)  # y = γ x̂ + β
         self._cache = (xhat, inv_std, self.training)
@@ -86,7 +86,7 @@ class _BatchNorm(Layer):
         gamma = self.params["gamma"]
         dgamma, dbeta = self.grads["gamma"], self.grads["beta"]
         dbeta[...] = dY.sum(axis=axes)  # ∂L/∂β = Σ dy
-        tmp = self._buffer("tmp", xhat.shape, np.result_type(dY, xhat))
+        tmp = self._output("dX", xhat.shape, np.result_type(dY, xhat))  # scratch first, then dX
         np.multiply(dY, xhat, out=tmp)
         dgamma[...] = tmp.sum(axis=axes)  # ∂L/∂γ = Σ dy ⊙ x̂
         if not self.input_grad:

@@ -3,7 +3,7 @@
     SGD (Algorithm 8.1):          θ ← θ − η g                                              (22)
     Momentum (Algorithm 8.2):     v ← βv + g                                               (23)
                                   θ ← θ − η v                                              (24)
-    Nesterov (§8.3.3):            v ← βv + g;   θ ← θ − η (βv + g)
+    Nesterov (Algorithm 8.3):     v ← βv + g;   θ ← θ − η (βv + g)   (at the look-ahead point, see Momentum)
 
 The book writes momentum as v ← αv − εg, θ ← θ + v; with v_book = −ηv and a constant η the two are the
 same trajectory. The form above is PyTorch's ``torch.optim.SGD(momentum=β, dampening=0, nesterov=...)``,
@@ -210,6 +210,26 @@ class Momentum(SGD):
     v starts at zero (so the first step is plain SGD, as in PyTorch) and mirrors the parameters:
     ``state["velocity"][key]``, updated in place. 0 ≤ β < 1. With ``weight_decay=λ`` a weight's g is
     g + λθ (eq. 21), computed first as PyTorch does, so the velocity carries the decay too.
+
+    Nesterov momentum as the book writes it (§8.3.3, Algorithm 8.3), with velocity v_b, momentum α and
+    learning rate ε, evaluates the gradient at an interim point:
+
+        θ̃ = θ + α v_b;    g = ∇L(θ̃);    v_b ← α v_b − ε g;    θ ← θ + v_b.
+
+    The form above (PyTorch's ``nesterov=True``) is the same algorithm after a change of variables: it
+    keeps the look-ahead point φ = θ̃ = θ + α v_b as "the parameters", so the gradient is taken at the
+    stored φ and needs no interim copy, and it keeps v = −v_b / η, with α = β and ε = η. One book step
+    from (θ, v_b) to (θ', v_b'), with g = ∇L(φ), moves the look-ahead point to
+
+        φ' = θ' + α v_b' = (φ − α v_b) + v_b' + α v_b' = φ + α v_b' − ε g    (θ' = θ + v_b', θ = φ − α v_b)
+
+    and substituting v_b = −η v, v_b' = −η v' gives exactly the update the code makes:
+
+        v' = β v + g,    φ' = φ − η β v' − η g = φ − η (β v' + g).
+
+    Both start from v = v_b = 0, so φ₀ = θ₀; after k steps the book's θ_k is φ_k − α v_b = φ_k + β η v_k
+    (a test runs both and compares the iterates). The parameters returned are the look-ahead point; the
+    difference β η v vanishes as the velocity does, at convergence.
     """
 
     hyperparameters = ("lr", "beta", "nesterov", "weight_decay")

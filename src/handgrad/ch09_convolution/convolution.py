@@ -205,7 +205,7 @@ class Conv2D(Layer):
         Y_mat = self._buffer("Y_mat", (N * OH * OW, C_out), dtype)
         np.matmul(cols, W_mat.T, out=Y_mat)  # (N·OH·OW, K) @ (K, C_out) -> (N·OH·OW, C_out)
         Y_mat += b
-        Y = self._buffer("Y", (N, C_out, OH, OW), dtype)
+        Y = self._output("Y", (N, C_out, OH, OW), dtype)
         np.copyto(Y, Y_mat.reshape(N, OH, OW, C_out).transpose(0, 3, 1, 2))  # NHWC -> NCHW
         self._cache = (cols, W_mat, X.shape, Y.shape)
         return Y
@@ -228,7 +228,7 @@ class Conv2D(Layer):
         dXp = self._buffer("dXp", padded, dcols.dtype)
         _col2im_nhwc(dcols, self.kernel_size, self.stride, out_hw, out=dXp)
         (ph, pw), (H, W) = self.padding, x_shape[2:]
-        dX = self._buffer("dX", x_shape, dcols.dtype)
+        dX = self._output("dX", x_shape, dcols.dtype)
         np.copyto(dX, dXp[:, ph : ph + H, pw : pw + W].transpose(0, 3, 1, 2))  # NHWC -> NCHW
         return dX
 

@@ -64,7 +64,7 @@ class MaxPool2D(_Pool2D):
     def forward(self, X):
         X, y_shape = self._prepare(X)
         offsets = list(self._offsets(y_shape[2:]))
-        Y = self._buffer("Y", y_shape, X.dtype)
+        Y = self._output("Y", y_shape, X.dtype)
         Y[...] = X[offsets[0][1]]
         for _, where in offsets[1:]:
             np.maximum(Y, X[where], out=Y)  # propagates NaN, as PyTorch does
@@ -88,7 +88,7 @@ class MaxPool2D(_Pool2D):
         dY = self._check_dY(dY, masks.shape[1:])
         if not self.input_grad:
             return None
-        dX = self._buffer("dX", x_shape, dY.dtype)
+        dX = self._output("dX", x_shape, dY.dtype)
         (kh, kw), (sh, sw), (OH, OW) = self.kernel_size, self.stride, masks.shape[3:]
         if sh < kh or sw < kw:  # overlapping windows: a pixel may collect from several windows
             dX[...] = 0
@@ -113,7 +113,7 @@ class AvgPool2D(_Pool2D):
 
     def forward(self, X):
         X, y_shape = self._prepare(X)
-        Y = self._buffer("Y", y_shape, X.dtype)
+        Y = self._output("Y", y_shape, X.dtype)
         Y[...] = 0
         for _, where in self._offsets(y_shape[2:]):
             Y += X[where]
@@ -127,7 +127,7 @@ class AvgPool2D(_Pool2D):
         if not self.input_grad:
             return None
         share = dY / (self.kernel_size[0] * self.kernel_size[1])
-        dX = self._buffer("dX", x_shape, dY.dtype)
+        dX = self._output("dX", x_shape, dY.dtype)
         dX[...] = 0
         for _, where in self._offsets(y_shape[2:]):
             dX[where] += share
