@@ -28,9 +28,10 @@ The details, in order:
    median) maps to 0 and the brightest ink to 1; values within :data:`NOISE_SIGMAS` robust standard
    deviations of the border's noise become 0, which removes paper texture and sensor noise but keeps
    every grey level of a clean drawing. An image whose ink range is below :data:`MIN_CONTRAST` has no ink.
-4. **Crop, scale, centre** as above. In images bigger than twice the field (56x56 for 28x28) the brightest-ink estimate and the
-   bounding box use a 3x3 median filter and the box ignores ink below :data:`LARGE_BOX_THRESHOLD`, so
-   specks, blur and JPEG ringing neither set the contrast nor stretch the box.
+4. **Crop, scale, centre** as above. In images bigger than twice the field (56x56 for 28x28) the
+   brightest-ink estimate and the bounding box use a 3x3 median filter and the box ignores ink below
+   :data:`LARGE_BOX_THRESHOLD`, so specks, blur and JPEG ringing neither set the contrast nor stretch the
+   box.
 """
 
 from __future__ import annotations

@@ -89,12 +89,13 @@ def _read_verified(path, expected):
 
 
 def _check_pair(X, y, where, spec):
-    """Images uint8 (n, *spec.input_shape) and labels in 0 … n_classes − 1 (uint8 in IDX files, any integer
-    type from a generator), the same number of each; returns (X, y as int64)."""
+    """Images uint8 (n, *spec.input_shape) and labels in 0 … n_classes − 1 (uint8 in IDX files, any
+    integer type from a generator), the same number of each; returns (X, y as int64)."""
     shape = spec.input_shape
     if X.shape[1:] != shape or X.dtype != np.uint8:
         wanted = ", ".join(map(str, ("n", *shape)))
-        raise DatasetError(f"{where}: images must be uint8 ({wanted}) for {spec.name}, got {X.dtype} {X.shape}")
+        raise DatasetError(f"{where}: images must be uint8 ({wanted}) for {spec.name}, "
+                           f"got {X.dtype} {X.shape}")
     if y.ndim != 1 or y.dtype.kind not in "iu" or (spec.source != "generated" and y.dtype != np.uint8):
         raise DatasetError(f"{where}: labels must be {'integers' if spec.source == 'generated' else 'uint8'} "
                            f"(n,), got {y.dtype} {y.shape}")

@@ -83,13 +83,15 @@ class DatasetSpec:
             raise DatasetError(f"dataset {self.name}: input_shape must be (H, W) or (C, H, W) of positive "
                                f"integers, got {self.input_shape!r}")
         if self.kind not in KINDS:
-            raise DatasetError(f"dataset {self.name}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+            raise DatasetError(f"dataset {self.name}: kind must be one of {', '.join(KINDS)}, "
+                               f"got {self.kind!r}")
         if self.source not in SOURCES:
             raise DatasetError(f"dataset {self.name}: source must be one of {', '.join(SOURCES)}, "
                                f"got {self.source!r}")
-        if self.source == "generated" and (not callable(self.generator) or set(self.sizes) != {"train", "test"}):
-            raise DatasetError(f"dataset {self.name}: a generated dataset needs a generator(n, seed) and sizes "
-                               "for 'train' and 'test'")
+        generated = self.source == "generated"
+        if generated and (not callable(self.generator) or set(self.sizes) != {"train", "test"}):
+            raise DatasetError(f"dataset {self.name}: a generated dataset needs a generator(n, seed) and "
+                               "sizes for 'train' and 'test'")
         object.__setattr__(self, "classes", classes)
         object.__setattr__(self, "input_shape", tuple(int(d) for d in shape))
 

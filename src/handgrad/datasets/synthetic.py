@@ -1,10 +1,10 @@
 """Synthetic datasets, generated from a seed and needing no files: digits and coloured shapes.
 
-**Digits** (``synthetic``), an offline stand-in for MNIST. Each class is a seven-segment display digit drawn as thick blocks in a 20x20 box (a pattern fixed for all
-seeds, so any two seeds describe the same ten classes), then jittered per image: a whole-pixel shift of up
-to 3 pixels each way, stroke brightness between 0.6 and 1, and Gaussian pixel noise. Labels are balanced
-(``n // 10`` or one more per class) in a seeded random order. The result has the MNIST layout: uint8
-``(n, 28, 28)`` white on black, int64 labels.
+**Digits** (``synthetic``), an offline stand-in for MNIST. Each class is a seven-segment display digit
+drawn as thick blocks in a 20x20 box (a pattern fixed for all seeds, so any two seeds describe the same
+ten classes), then jittered per image: a whole-pixel shift of up to 2 pixels each way, stroke brightness
+between 0.6 and 1, and Gaussian pixel noise. Labels are balanced (``n // 10`` or one more per class) in a
+seeded random order. The result has the MNIST layout: uint8 ``(n, 28, 28)`` white on black, int64 labels.
 
 **Coloured shapes** (``synthetic-color``), a dataset of another shape: :data:`COLOR_CLASSES` are a red
 square, a green disc, blue horizontal stripes and a yellow cross on a dark background of random colour,
