@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import DatasetError
-from .synthetic import COLOR_CLASSES, COLOR_SHAPE, DIGIT_SIZE, make_synthetic_color, make_synthetic_digits
+from .synthetic import COLOR_CLASSES, COLOR_SHAPE, make_synthetic_color, make_synthetic_digits
 
 DIGITS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
 FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-#: The example shape of MNIST and Fashion-MNIST: 28x28 grayscale.
-MNIST_SHAPE = (DIGIT_SIZE, DIGIT_SIZE)
+#: The example shape of MNIST and Fashion-MNIST (and of the synthetic digits made in their image): 28x28
+#: grayscale.
+MNIST_SHAPE = (28, 28)
 #: Kinds of data a dataset can hold: "images" are (H, W) grayscale or (C, H, W) channels first.
 KINDS = ("images",)
 #: Where a dataset's examples come from.
