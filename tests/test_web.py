@@ -388,6 +388,45 @@ def test_fashion_checkpoints_show_clothing_names(browser, predictor):
         thread.join(timeout=10)
 
 
+def test_a_colour_model_shows_its_own_size_and_colours(browser, tmp_path):
+    from PIL import Image
+
+    from handgrad.datasets import make_synthetic_color
+
+    out = tmp_path / "colour-run"
+    app.train(TrainConfig(dataset="synthetic-color", epochs=1, hidden=(32,), lr=0.05, out=str(out),
+                          plots=False, quiet=True))
+    colour = Predictor.from_checkpoint(out / "best.npz")
+    X, y = make_synthetic_color(8, seed=5)
+    path = tmp_path / "shape.png"
+    Image.fromarray(np.kron(X[0].transpose(1, 2, 0), np.ones((3, 3, 1), np.uint8)), mode="RGB").save(path)
+    srv, thread = start_server(colour)
+    try:
+        t = Page(browser, srv.url)
+        try:
+            assert [b["label"] for b in t.bars()] == colour.classes
+            assert t.page.locator("#preview-size").inner_text() == "16×16"
+            t.page.set_input_files("#upload", str(path))
+            assert t.settled() == "ready"
+            answer = t.last_answer()
+            assert np.array(answer["input"]).shape == (3, 16, 16)
+            data = t.page.eval_on_selector("#preview", """c => ({w: c.width, h: c.height,
+                d: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)})""")
+            rgb = np.array(data["d"]).reshape(data["h"], data["w"], 4)[..., :3]
+            assert rgb.shape == (16, 16, 3)
+            expected = np.round(255 * np.clip(np.array(answer["input"]), 0, 1)).transpose(1, 2, 0)
+            assert np.array_equal(rgb, expected)  # channel by channel: drawn in colour
+            t.stroke(ONE)  # a drawing is resized like any picture, and answered
+            assert t.settled() == "ready" and np.array(t.last_answer()["input"]).shape == (3, 16, 16)
+        finally:
+            t.close()
+        assert t.errors == []
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
+
+
 def test_screenshots(browser, base_url, tmp_path):
     """The README's pictures: a digit being drawn, and the result. Written to tmp_path, or to the folder
     named by HANDGRAD_SCREENSHOTS (to refresh docs/)."""

@@ -106,11 +106,11 @@ def format_report(r: EvalResult) -> str:
 def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="test",
              batch_size=None) -> EvalResult:
     """Evaluate a checkpoint (file or run folder) on a dataset's test split (default: the one it was
-    trained on). ``plots_dir`` also writes the confusion matrix and misclassified digits as PNG.
+    trained on). ``plots_dir`` also writes the confusion matrix and misclassified examples as PNG.
     ``batch_size`` defaults to the model type's (2,000 images for an MLP, 500 for a CNN).
 
     Raises CheckpointError for an unusable checkpoint and DatasetError for a dataset that cannot be
-    loaded or does not fit the model.
+    loaded or does not fit the model (another number of classes or example shape than the model's).
     """
     from ..datasets import DatasetError, load_splits
     from .checkpoint import load_model
@@ -119,8 +119,16 @@ def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="tes
     arch = ckpt.metadata["arch"]
     name = dataset or ckpt.metadata.get("dataset") or "mnist"
     splits = load_splits(name, data_dir)
-    if len(splits.classes) != arch["n_classes"]:
-        raise DatasetError(f"{name} has {len(splits.classes)} classes but the model predicts {arch['n_classes']}")
+    trained_on = ckpt.metadata.get("dataset") or "its own dataset"
+    if splits.n_classes != arch["n_classes"]:
+        raise DatasetError(f"{name} has {splits.n_classes} classes but the model predicts "
+                           f"{arch['n_classes']}; evaluate it on a dataset with as many classes "
+                           f"(it was trained on {trained_on})")
+    model_shape = tuple(arch["input_shape"])
+    if tuple(splits.input_shape) != model_shape:
+        raise DatasetError(f"{name} has examples of shape {tuple(splits.input_shape)} but the model takes "
+                           f"{model_shape}; evaluate it on a dataset of that shape "
+                           f"(it was trained on {trained_on})")
     if split not in ("test", "val", "train"):
         raise ValueError(f"split must be test, val or train, got {split!r}")
     X_img, y = getattr(splits, split)

@@ -1,5 +1,5 @@
-"""The run's figures as PNG files: learning curves, confusion matrix, misclassified digits, first-layer
-weights.
+"""The run's figures as PNG files: learning curves, confusion matrix, misclassified examples, first-layer
+weights. Images of any shape are drawn: (H, W) in grey, (C, H, W) with three channels in colour.
 
 Matplotlib is imported only here and only when a figure is drawn, through ``matplotlib.figure.Figure``
 and the Agg renderer — no pyplot, no GUI backend, no global state — so the library stays light, plotting
@@ -90,21 +90,36 @@ def plot_confusion(cm, classes, path, title=None):
 
 
 def _mosaic(tiles, cols, pad=2, fill=0.0):
-    """Tiles (n, h, w) laid out in one image, ``cols`` per row, separated by ``pad`` pixels of ``fill``."""
-    n, h, w = tiles.shape
+    """Tiles (n, h, w) or RGB tiles (n, h, w, 3) laid out in one image, ``cols`` per row, separated by
+    ``pad`` pixels of ``fill``."""
+    n, h, w = tiles.shape[:3]
     rows = max(1, math.ceil(n / cols))
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), fill, dtype=np.float64)
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, *tiles.shape[3:]), fill, dtype=np.float64)
     for k in range(n):
         r, c = divmod(k, cols)
         out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = tiles[k]
     return out, rows
 
 
+def _pictures(X, input_shape):
+    """Examples (n, *input_shape) as pictures: (n, H, W) grey for (H, W) or one channel, (n, H, W, 3) RGB
+    for three channels (channels first in the data, last for drawing); of other channel counts the first."""
+    shape = tuple(input_shape)
+    X = np.asarray(X, dtype=np.float64).reshape(len(X), *shape)
+    if len(shape) == 2:
+        return X
+    if shape[0] == 3:
+        return X.transpose(0, 2, 3, 1)
+    return X[:, 0]
+
+
 def plot_misclassified(images, y_true, y_pred, classes, path, max_images=36, cols=6):
     """A grid of the first misclassified images, each titled 'predicted (true)'.
 
-    Drawn as one image with text labels (one axes, not one per digit), which keeps it fast.
+    ``images`` are (n, H, W) grayscale or (n, C, H, W) channels first (3 channels drawn as RGB), in
+    [0, 1]. Drawn as one image with text labels (one axes, not one per image), which keeps it fast.
     """
+    images = np.asarray(images)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     wrong = np.flatnonzero(y_pred != y_true)
     shown = wrong[:max_images]
@@ -114,40 +129,54 @@ def plot_misclassified(images, y_true, y_pred, classes, path, max_images=36, col
         return None
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.98 - 0.5 / fig.get_figheight()))
     ax.axis("off")
-    tiles = np.asarray(images)[shown].reshape(len(shown), 28, 28) if len(shown) else np.zeros((0, 28, 28))
-    label_h = 9  # pixels of room above each digit for its label
-    mosaic, _ = _mosaic(np.pad(tiles, ((0, 0), (label_h, 0), (0, 0))), cols, pad=2, fill=1.0)
+    tiles = np.clip(_pictures(images[shown], images.shape[1:]), 0.0, 1.0)
+    h, w = tiles.shape[1:3]
+    label_h, pad = max(5, round(h / 3)), 2  # pixels of room above each image for its label
+    extra = ((0, 0),) * (tiles.ndim - 3)
+    mosaic, _ = _mosaic(np.pad(tiles, ((0, 0), (label_h, 0), (0, 0), *extra)), cols, pad=pad, fill=1.0)
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     for k, i in enumerate(shown):
         r, c = divmod(k, cols)
-        ax.text(2 + c * 30 + 14, 2 + r * (28 + label_h + 2) + label_h / 2, f"{classes[y_pred[i]]} ({classes[y_true[i]]})",
-                ha="center", va="center", fontsize=8, color="crimson")
+        text = f"{classes[y_pred[i]]} ({classes[y_true[i]]})"
+        ax.text(pad + c * (w + pad) + w / 2, pad + r * (h + label_h + pad) + label_h / 2, text, ha="center",
+                va="center", fontsize=min(8.0, 8.0 * 16 / len(text)), color="crimson")  # long names: smaller
     fig.suptitle(f"misclassified: predicted (true), first {len(shown)} of {len(wrong)}", fontsize=10)
     return _save(fig, path)
 
 
-def plot_first_layer(W, path, input_shape=(28, 28), max_units=64):
-    """The first layer's weights as images: the columns of an MLP's W (784, H) as 28×28 pictures, or a
-    convolution's filters W (out, in, kh, kw) (first input channel). Each tile is scaled to its own
-    largest |w|: red positive, blue negative."""
+def plot_first_layer(W, path, input_shape, max_units=64):
+    """The first layer's weights as images: the columns of an MLP's W (D, H), D = the size of
+    ``input_shape``, as pictures of that shape, or a convolution's filters W (out, in, kh, kw).
+
+    Each tile is scaled to its own largest |w|. Grayscale inputs (and a convolution's first input channel
+    when it has other than 3): red positive, blue negative. Colour inputs (3 channels) are drawn as RGB
+    with mid-grey at zero, each channel brighter where its weight is positive and darker where negative."""
     if W is None:
         return None
     W = np.asarray(W, dtype=np.float64)
-    if W.ndim == 2 and W.shape[0] == math.prod(input_shape):
-        tiles, total, what = W.T[:max_units].reshape(-1, *input_shape), W.shape[1], "units"
+    shape = tuple(input_shape)
+    if W.ndim == 2 and W.shape[0] == math.prod(shape):
+        tiles, total, what = _pictures(W.T[:max_units], shape), W.shape[1], "units"
     elif W.ndim == 4:
-        tiles, total, what = W[:max_units, 0], W.shape[0], f"{W.shape[2]}×{W.shape[3]} convolution filters"
+        filters = W[:max_units]
+        tiles = filters.transpose(0, 2, 3, 1) if W.shape[1] == 3 else filters[:, 0]
+        total, what = W.shape[0], f"{W.shape[2]}×{W.shape[3]} convolution filters"
     else:
         return None
     fig = _figure(7, 7.4)
     if fig is None:
         return None
     scale = np.abs(tiles).reshape(len(tiles), -1).max(axis=1)
-    tiles = tiles / np.where(scale > 0, scale, 1.0)[:, None, None]
+    tiles = tiles / np.where(scale > 0, scale, 1.0).reshape(-1, *([1] * (tiles.ndim - 1)))
+    colour = tiles.ndim == 4
     cols = math.ceil(math.sqrt(len(tiles)))
-    mosaic, _ = _mosaic(tiles, cols, pad=1, fill=0.0)
+    if colour:
+        mosaic, _ = _mosaic(0.5 + 0.5 * tiles, cols, pad=1, fill=1.0)
+    else:
+        mosaic, _ = _mosaic(tiles, cols, pad=1, fill=0.0)
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.92))
     ax.axis("off")
     ax.imshow(mosaic, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-    fig.suptitle(f"first-layer weights: {len(tiles)} of {total} {what} (red +, blue −)", fontsize=10)
+    key = "RGB, grey = 0" if colour else "red +, blue −"
+    fig.suptitle(f"first-layer weights: {len(tiles)} of {total} {what} ({key})", fontsize=10)
     return _save(fig, path)

@@ -1,8 +1,11 @@
 """Inference: one code path from a checkpoint and an image to class probabilities.
 
 ``handgrad predict`` and the draw-a-digit page both call :meth:`Predictor.predict_image`, which reads the
-image with the datasets' ``load_image`` (MNIST-style preprocessing: grayscale, white on black, cropped,
-scaled into 20×20, centred by mass in 28×28) and runs the model's forward pass in eval mode.
+image with the datasets' ``load_image`` for the shape the model was trained on (the architecture's
+``input_shape``, which came from the dataset's spec): for grayscale ``(H, W)`` models the MNIST procedure
+(white on black, cropped, scaled into a box of 20/28 of the field, centred by mass: 20×20 in 28×28 for
+MNIST), for colour ``(C, H, W)`` models a plain resize to H×W; ``datasets.images.procedure_for`` decides.
+Then it runs the model's forward pass in eval mode.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ class Predictor:
     """A trained model ready for inference.
 
     Attributes: ``classes`` (class names, index = label), ``dataset`` (what it was trained on), ``arch``
-    (the architecture dict), ``metadata`` (the checkpoint's), ``model`` (the network, in eval mode).
+    (the architecture dict), ``input_shape`` (one example's shape, from the architecture), ``metadata``
+    (the checkpoint's), ``model`` (the network, in eval mode).
     Calls are serialised by a lock, so one Predictor may serve several threads.
     """
 
@@ -34,7 +38,7 @@ class Predictor:
         self.classes = [str(c) for c in classes]
         self.dataset = dataset
         self.metadata = metadata or {}
-        self.input_shape = tuple(arch.get("input_shape", (28, 28)))
+        self.input_shape = tuple(int(d) for d in arch["input_shape"])
         self._lock = threading.Lock()
 
     @classmethod
@@ -51,7 +55,7 @@ class Predictor:
         return cls(model, arch, classes, meta.get("dataset", "unknown"), meta)
 
     def predict_arrays(self, x) -> np.ndarray:
-        """Probabilities (n, C) float64 for images float32 (n, 28, 28) in [0, 1] (or one image (28, 28))."""
+        """Probabilities (n, K) float64 for images float32 (n, *input_shape) in [0, 1] (or one image)."""
         x = np.asarray(x, dtype=np.float32)
         if x.shape == self.input_shape:
             x = x[None]
@@ -66,12 +70,13 @@ class Predictor:
         """Predict one image (a path, bytes, or a binary file object).
 
         Returns ``{"prediction": int, "label": str, "confidence": float, "probabilities": [float, ...],
-        "classes": [str, ...], "input": 28×28 nested list of floats}`` where ``input`` is what the model saw.
+        "classes": [str, ...], "input": nested list of floats of input_shape}`` where ``input`` is what the
+        model saw (H×W for a grayscale model, C×H×W for a colour one).
         Raises DatasetError for data that is not a readable image and OSError for a file that cannot be opened.
         """
         from ..datasets import load_image
 
-        image = load_image(source)
+        image = load_image(source, self.input_shape)
         probs = self.predict_arrays(image)[0]
         k = int(np.argmax(probs))
         return {"prediction": k, "label": self.classes[k], "confidence": float(probs[k]),

@@ -8,7 +8,9 @@ exactly what the command line would print for the same image.
 Routes
     GET  /              the page
     GET  /static/NAME   its script, style sheet and other files from ``app/static``
-    GET  /api/info      ``{"ready", "classes", "dataset", "max_body_bytes", "message"}``
+    GET  /api/info      ``{"ready", "classes", "dataset", "input_shape", "max_body_bytes", "message"}``;
+                        ``input_shape`` is the model's example shape (``[28, 28]`` for MNIST), from the
+                        predictor; the page sizes its preview by it and shows colour inputs in colour
     POST /api/predict   image bytes (``Content-Type: image/png`` or ``image/jpeg``) ->
                         ``{"prediction", "label", "confidence", "probabilities", "classes", "input"}``
 
@@ -110,7 +112,8 @@ def host_allowed(header: str | None, bound_host: str) -> bool:
 
 
 class PredictionService:
-    """What the handler needs from the model: its class names and ``predict_image``.
+    """What the handler needs from the model: its class names and ``predict_image`` (and, to size the
+    page's preview, its ``input_shape``).
 
     Requests run in threads of their own. The layers cache their forward state for backward, so two
     threads running one network at once could mix their caches; :class:`Predictor` serialises its forward
@@ -127,10 +130,12 @@ class PredictionService:
 
     def info(self) -> dict:
         if self.predictor is None:
-            return {"ready": False, "classes": [], "dataset": None,
+            return {"ready": False, "classes": [], "dataset": None, "input_shape": None,
                     "max_body_bytes": MAX_BODY_BYTES, "message": NO_MODEL_MESSAGE}
-        return {"ready": True, "classes": list(self.predictor.classes),
-                "dataset": self.predictor.dataset, "max_body_bytes": MAX_BODY_BYTES, "message": ""}
+        shape = getattr(self.predictor, "input_shape", None)  # None: a predictor that does not say
+        return {"ready": True, "classes": list(self.predictor.classes), "dataset": self.predictor.dataset,
+                "input_shape": None if shape is None else list(shape), "max_body_bytes": MAX_BODY_BYTES,
+                "message": ""}
 
     def predict(self, data: bytes) -> dict:
         from handgrad.datasets import DatasetError
@@ -394,7 +399,9 @@ def serve(checkpoint=None, host: str = "127.0.0.1", port: int = 8000) -> None:
             print(NO_MODEL_MESSAGE, flush=True)
             print(f"Meanwhile the page at {server.url} says the same.", flush=True)
         else:
-            print(f"Serving {checkpoint} ({predictor.dataset}, {len(predictor.classes)} classes) "
+            shape = "×".join(map(str, predictor.input_shape))
+            print(f"Serving {checkpoint} ({predictor.dataset}, {len(predictor.classes)} classes, "
+                  f"{shape} inputs) "
                   f"at {server.url}  (Ctrl-C stops)", flush=True)
         if host_name(host) not in LOCAL_NAMES:
             print(f"note: listening on {host}, reachable from other machines on the network", flush=True)

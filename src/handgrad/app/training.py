@@ -239,7 +239,7 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     if len(y_train) == 0 or len(y_val) == 0:
         raise ConfigError(f"{dataset} leaves no training or validation images")
 
-    arch = arch_from_config(config, len(splits.classes), X_train_img.shape[1:])
+    arch = arch_from_config(config, splits.n_classes, splits.input_shape)  # the shape the data says
     rng = set_all_seeds(config.seed)
     model = build_model(arch, rng)
     model.reuse_buffers()  # the loop keeps no output past the next step: opt into the layers' buffer reuse
@@ -393,7 +393,7 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     best = load_checkpoint(run_dir / "best.npz")
     restore_into(model, best)
     test_loss, test_acc, preds = evaluate_arrays(model, X_test, y_test, config.eval_batch_size)
-    n_classes = len(splits.classes)
+    n_classes = splits.n_classes
     macro_f1 = float(f1_score(y_test, preds, average="macro", n_classes=n_classes))
 
     if config.plots and history:
@@ -427,4 +427,4 @@ def _write_plots(run_dir, history, model, arch, X_test_img, y_test, preds, class
     plots.plot_curves(history, run_dir / "curves.png", title=f"{describe(arch)} on {dataset}")
     plots.plot_confusion(cm, classes, run_dir / "confusion.png", title=f"{dataset} test: accuracy {100 * acc:.2f}%")
     plots.plot_misclassified(X_test_img, y_test, preds, classes, run_dir / "misclassified.png")
-    plots.plot_first_layer(first_layer_weights(model), run_dir / "weights.png", tuple(arch.get("input_shape", (28, 28))))
+    plots.plot_first_layer(first_layer_weights(model), run_dir / "weights.png", tuple(arch["input_shape"]))

@@ -1,10 +1,19 @@
-"""The user's own images, turned into MNIST-like inputs.
+"""The user's own images, turned into inputs of a dataset's shape.
 
-:func:`load_image` decodes anything Pillow reads; :func:`preprocess_image` then follows the procedure
-that made MNIST (LeCun et al.): grayscale, white ink on black, the ink's bounding box scaled to fit a
-20x20 box with its aspect ratio kept (anti-aliased: area averaging when shrinking, Lanczos when
-enlarging), and pasted into a 28x28 field so that the centre of mass falls on pixel (14, 14) (row and
-column index), moving by whole pixels and clipped so that no ink falls off the field.
+:func:`load_image` decodes anything Pillow reads and prepares it for an example shape ``input_shape``;
+:func:`procedure_for` is the one place that decides how (see there):
+
+* **digits**, for grayscale ``(H, W)`` datasets (MNIST, Fashion-MNIST, the synthetic digits):
+  :func:`preprocess_image` follows the procedure that made MNIST (LeCun et al.): grayscale, white ink on
+  black, the ink's bounding box scaled to fit a box of 20/28 of the field with its aspect ratio kept
+  (anti-aliased: area averaging when shrinking, Lanczos when enlarging), and pasted into the H x W field
+  so that the centre of mass falls on its centre pixel (for 28x28: a 20x20 box, centre of mass on pixel
+  (14, 14), row and column index), moving by whole pixels and clipped so that no ink falls off the field;
+* **resize**, for channels-first ``(C, H, W)`` datasets with 3 channels (RGB) or 1 (grayscale):
+  :func:`resize_image` scales the whole picture to H x W (area averaging when shrinking, bicubic when
+  enlarging; transparency composited over black) and returns it channels first in [0, 1].
+
+The digit procedure in detail:
 
 The details, in order:
 
@@ -19,9 +28,10 @@ The details, in order:
    median) maps to 0 and the brightest ink to 1; values within :data:`NOISE_SIGMAS` robust standard
    deviations of the border's noise become 0, which removes paper texture and sensor noise but keeps
    every grey level of a clean drawing. An image whose ink range is below :data:`MIN_CONTRAST` has no ink.
-4. **Crop, scale, centre** as above. In images bigger than 56x56 the brightest-ink estimate and the
-   bounding box use a 3x3 median filter and the box ignores ink below :data:`LARGE_BOX_THRESHOLD`, so
-   specks, blur and JPEG ringing neither set the contrast nor stretch the box.
+4. **Crop, scale, centre** as above. In images bigger than twice the field (56x56 for 28x28) the
+   brightest-ink estimate and the bounding box use a 3x3 median filter and the box ignores ink below
+   :data:`LARGE_BOX_THRESHOLD`, so specks, blur and JPEG ringing neither set the contrast nor stretch the
+   box.
 """
 
 from __future__ import annotations
@@ -46,7 +56,10 @@ WORK_SIZE = 512
 LARGE_BOX_THRESHOLD = 0.2
 #: Smallest difference between background and brightest ink that counts as ink at all.
 MIN_CONTRAST = 0.08
-FIELD, BOX, CENTRE = 28, 20, 14
+#: MNIST's digit box as a fraction of its field: 20 of 28 pixels.
+BOX_RATIO = 20 / 28
+#: The two ways of preparing an image (see :func:`procedure_for`).
+PROCEDURES = ("digits", "resize")
 
 
 def _pil():
@@ -57,19 +70,46 @@ def _pil():
     return Image, ImageOps
 
 
-def load_image(source):
-    """Read an image and return it MNIST-style: float32 ``(28, 28)`` in [0, 1], white digit on black.
+def procedure_for(input_shape):
+    """How an image is prepared for examples of ``input_shape``: ``"digits"`` for ``(H, W)`` (the MNIST
+    procedure), ``"resize"`` for ``(C, H, W)`` with C = 3 (RGB) or 1 (grayscale).
 
-    ``source`` is a path (str or PathLike), the file's raw ``bytes``, or a binary file object.
+    This is the one place that decides: prediction passes the shape the model was trained on (its
+    checkpoint's architecture, which came from the dataset's spec). Other shapes raise DatasetError.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == 2 and min(shape) > 0:
+        return "digits"
+    if len(shape) == 3 and shape[0] in (1, 3) and min(shape) > 0:
+        return "resize"
+    raise DatasetError(f"cannot prepare images for examples of shape {shape}: expected (H, W) grayscale or "
+                       "(C, H, W) with 1 or 3 channels")
+
+
+def _default_shape():
+    from .registry import MNIST_SHAPE
+
+    return MNIST_SHAPE
+
+
+def load_image(source, input_shape=None):
+    """Read an image and prepare it for examples of ``input_shape`` (default: MNIST's).
+
+    For ``(H, W)``: MNIST-style, float32 ``(H, W)`` in [0, 1], white digit on black. For ``(C, H, W)``:
+    resized to H x W, float32 ``(C, H, W)`` in [0, 1], RGB (C = 3) or grayscale (C = 1); see
+    :func:`procedure_for`. ``source`` is a path (str or PathLike), the file's raw ``bytes``, or a binary
+    file object.
 
     Raises
     ------
     DatasetError
         Not an image Pillow can read, truncated or corrupt data, a decompression bomb (more than
-        :data:`MAX_IMAGE_PIXELS` pixels), or an image without ink.
+        :data:`MAX_IMAGE_PIXELS` pixels), a digit image without ink, or a shape no procedure handles.
     OSError
         The file cannot be opened (``FileNotFoundError``, ``PermissionError``, ...).
     """
+    input_shape = tuple(_default_shape() if input_shape is None else input_shape)
+    procedure = procedure_for(input_shape)
     Image, ImageOps = _pil()
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, stream = "the uploaded data", io.BytesIO(bytes(source))
@@ -99,7 +139,30 @@ def load_image(source):
         raise DatasetError(f"{name} is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP ...)") from e
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
         raise DatasetError(f"{name}: the image data is truncated or corrupt ({e})") from e
-    return preprocess_image(img, name=name)
+    if procedure == "resize":
+        return resize_image(img, input_shape, name=name)
+    return preprocess_image(img, name=name, field=input_shape)
+
+
+def resize_image(img, input_shape, name="image"):
+    """A decoded Pillow image scaled to ``input_shape`` = (C, H, W): float32 channels first in [0, 1].
+
+    C = 3 gives RGB, C = 1 luminance; transparent pixels are composited over black. Shrinking averages
+    areas (box filter), enlarging is bicubic; the aspect ratio follows the target, as in the dataset.
+    """
+    Image, _ = _pil()
+    channels, h, w = input_shape
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    if img.width == 0 or img.height == 0:
+        raise DatasetError(f"{name}: the image is empty (0 pixels)")
+    rgba = img.convert("RGBA")
+    black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    rgb = Image.alpha_composite(black, rgba).convert("RGB" if channels == 3 else "L")
+    shrinking = w <= rgb.width and h <= rgb.height
+    out = rgb.resize((w, h), Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC)
+    a = np.asarray(out, dtype=np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(a.transpose(2, 0, 1)) if channels == 3 else a[None]
 
 
 def to_grayscale(img):
@@ -151,12 +214,16 @@ def _shrink(img):
         return img
 
 
-def preprocess_image(img, name="image"):
-    """The MNIST procedure for an already decoded Pillow image (see the module docstring).
+def preprocess_image(img, name="image", field=None):
+    """The MNIST procedure for an already decoded Pillow image (see the module docstring), into a field of
+    ``field`` = (H, W) pixels (default: MNIST's 28 x 28).
 
-    Returns float32 ``(28, 28)`` in [0, 1]; raises :class:`DatasetError` when the image holds no ink.
+    Returns float32 ``(H, W)`` in [0, 1]; raises :class:`DatasetError` when the image holds no ink.
     """
     Image, _ = _pil()
+    field_h, field_w = tuple(_default_shape() if field is None else field)
+    box = max(1, round(BOX_RATIO * min(field_h, field_w)))
+    centre_row, centre_col = field_h / 2, field_w / 2
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     g = to_grayscale(_shrink(img))
@@ -172,7 +239,7 @@ def preprocess_image(img, name="image"):
     border = _border(g)
     bg = np.median(border)
     sigma = 1.4826 * np.median(np.abs(border - bg))  # robust noise level of the background
-    large = min(g.shape) > 2 * FIELD
+    large = min(g.shape) > 2 * max(field_h, field_w)
     smooth = _median3(g) if large else g
     top = smooth.max()
     if top - bg < MIN_CONTRAST:
@@ -186,7 +253,7 @@ def preprocess_image(img, name="image"):
         raise DatasetError(f"{name}: no ink found; draw a digit first")
     ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h, w = ink.shape
-    s = BOX / max(h, w)
+    s = box / max(h, w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     if (nh, nw) != (h, w):
         # Enlarging: Lanczos, for smooth strokes. Shrinking: area averaging (box), the anti-aliasing that
@@ -199,8 +266,8 @@ def preprocess_image(img, name="image"):
         raise DatasetError(f"{name}: no ink left after scaling")
     cy = (ink.sum(axis=1) @ np.arange(nh)) / total
     cx = (ink.sum(axis=0) @ np.arange(nw)) / total
-    top_row = int(np.clip(round(CENTRE - cy), 0, FIELD - nh))
-    left = int(np.clip(round(CENTRE - cx), 0, FIELD - nw))
-    out = np.zeros((FIELD, FIELD), dtype=np.float32)
+    top_row = int(np.clip(round(centre_row - cy), 0, field_h - nh))
+    left = int(np.clip(round(centre_col - cx), 0, field_w - nw))
+    out = np.zeros((field_h, field_w), dtype=np.float32)
     out[top_row:top_row + nh, left:left + nw] = ink
     return out

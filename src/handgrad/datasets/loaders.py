@@ -30,11 +30,8 @@ from . import download as _download
 from . import registry
 from .errors import ChecksumError, DatasetError, DatasetNotFoundError
 from .idx import read_idx_with_sha256
-from .synthetic import make_synthetic_digits
 
 SPLITS = ("train", "test")
-#: Default sizes of the ``synthetic`` dataset.
-SYNTHETIC_SIZES = {"train": 6000, "test": 1000}
 #: Validation images held out of a full-size training set.
 FULL_VAL_SIZE = 10_000
 
@@ -92,15 +89,23 @@ def _read_verified(path, expected):
     return array
 
 
-def _check_pair(X, y, where):
-    if X.ndim != 3 or X.shape[1:] != (28, 28) or X.dtype != np.uint8:
-        raise DatasetError(f"{where}: images must be uint8 (n, 28, 28), got {X.dtype} {X.shape}")
-    if y.ndim != 1 or y.dtype != np.uint8:
-        raise DatasetError(f"{where}: labels must be uint8 (n,), got {y.dtype} {y.shape}")
+def _check_pair(X, y, where, spec):
+    """Images uint8 (n, *spec.input_shape) and labels in 0 … n_classes − 1 (uint8 in IDX files, any
+    integer type from a generator), the same number of each; returns (X, y as int64)."""
+    shape = spec.input_shape
+    if X.shape[1:] != shape or X.dtype != np.uint8:
+        wanted = ", ".join(map(str, ("n", *shape)))
+        raise DatasetError(f"{where}: images must be uint8 ({wanted}) for {spec.name}, "
+                           f"got {X.dtype} {X.shape}")
+    if y.ndim != 1 or y.dtype.kind not in "iu" or (spec.source != "generated" and y.dtype != np.uint8):
+        raise DatasetError(f"{where}: labels must be {'integers' if spec.source == 'generated' else 'uint8'} "
+                           f"(n,), got {y.dtype} {y.shape}")
     if len(X) != len(y):
         raise DatasetError(f"{where}: {len(X):,} images but {len(y):,} labels; the counts must agree")
-    if len(y) and y.max() > 9:
-        raise DatasetError(f"{where}: labels must be 0-9, found {int(y.max())}")
+    if len(y) and (y.min() < 0 or y.max() >= spec.n_classes):
+        bad = int(y.min()) if y.min() < 0 else int(y.max())
+        raise DatasetError(f"{where}: labels must be 0-{spec.n_classes - 1} ({spec.n_classes} classes), "
+                           f"found {bad}")
     return X, y.astype(np.int64)
 
 
@@ -122,25 +127,28 @@ def _load_files(name, data_dir, split, download, progress):
                 raise DatasetNotFoundError(_not_found_message(name, missing, folders, f"files not found ({e})")) from e
     X = _read_verified(paths[0], spec.sha256[stems[0]])
     y = _read_verified(paths[1], spec.sha256[stems[1]])
-    return _check_pair(X, y, f"{name} {split} ({paths[0]}, {paths[1]})")
+    return _check_pair(X, y, f"{name} {split} ({paths[0]}, {paths[1]})", spec)
 
 
-def _load_sample(split):
+def _load_sample(spec, split):
     manifest = registry.sample_manifest()
     stems = registry.STEMS[split]
     arrays = []
     for stem in stems:
         entry = manifest["files"][stem]
         arrays.append(_read_verified(registry.SAMPLE_DIR / entry["file"], entry["sha256"]))
-    return _check_pair(arrays[0], arrays[1], f"mnist-sample {split}")
+    return _check_pair(arrays[0], arrays[1], f"{spec.name} {split}", spec)
 
 
 def load_dataset(name, data_dir=None, split="train", download=True, *, progress=None, seed=0):
-    """Load one split of a dataset as ``(X uint8 (n, 28, 28), y int64 (n,))``.
+    """Load one split of a dataset as ``(X uint8 (n, *input_shape), y int64 (n,))``, ``input_shape`` being
+    the dataset's (``get_spec(name).input_shape``: ``(28, 28)`` for the MNIST family, channels first for
+    colour images such as ``synthetic-color``'s ``(3, 16, 16)``).
 
     Parameters
     ----------
-    name : one of :data:`DATASET_NAMES` (``mnist``, ``fashion-mnist``, ``mnist-sample``, ``synthetic``)
+    name : one of :data:`DATASET_NAMES` (``mnist``, ``fashion-mnist``, ``mnist-sample``, ``synthetic``,
+        ``synthetic-color`` and any registered with :func:`register_dataset`)
     data_dir : path, optional
         A root folder holding ``<name>/`` sub-folders, searched first (see the module docstring).
     split : ``"train"`` or ``"test"``
@@ -150,34 +158,54 @@ def load_dataset(name, data_dir=None, split="train", download=True, *, progress=
     progress : bool or None
         Download progress bar (``None``: only on a terminal).
     seed : int
-        Only for ``synthetic``: the training set is ``make_synthetic_digits(6000, seed)`` and the test set
-        ``make_synthetic_digits(1000, [seed, 1])``, so the two never coincide.
+        Only for generated datasets: the training set is ``generator(sizes["train"], seed)`` and the test
+        set ``generator(sizes["test"], [seed, 1])``, so the two never coincide (for ``synthetic``:
+        ``make_synthetic_digits(6000, seed)`` and ``make_synthetic_digits(1000, [seed, 1])``).
 
     Raises
     ------
     DatasetNotFoundError
         The files are nowhere and could not be downloaded; the message says where it looked and what to do.
     ChecksumError, DatasetError
-        A file is malformed or fails verification, or the image and label counts disagree.
+        A file is malformed or fails verification, the images are not of the dataset's shape, a label is
+        outside its classes, or the image and label counts disagree.
     """
     spec = registry.get_spec(name)
     check_choice(split, "split", SPLITS)
-    if spec.kind == "generated":
-        return make_synthetic_digits(SYNTHETIC_SIZES[split], seed=seed if split == "train" else [seed, 1])
-    if spec.kind == "bundled":
-        return _load_sample(split)
+    if spec.source == "generated":
+        X, y = spec.generator(spec.sizes[split], seed if split == "train" else [seed, 1])
+        return _check_pair(np.asarray(X), np.asarray(y), f"{name} {split} (generated)", spec)
+    if spec.source == "bundled":
+        return _load_sample(spec, split)
     return _load_files(name, data_dir, split, download, progress)
 
 
 class Splits(NamedTuple):
     """A dataset ready for training: ``train``, ``val`` and ``test`` are each ``(X, y)`` with X float32
-    ``(n, 28, 28)`` in [0, 1] and y int64 ``(n,)``; ``classes`` are the class names (index = label)."""
+    ``(n, *input_shape)`` in [0, 1] and y int64 ``(n,)``; ``classes`` are the class names (index = label);
+    ``spec`` is the dataset's :class:`~handgrad.datasets.registry.DatasetSpec`, whose ``input_shape``,
+    ``n_classes`` and ``kind`` are also read here directly."""
 
     name: str
     classes: list
     train: tuple
     val: tuple
     test: tuple
+    spec: registry.DatasetSpec
+
+    @property
+    def input_shape(self) -> tuple:
+        """One example's shape, e.g. ``(28, 28)`` or ``(3, 16, 16)``."""
+        return self.spec.input_shape
+
+    @property
+    def n_classes(self) -> int:
+        return self.spec.n_classes
+
+    @property
+    def kind(self) -> str:
+        """The kind of data (``"images"``)."""
+        return self.spec.kind
 
 
 def default_val_size(n_train):
@@ -200,7 +228,8 @@ def load_splits(name, data_dir=None, download=True, val_size=None, *, progress=N
     split), so it is the same on every machine and for every seed; the default is
     :func:`default_val_size` (10,000 for the full datasets, one sixth for the small ones). The bundled
     ``mnist-sample`` is ordered so that its last 1,000 training images hold exactly 100 per class.
-    ``val_size=0`` keeps every training image for training (``val`` is then empty).
+    ``val_size=0`` keeps every training image for training (``val`` is then empty). Every ``X`` is float32
+    in [0, 1] of shape ``(n, *input_shape)``, whatever the dataset's shape.
     """
     X_train, y_train = load_dataset(name, data_dir, "train", download, progress=progress, seed=seed)
     X_test, y_test = load_dataset(name, data_dir, "test", download, progress=progress, seed=seed)
@@ -210,10 +239,12 @@ def load_splits(name, data_dir=None, download=True, val_size=None, *, progress=N
     val_size = check_int(val_size, f"val_size for {name} ({n:,} training images)", low=0, high=n - 1)
     cut = n - val_size
     X = to_float(X_train)
+    spec = registry.get_spec(name)
     return Splits(
         name=name,
-        classes=registry.class_names(name),
+        classes=list(spec.classes),
         train=(X[:cut], y_train[:cut]),
         val=(X[cut:], y_train[cut:]),
         test=(to_float(X_test), y_test),
+        spec=spec,
     )

@@ -48,9 +48,12 @@ from ...ch06_feedforward import Sequential
 from ...ch07_regularization import Dropout
 from ...ch08_optimization import BatchNorm2D
 from ...ch09_convolution import Conv2D, Flatten, MaxPool2D
+from ...datasets.registry import get_spec
 from .dense import (ACTIVATION_LAYERS, check_dense_head, check_input_shape, check_keys, dense_layers,
                     dense_parameter_count, regulariser_text)
 from .registry import ArchitectureError, ModelType, register_model_type
+
+MNIST = get_spec("mnist")
 
 __all__ = ["cnn_arch", "build_cnn", "CNN", "CNN_EVAL_BATCH_SIZE"]
 
@@ -59,9 +62,11 @@ KEYS = ("type", "input_shape", "channels", "kernel_size", "hidden", "activation"
 CNN_EVAL_BATCH_SIZE = 500  # images per forward pass in evaluation: bounds the im2col matrices (~60 MB here)
 
 
-def cnn_arch(channels=(16, 32, 64), hidden=(128,), activation="relu", n_classes=10, input_shape=(28, 28),
-             kernel_size=3, batch_norm=True, dropout=0.25, init="glorot_uniform"):
-    """The architecture dict of the CNN (module docstring); ``init`` is the dense layers' initialisation."""
+def cnn_arch(channels=(16, 32, 64), hidden=(128,), activation="relu", n_classes=MNIST.n_classes,
+             input_shape=MNIST.input_shape, kernel_size=3, batch_norm=True, dropout=0.25,
+             init="glorot_uniform"):
+    """The architecture dict of the CNN (module docstring); ``init`` is the dense layers' initialisation.
+    The shape and class count default to MNIST's (the reference data); training takes the dataset's."""
     return {"type": "cnn", "input_shape": [int(s) for s in input_shape], "channels": [int(c) for c in channels],
             "kernel_size": int(kernel_size), "hidden": [int(h) for h in hidden], "activation": activation,
             "batch_norm": bool(batch_norm), "dropout": float(dropout), "init": init, "n_classes": int(n_classes)}

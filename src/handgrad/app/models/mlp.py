@@ -20,18 +20,22 @@ import math
 
 from ... import ShapeError
 from ...ch06_feedforward import Sequential
+from ...datasets.registry import get_spec
 from .dense import check_dense_head, check_input_shape, check_keys, dense_layers, dense_parameter_count, regulariser_text
 from .registry import ArchitectureError, ModelType, register_model_type
+
+MNIST = get_spec("mnist")
 
 __all__ = ["mlp_arch", "MLP"]
 
 KEYS = ("type", "input_shape", "hidden", "activation", "init", "n_classes")
 
 
-def mlp_arch(hidden=(512,), activation="relu", n_classes=10, input_shape=(28, 28), init="glorot_uniform",
-             dropout=0.0, batch_norm=False):
+def mlp_arch(hidden=(512,), activation="relu", n_classes=MNIST.n_classes, input_shape=MNIST.input_shape,
+             init="glorot_uniform", dropout=0.0, batch_norm=False):
     """The architecture dict of an MLP: input -> [Linear, (BatchNorm1D), activation, (Dropout)] per hidden
-    size -> Linear(n_classes). ``dropout``/``batch_norm`` keys appear only when they are on."""
+    size -> Linear(n_classes). ``dropout``/``batch_norm`` keys appear only when they are on. The shape and
+    class count default to MNIST's (the reference data); training takes them from the dataset."""
     arch = {"type": "mlp", "input_shape": [int(s) for s in input_shape], "hidden": [int(h) for h in hidden],
             "activation": activation, "init": init, "n_classes": int(n_classes)}
     if batch_norm:

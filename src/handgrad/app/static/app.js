@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const BRUSH = 22;        // pen width on the 280-px canvas: about 2.2 px of the 28-px image, like MNIST
+  const BRUSH = 22;        // pen width on the 280-px canvas: about 2.2 px of an MNIST-sized image
   const INTERVAL_MS = 150; // while drawing, at most one prediction per interval
   const ACCEPTED = ["image/png", "image/jpeg"];
 
@@ -107,14 +107,25 @@
       row.querySelector(".bar-fill").style.width = `${(100 * p).toFixed(2)}%`;
       row.querySelector(".bar-value").textContent = `${(100 * p).toFixed(1)}%`;
     });
-    // The 28x28 image the model received, values in [0, 1], drawn as grey levels.
-    const image = pctx.createImageData(28, 28);
-    r.input.forEach((line, y) => line.forEach((v, x) => {
-      const g = Math.round(255 * Math.min(1, Math.max(0, v)));
-      const k = 4 * (28 * y + x);
-      image.data[k] = image.data[k + 1] = image.data[k + 2] = g;
-      image.data[k + 3] = 255;
-    }));
+    // The image the model received, values in [0, 1]: H x W grey levels, or C x H x W channels first
+    // (three channels drawn as RGB, one as grey).
+    const planes = Array.isArray(r.input[0][0]) ? r.input : [r.input];
+    const height = planes[0].length, width = planes[0][0].length;
+    if (preview.width !== width || preview.height !== height) {
+      preview.width = width;
+      preview.height = height;
+    }
+    const rgb = planes.length === 3 ? planes : [planes[0], planes[0], planes[0]];
+    const image = pctx.createImageData(width, height);
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const k = 4 * (width * y + x);
+        for (let c = 0; c < 3; c++) {
+          image.data[k + c] = Math.round(255 * Math.min(1, Math.max(0, rgb[c][y][x])));
+        }
+        image.data[k + 3] = 255;
+      }
+    }
     pctx.putImageData(image, 0, 0);
     result.dataset.state = "ready";
   }
@@ -292,6 +303,12 @@
       document.querySelector("h1 .thin").textContent = fashion ? "· draw a clothing item" : "· draw a digit";
       $("subtitle").textContent =
         `Model trained on ${info.dataset}: ${info.classes.length} classes. Predictions appear as you draw.`;
+      if (info.input_shape) {  // the preview shows what the model sees, at the model's size
+        const [height, width] = info.input_shape.slice(-2);
+        preview.width = width;
+        preview.height = height;
+        $("preview-size").textContent = `${height}×${width}`;
+      }
       buildBars(info.classes);
       showEmpty();
       document.body.dataset.ready = "true";
