@@ -395,7 +395,7 @@ def _save_failed(run: RunState, path, err) -> CheckpointError:
     else:
         intact = "no checkpoint was written yet"
     then = (f"free space and continue with --resume {run.run_dir}" if "last.npz" in run.saved
-            else "free space and start the run again")
+            else "free space and start the run again with a new --out")
     error = CheckpointError(f"{head}; {intact}; {then}")
     error.path = str(path)
     return error
