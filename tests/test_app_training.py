@@ -253,9 +253,9 @@ def test_a_checkpoint_that_cannot_be_written_says_what_is_intact_and_the_run_res
         train(quick(tmp_path, "full", epochs=3))
     best = load_checkpoint(run / "best.npz").metadata["epoch"]
     assert best == 2  # written just before last.npz failed
-    assert str(info.value) == (f"cannot write {run / 'last.npz'}: No space left on device; {run / 'best.npz'} "
-                               f"(epoch 2) and last.npz (epoch 1) are intact; free space and continue with "
-                               f"--resume {run}")
+    assert str(info.value) == (f"cannot write {run / 'last.npz'}: No space left on device; "
+                               f"{run / 'best.npz'} (epoch 2) and last.npz (epoch 1) are intact; "
+                               f"free space and continue with --resume {run}")
     assert info.value.path == str(run / "last.npz")
     assert load_checkpoint(run / "last.npz").metadata["epoch"] == 1  # the previous one, intact
     monkeypatch.undo()
@@ -272,5 +272,6 @@ def test_a_failed_write_from_the_checkpoint_module_keeps_its_message(tmp_path, m
     _failing_save(monkeypatch, 0, "best.npz", error)
     with pytest.raises(CheckpointError) as info:
         train(quick(tmp_path, "c", epochs=1, limit=300))
-    assert str(info.value) == (f"cannot write {tmp_path / 'c' / 'best.npz'}: Read-only file system; no "
-                               "checkpoint was written yet; free space and start the run again with a new --out")
+    assert str(info.value) == (f"cannot write {tmp_path / 'c' / 'best.npz'}: Read-only file system; "
+                               "no checkpoint was written yet; free space and start the run again with a new "
+                               "--out")
