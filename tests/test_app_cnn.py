@@ -244,17 +244,26 @@ def test_help_shows_the_new_options(capsys):
         assert option in text, option
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--model", "rnn"], "--model"), (["--dropout", "1"], "--dropout"), (["--dropout", "x"], "--dropout"),
-    (["--channels", "16,0"], "--channels"), (["--channels", "a"], "--channels"), (["--patience", "0"], "--patience"),
-    (["--lr-gamma", "2"], "--lr-gamma"), (["--lr-step-epochs", "0"], "--lr-step-epochs"),
-    (["--augment-shift", "9"], "--augment-shift"), (["--optimizer", "lbfgs"], "--optimizer"),
-    (["--schedule", "onecycle"], "--schedule"), (["--augment-degrees", "-5"], "--augment-degrees"),
+@pytest.mark.parametrize("argv, fragment, status", [
+    (["--dropout", "x"], "argument --dropout: invalid float value: 'x'", 2),
+    (["--channels", "a"], "argument --channels: expected comma-separated sizes", 2),
+    (["--model", "rnn"], "model must be one of mlp, cnn; got 'rnn'", 1),
+    (["--dropout", "1"], "dropout must be in [0, 1), got 1.0", 1),
+    (["--channels", "16,0"], "channels must be zero or more positive sizes, got (16, 0)", 1),
+    (["--patience", "0"], "patience must be a positive integer, got 0", 1),
+    (["--lr-gamma", "2"], "lr_gamma must be in (0, 1], got 2.0", 1),
+    (["--lr-step-epochs", "0"], "lr_step_epochs must be positive, got 0.0", 1),
+    (["--augment-shift", "9"], "augment_shift must be an integer in [0, 8], got 9", 1),
+    (["--optimizer", "lbfgs"], "optimizer must be one of sgd, momentum, adam, adamw, rmsprop, adagrad", 1),
+    (["--schedule", "onecycle"], "schedule must be one of constant, cosine, step, exponential; got 'onecycle'", 1),
+    (["--augment-degrees", "-5"], "augment_degrees must be in [0, 180], got -5.0", 1),
 ])
-def test_bad_option_values_are_one_line_errors(argv, fragment, capsys):
+def test_bad_option_values_are_one_line_errors(argv, fragment, status, capsys):
+    """A malformed value is a usage error (2); a well-formed bad one TrainConfig's ConfigError (1)."""
     code, out, err = run(capsys, "train", *argv)
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("handgrad: error: ") and fragment in lines[0], err
+    assert code == status and len(lines) == 1 and lines[0].startswith("handgrad: error: "), err
+    assert fragment in lines[0], err
     assert "Traceback" not in err and out == ""
 
 

@@ -203,3 +203,75 @@ def test_config_round_trips_through_json_and_ignores_unknown_keys(tmp_path):
     c.save(tmp_path / "config.json")
     assert TrainConfig.load(tmp_path / "config.json") == c
     assert TrainConfig.from_dict({**c.to_dict(), "an_option_from_a_later_version": 0.5}) == c
+
+
+def test_patience_stops_early_and_a_resumed_run_that_had_stopped_stays_stopped(tmp_path):
+    # lr 1e-12 leaves every prediction as it was: no epoch beats epoch 0's validation accuracy.
+    first = train(quick(tmp_path, "p", optimizer="sgd", lr=1e-12, patience=2, epochs=5))
+    assert first.stopped_by_patience and not first.stopped_early
+    assert (first.epochs, first.best_epoch) == (2, 0)
+    assert load_checkpoint(tmp_path / "p" / "last.npz").metadata["epoch"] == 2
+    again = train(TrainConfig(resume=str(tmp_path / "p"), epochs=8, quiet=True))
+    assert again.stopped_by_patience and (again.epochs, again.best_epoch) == (2, 0)
+    assert again.test_accuracy == first.test_accuracy
+    learning = train(quick(tmp_path, "q", patience=1, epochs=3))  # improves every epoch: runs to the end
+    assert not learning.stopped_by_patience and learning.epochs == 3
+
+
+def test_per_epoch_line_labels_test_accuracy_as_monitoring(tmp_path):
+    import io
+
+    buf = io.StringIO()
+    result = train(quick(tmp_path, "m", quiet=False, epochs=1, limit=300), stdout=buf)
+    line = next(line for line in buf.getvalue().splitlines() if line.startswith("epoch 1/1"))
+    assert f"test acc (monitor) {100 * result.history[0]['test_accuracy']:.2f}%" in line
+    assert f"val loss {result.history[0]['val_loss']:.4f}" in line
+
+
+def _failing_save(monkeypatch, at_epoch, name, error):
+    """Make the run's checkpoint writer raise ``error`` when it writes ``name`` for ``at_epoch``."""
+    import handgrad.app.training as training
+
+    real = training.save_checkpoint
+
+    def save(path, model, metadata, *args, **kwargs):
+        if metadata["epoch"] == at_epoch and str(path).endswith(name):
+            raise error
+        return real(path, model, metadata, *args, **kwargs)
+
+    monkeypatch.setattr(training, "save_checkpoint", save)
+
+
+def test_a_checkpoint_that_cannot_be_written_says_what_is_intact_and_the_run_resumes(tmp_path, monkeypatch):
+    import errno
+
+    from handgrad.app import CheckpointError
+
+    _failing_save(monkeypatch, 2, "last.npz", OSError(errno.ENOSPC, "No space left on device"))
+    run = tmp_path / "full"
+    with pytest.raises(CheckpointError) as info:
+        train(quick(tmp_path, "full", epochs=3))
+    best = load_checkpoint(run / "best.npz").metadata["epoch"]
+    assert best == 2  # written just before last.npz failed
+    assert str(info.value) == (f"cannot write {run / 'last.npz'}: No space left on device; "
+                               f"{run / 'best.npz'} (epoch 2) and last.npz (epoch 1) are intact; "
+                               f"free space and continue with --resume {run}")
+    assert info.value.path == str(run / "last.npz")
+    assert load_checkpoint(run / "last.npz").metadata["epoch"] == 1  # the previous one, intact
+    monkeypatch.undo()
+    resumed = train(TrainConfig(resume=str(run), quiet=True))
+    straight = train(quick(tmp_path, "straight", epochs=3))
+    assert resumed.epochs == 3 and resumed.test_accuracy == straight.test_accuracy
+
+
+def test_a_failed_write_from_the_checkpoint_module_keeps_its_message(tmp_path, monkeypatch):
+    from handgrad.app import CheckpointError
+
+    error = CheckpointError(f"cannot write {tmp_path / 'c' / 'best.npz'}: Read-only file system")
+    error.path = str(tmp_path / "c" / "best.npz")
+    _failing_save(monkeypatch, 0, "best.npz", error)
+    with pytest.raises(CheckpointError) as info:
+        train(quick(tmp_path, "c", epochs=1, limit=300))
+    assert str(info.value) == (f"cannot write {tmp_path / 'c' / 'best.npz'}: Read-only file system; "
+                               "no checkpoint was written yet; free space and start the run again with a new "
+                               "--out")

@@ -19,6 +19,7 @@ from handgrad.ch08_optimization import (
     exponential_schedule,
     make_schedule,
     step_schedule,
+    with_warmup,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -454,3 +455,24 @@ def test_weight_decay_is_saved_and_an_older_state_without_it_keeps_the_construct
     assert kept.weight_decay == 5e-4
     with pytest.raises(ValueError, match="weight_decay must be non-negative, got -1.0"):
         Momentum(0.1).load_state_dict({**saved, "weight_decay": -1.0})
+
+
+def test_with_warmup_climbs_linearly_then_hands_over_with_the_count_restarted():
+    after = lambda t: 1000.0 + t  # noqa: E731  (any schedule; this one shows which t it was given)
+    warm = with_warmup(after, warmup_steps=4, lr=0.2)
+    assert [warm(t) for t in range(4)] == [0.0, 0.2 * 1 / 4, 0.2 * 2 / 4, 0.2 * 3 / 4]
+    assert [warm(t) for t in (4, 5, 9)] == [1000.0, 1001.0, 1005.0]  # schedule(t − T_w)
+    assert with_warmup(after, 0, 0.2) is after
+    with pytest.raises(ValueError, match="warmup_steps must be an integer >= 0"):
+        with_warmup(after, -1, 0.2)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        with_warmup(after, 3, 0.0)
+
+
+@pytest.mark.parametrize("total, warmup, lr_min", [(10, 3, 0.0), (37, 5, 0.01), (8, 7, 0.0), (5, 0, 0.0)])
+def test_cosine_with_its_own_warmup_is_with_warmup_of_cosine(total, warmup, lr_min):
+    """Bit for bit: the wrapper reproduces the warmup cosine_schedule has built in, at every step."""
+    cos = functools.partial(cosine_schedule, total_steps=total - warmup, lr_max=0.3, lr_min=lr_min)
+    warm = with_warmup(cos, warmup, 0.3)
+    for t in range(total + 3):
+        assert warm(t) == cosine_schedule(t, total, 0.3, lr_min, warmup), t

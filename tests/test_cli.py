@@ -205,21 +205,10 @@ def test_unreadable_images(ckpt, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["train", "--epochs", "0"], "--epochs"),
-    (["train", "--epochs", "two"], "--epochs"),
-    (["train", "--batch-size", "-3"], "--batch-size"),
-    (["train", "--lr", "-1"], "--lr"),
-    (["train", "--lr", "nan"], "--lr"),
-    (["train", "--momentum", "1.5"], "--momentum"),
-    (["train", "--weight-decay", "-1e-4"], "--weight-decay"),
-    (["train", "--hidden", "512,abc"], "--hidden"),
-    (["train", "--hidden", "0"], "--hidden"),
-    (["train", "--activation", "gelu"], "--activation"),
-    (["train", "--optimizer", "lbfgs"], "--optimizer"),
-    (["train", "--schedule", "linear"], "--schedule"),
-    (["train", "--dataset", "cifar"], "--dataset"),
-    (["train", "--seed", "-1"], "--seed"),
-    (["train", "--limit", "0"], "--limit"),
+    (["train", "--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+    (["train", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["train", "--hidden", "512,abc"], "argument --hidden: expected comma-separated sizes such as "
+                                       "512[,256...]"),
     (["train", "--epoch", "3"], "unrecognized"),
     (["evaluate", "x.npz", "--dataset", "cifar"], "--dataset"),
     (["predict", "x.npz"], "IMAGE"),
@@ -230,6 +219,48 @@ def test_unreadable_images(ckpt, tmp_path, capsys):
 def test_bad_options_are_usage_errors(argv, fragment, capsys):
     code, out, err = run(capsys, *argv)
     assert_user_error(code, err, fragment, status=2)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "epochs must be a positive integer, got 0"),
+    (["--batch-size", "-3"], "batch_size must be a positive integer, got -3"),
+    (["--lr", "-1"], "lr must be positive, got -1.0"),
+    (["--lr", "nan"], "lr must be a positive finite number, got nan"),
+    (["--momentum", "1.5"], "momentum must be in [0, 1), got 1.5"),
+    (["--weight-decay=-1e-4"], "weight_decay must be non-negative, got -0.0001"),  # = : -1e-4 is no option
+    (["--hidden", "0"], "hidden must be one or more positive sizes, got (0,)"),
+    (["--activation", "gelu"], "activation must be one of relu, leaky_relu, sigmoid, tanh; got 'gelu'"),
+    (["--optimizer", "lbfgs"], "optimizer must be one of sgd, momentum, adam, adamw, rmsprop, adagrad; got "
+                               "'lbfgs'"),
+    (["--schedule", "linear"], "schedule must be one of constant, cosine, step, exponential; got 'linear'"),
+    (["--dataset", "cifar"], "unknown dataset 'cifar'; choose one of: mnist, fashion-mnist"),
+    (["--seed", "-1"], "seed must be a non-negative integer, got -1"),
+    (["--limit", "0"], "limit must be a positive integer, got 0"),
+    (["--augment-shift", "9"], "augment_shift must be an integer in [0, 8], got 9"),
+    (["--lr-gamma", "2"], "lr_gamma must be in (0, 1], got 2.0"),
+])
+def test_bad_train_values_are_one_line_config_errors(argv, message, tmp_path, capsys):
+    """argparse parses the type; TrainConfig (or the dataset registry) checks the value, before any work."""
+    code, out, err = run(capsys, "train", *argv, "--out", str(tmp_path / "run"))
+    assert_user_error(code, err, f"handgrad: error: {message}", status=1)
+    assert not (tmp_path / "run").exists()  # refused before a run folder was made
+
+
+def test_train_options_are_the_config_fields(capsys):
+    """Every TrainConfig field but eval_batch_size is a train option, with the dataclass's default."""
+    import dataclasses
+
+    from handgrad.app.config import TrainConfig
+    from handgrad.cli import NOT_TRAIN_OPTIONS, TRAIN_OPTIONS, build_parser
+
+    parser = build_parser()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(TRAIN_OPTIONS.values()) == names - set(NOT_TRAIN_OPTIONS) and len(names) == 30
+    assert TRAIN_OPTIONS["--no-plots"] == "plots" and TRAIN_OPTIONS["-q"] == "quiet"
+    args = parser.parse_args(["train", "--hidden", "64,32", "--no-batch-norm", "--lr", "0.5", "--no-plots"])
+    assert (args.hidden, args.batch_norm, args.lr, args.plots) == ((64, 32), False, 0.5, False)
+    assert args.augment is None  # not given: the model's default
+    assert (args.momentum, args.seed, args.augment_shift, args.model) == (0.9, 0, 2, "mlp")
 
 
 def test_bad_training_settings_and_folders(tmp_path, capsys):
@@ -279,3 +310,28 @@ def test_interrupt_exits_130_with_the_resume_hint(monkeypatch, capsys):
     monkeypatch.setattr(handgrad.app, "train", interrupted)
     code, out, err = run(capsys, "train", "--dataset", "mnist-sample")
     assert code == 130 and "--resume" in err and "Traceback" not in err
+
+
+def test_python_dash_m_handgrad_runs_the_command_line():
+    from handgrad import __version__
+
+    version = subprocess.run([sys.executable, "-m", "handgrad", "--version"], capture_output=True, text=True,
+                             timeout=120)
+    assert (version.returncode, version.stdout, version.stderr) == (0, f"handgrad {__version__}\n", "")
+    helped = subprocess.run([sys.executable, "-m", "handgrad", "train", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: handgrad train")
+    assert "--no-plots" in helped.stdout and "(default: 0.9)" in helped.stdout
+
+
+def test_a_full_disk_during_training_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from test_app_training import _failing_save
+
+    _failing_save(monkeypatch, 2, "last.npz", OSError(errno.ENOSPC, "No space left on device"))
+    run_dir = tmp_path / "r"
+    code, out, err = run(capsys, "train", "--dataset", "mnist-sample", "--limit", "500", "--hidden", "16",
+                         "--epochs", "3", "--out", str(run_dir), "--no-plots", "-q")
+    assert_user_error(code, err, f"handgrad: error: cannot write {run_dir / 'last.npz'}: No space left on "
+                      "device; ", "and last.npz (epoch 1) are intact", f"continue with --resume {run_dir}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 from . import __version__
@@ -42,58 +41,21 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Value types: a bad value is a usage error naming the option's expectation
+# Types: argparse parses the text; TrainConfig.validate checks the value (one home for the checks)
 # ----------------------------------------------------------------------------------------------------
 
 
-def _integer(expected, low, high=None):
-    """An argparse type for an integer in [low, high]; ``expected`` says so in the error."""
+def _size_list(example):
+    """An argparse type for comma-separated sizes (layer widths, channel counts); 'none' for none."""
 
     def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _integer("a positive integer", 1)
-_shift = _integer("a whole number of pixels in [0, 8]", 0, 8)
-_seed = _integer("an integer in [0, 2**32)", 0, 2**32 - 1)
-
-
-def _number(low, strict=False, high=None):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        bad = not math.isfinite(value) or value < low or (strict and value == low) or (high is not None and value >= high)
-        if bad:
-            rng = f"{'>' if strict else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
-            raise argparse.ArgumentTypeError(f"expected a number {rng}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _size_list(what, example, allow_none=False):
-    """An argparse type for comma-separated positive sizes (layer widths, channel counts)."""
-
-    def parse(text):
-        if allow_none and text.strip().lower() in ("", "none"):  # a CNN may have no dense layer before its output
+        if text.strip().lower() in ("", "none"):  # a CNN may have no dense layer before its output
             return ()
         try:
-            sizes = [int(part) for part in text.split(",")]
+            return tuple(int(part) for part in text.split(","))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {what} such as {example}, got {text!r}") from None
-        if not sizes or any(s < 1 for s in sizes):
-            raise argparse.ArgumentTypeError(f"{what} must be positive, got {text!r}")
-        return tuple(sizes)
+            raise argparse.ArgumentTypeError(f"expected comma-separated sizes such as {example}, "
+                                             f"got {text!r}") from None
 
     return parse
 
@@ -123,14 +85,120 @@ def _sizes(value):
     return ",".join(map(str, value)) or "none"
 
 
-def build_parser():
-    from .app.config import ACTIVATIONS, MODEL_DEFAULTS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig
+def _train_help(datasets):
+    """The help text of each train option, keyed by TrainConfig field (its order is --help's)."""
+    from .app.config import MODEL_DEFAULTS
+
+    on_off = lambda v: "on" if v else "off"  # noqa: E731
+    number = lambda v: f"{v:g}"  # noqa: E731
+    return {
+        "dataset": f"dataset: {datasets} (default: mnist, or the bundled mnist-sample, with a notice, when "
+                   "MNIST is not found and cannot be downloaded)",
+        "data_dir": "folder holding <dataset>/ folders of IDX files (searched before $HANDGRAD_DATA and "
+                    "~/.cache/handgrad)",
+        "out": "run folder for checkpoints, metrics and plots (default: runs/<timestamp>)",
+        "model": "model type: a multilayer perceptron or the convolutional network; picks the defaults of "
+                 "the options marked 'for mlp ..., for cnn ...'",
+        "epochs": f"epochs to train (default: {_per_model('epochs')}; with --resume: the total to reach, by "
+                  "default the run's own)",
+        "batch_size": f"mini-batch size (default: {_per_model('batch_size')})",
+        "hidden": "hidden dense layer sizes, comma-separated; for the CNN the dense layers after the "
+                  f"convolutions ('none' for none) (default: {_per_model('hidden', _sizes)})",
+        "channels": "CNN only: output channels of each convolution block (3x3 conv, [batch norm], "
+                    "activation, 2x2 max-pool), comma-separated, at most 4 for 28x28 images (default: "
+                    f"{_sizes(MODEL_DEFAULTS['cnn']['channels'])})",
+        "activation": "hidden-unit activation",
+        "dropout": "dropout: probability of dropping a unit after each hidden dense layer (CNN: also after "
+                   f"the convolutions); 0 for none (default: {_per_model('dropout')})",
+        "batch_norm": f"batch normalisation before each hidden activation (default: "
+                      f"{_per_model('batch_norm', on_off)})",
+        "augment": "augment each training batch with random shifts and rotations (default: "
+                   f"{_per_model('augment', on_off)})",
+        "augment_shift": "with --augment: largest shift, in pixels, in each direction",
+        "augment_degrees": "with --augment: largest rotation, in degrees, either way",
+        "optimizer": "optimiser (adamw: Adam with decoupled weight decay) (default: "
+                     f"{_per_model('optimizer')})",
+        "lr": f"learning rate (peak rate with a schedule) (default: {_per_model('lr', number)})",
+        "momentum": "momentum coefficient beta (with --optimizer momentum)",
+        "nesterov": "Nesterov momentum",
+        "weight_decay": "L2 penalty lambda on the weights (not biases or batch-norm parameters); with "
+                        f"adamw the decoupled decay rate (default: {_per_model('weight_decay', number)})",
+        "schedule": f"learning-rate schedule, per step (default: {_per_model('schedule')})",
+        "warmup_epochs": "linear learning-rate warmup, in epochs (default: "
+                         f"{_per_model('warmup_epochs', number)})",
+        "lr_step_epochs": "step schedule: multiply the rate by --lr-gamma every E epochs (default: a third "
+                          "of the epochs)",
+        "lr_gamma": "decay factor in (0, 1]: per step of the step schedule (default 0.1), per epoch for the "
+                    "exponential one (default 0.9)",
+        "patience": "early stopping: stop after N epochs without a better validation accuracy (default: off)",
+        "seed": "seed of every random number generator",
+        "resume": "continue the run in RUN_DIR (its own settings apply; --epochs sets the total to reach)",
+        "limit": "use only the first N training images (validation and test sets stay whole)",
+        "plots": "do not draw the PNG plots",
+        "quiet": "no progress bar or per-epoch lines, only the summary",
+    }
+
+
+# TrainConfig fields that are not train options; every other field is one, named after it.
+NOT_TRAIN_OPTIONS = ("eval_batch_size",)
+_METAVARS = {"dataset": "NAME", "data_dir": "DIR", "out": "DIR", "epochs": "N", "batch_size": "N",
+             "hidden": "512[,256...]", "channels": "16,32,64", "dropout": "P", "augment_shift": "PX",
+             "augment_degrees": "DEG", "lr": "LR", "momentum": "BETA", "weight_decay": "LAMBDA",
+             "warmup_epochs": "E", "lr_step_epochs": "E", "lr_gamma": "G", "patience": "N", "seed": "S",
+             "resume": "RUN_DIR", "limit": "N"}
+_SHORT_FLAGS = {"quiet": ("-q",)}
+
+
+def _kind(annotation):
+    """'int' for ``int | None``, also as the string "int | None" (postponed evaluation of annotations)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    return text.replace(" ", "").split("|")[0]
+
+
+def _add_train_options(parser):
+    """One option per TrainConfig field: its type from the annotation, its default from the dataclass.
+
+    argparse only parses (int, float, comma-separated sizes); ``TrainConfig.validate`` checks the values,
+    so a bad one is a one-line ConfigError. A bool field is a flag: ``--x`` (default False), ``--no-x``
+    (default True) or ``--x/--no-x`` (default None: the model's). Choices show as ``{a,b}``.
+    """
+    import dataclasses
+
+    from .app.config import ACTIVATIONS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig
     from .datasets import DATASET_NAMES
 
-    d = TrainConfig()
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in NOT_TRAIN_OPTIONS}
+    helps = _train_help(", ".join(DATASET_NAMES))
+    if set(helps) != set(fields):
+        raise RuntimeError(f"train options and TrainConfig fields differ: {sorted(set(helps) ^ set(fields))}")
+    choices = {"model": MODELS, "activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+    parse = {"int": int, "float": float, "str": str}
+    TRAIN_OPTIONS.clear()
+    for name, help_text in helps.items():
+        field, flag = fields[name], "--" + name.replace("_", "-")
+        kind = _kind(field.type)
+        kwargs = {"help": help_text, "default": field.default}
+        if kind == "bool":
+            if field.default is True:
+                flag = "--no-" + name.replace("_", "-")
+                kwargs.update(dest=name, action="store_false")
+            else:
+                kwargs["action"] = "store_true" if field.default is False else argparse.BooleanOptionalAction
+        elif kind == "tuple":
+            kwargs.update(type=_size_list(_METAVARS[name]), metavar=_METAVARS[name])
+        else:
+            kwargs.update(type=parse[kind], metavar=_METAVARS.get(name))
+            if name in choices:
+                kwargs["metavar"] = "{" + ",".join(choices[name]) + "}"
+        _add(parser, flag, *_SHORT_FLAGS.get(name, ()), **kwargs)
+
+
+def build_parser():
+    from .datasets import DATASET_NAMES
+
     parser = _Parser(prog=PROG, formatter_class=_Formatter, allow_abbrev=False,
                      description="Deep learning from the Goodfellow-Bengio-Courville book in NumPy: train, "
-                                 "evaluate and use classifiers of 28x28 images (MNIST, Fashion-MNIST).")
+                                 "evaluate and use image classifiers (MNIST, Fashion-MNIST, and any registered dataset).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -146,68 +214,7 @@ def build_parser():
                                    "cosine schedule with 1 warmup epoch, shift/rotation augmentation, 12 epochs. "
                                    "Options given explicitly override the chosen model's defaults; options marked "
                                    "'for mlp ..., for cnn ...' below take the chosen model's value when not given.")
-    TRAIN_OPTIONS.clear()
-    _add(t, "--dataset", metavar="NAME", choices=DATASET_NAMES,
-         help=f"dataset: {datasets} (default: mnist, or the bundled mnist-sample, with a notice, when MNIST is "
-              "not found and cannot be downloaded)")
-    _add(t, "--data-dir", metavar="DIR", help="folder holding <dataset>/ folders of IDX files (searched before "
-                                              "$HANDGRAD_DATA and ~/.cache/handgrad)")
-    _add(t, "--out", metavar="DIR", help="run folder for checkpoints, metrics and plots (default: runs/<timestamp>)")
-    _add(t, "--model", choices=MODELS, default=d.model,
-         help="model type: a multilayer perceptron or the convolutional network; picks the defaults of the "
-              "options marked 'for mlp ..., for cnn ...'")
-    _add(t, "--epochs", metavar="N", type=_positive_int,
-         help=f"epochs to train (default: {_per_model('epochs')}; with --resume: the total to reach, by default "
-              "the run's own)")
-    _add(t, "--batch-size", metavar="N", type=_positive_int, help=f"mini-batch size (default: {_per_model('batch_size')})")
-    _add(t, "--hidden", metavar="512[,256...]", type=_size_list("layer sizes", "512 or 512,256", allow_none=True),
-         help="hidden dense layer sizes, comma-separated; for the CNN the dense layers after the convolutions "
-              f"('none' for none) (default: {_per_model('hidden', _sizes)})")
-    _add(t, "--channels", metavar="16,32,64", type=_size_list("channel counts", "16,32,64"),
-         help="CNN only: output channels of each convolution block (3x3 conv, [batch norm], activation, 2x2 "
-              f"max-pool), comma-separated, at most 4 for 28x28 images (default: {_sizes(MODEL_DEFAULTS['cnn']['channels'])})")
-    _add(t, "--activation", choices=ACTIVATIONS, default=d.activation, help="hidden-unit activation")
-    _add(t, "--dropout", metavar="P", type=_number(0, high=1),
-         help="dropout: probability of dropping a unit after each hidden dense layer (CNN: also after the "
-              f"convolutions); 0 for none (default: {_per_model('dropout')})")
-    _add(t, "--batch-norm", action=argparse.BooleanOptionalAction,
-         help="batch normalisation before each hidden activation (default: "
-              f"{_per_model('batch_norm', lambda v: 'on' if v else 'off')})")
-    _add(t, "--augment", action=argparse.BooleanOptionalAction,
-         help="augment each training batch with random shifts and rotations (default: "
-              f"{_per_model('augment', lambda v: 'on' if v else 'off')})")
-    _add(t, "--augment-shift", metavar="PX", type=_shift, default=d.augment_shift,
-         help="with --augment: largest shift, in pixels, in each direction")
-    _add(t, "--augment-degrees", metavar="DEG", type=_number(0, high=180.0001), default=d.augment_degrees,
-         help="with --augment: largest rotation, in degrees, either way")
-    _add(t, "--optimizer", choices=OPTIMIZERS,
-         help=f"optimiser (adamw: Adam with decoupled weight decay) (default: {_per_model('optimizer')})")
-    _add(t, "--lr", metavar="LR", type=_number(0, strict=True),
-         help=f"learning rate (peak rate with a schedule) (default: {_per_model('lr', lambda v: f'{v:g}')})")
-    _add(t, "--momentum", metavar="BETA", type=_number(0, high=1), default=d.momentum,
-         help="momentum coefficient beta (with --optimizer momentum)")
-    _add(t, "--nesterov", action="store_true", help="Nesterov momentum")
-    _add(t, "--weight-decay", metavar="LAMBDA", type=_number(0),
-         help="L2 penalty lambda on the weights (not biases or batch-norm parameters); with adamw the decoupled "
-              f"decay rate (default: {_per_model('weight_decay', lambda v: f'{v:g}')})")
-    _add(t, "--schedule", choices=SCHEDULES,
-         help=f"learning-rate schedule, per step (default: {_per_model('schedule')})")
-    _add(t, "--warmup-epochs", metavar="E", type=_number(0),
-         help=f"linear learning-rate warmup, in epochs (default: {_per_model('warmup_epochs', lambda v: f'{v:g}')})")
-    _add(t, "--lr-step-epochs", metavar="E", type=_number(0, strict=True),
-         help="step schedule: multiply the rate by --lr-gamma every E epochs (default: a third of the epochs)")
-    _add(t, "--lr-gamma", metavar="G", type=_number(0, strict=True, high=1.0000001),
-         help="decay factor in (0, 1]: per step of the step schedule (default 0.1), per epoch for the "
-              "exponential one (default 0.9)")
-    _add(t, "--patience", metavar="N", type=_positive_int,
-         help="early stopping: stop after N epochs without a better validation accuracy (default: off)")
-    _add(t, "--seed", metavar="S", type=_seed, default=d.seed, help="seed of every random number generator")
-    _add(t, "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (its own settings apply; --epochs "
-                                                "sets the total to reach)")
-    _add(t, "--limit", metavar="N", type=_positive_int,
-         help="use only the first N training images (validation and test sets stay whole)")
-    _add(t, "--no-plots", dest="plots", action="store_false", help="do not draw the PNG plots")
-    _add(t, "--quiet", "-q", action="store_true", help="no progress bar or per-epoch lines, only the summary")
+    _add_train_options(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="loss, accuracy, macro-F1, per-class metrics and confusion matrix",
@@ -270,11 +277,7 @@ def cmd_train(args, argv):
 
     typed = _typed(argv)
     # Options not given are None and take the chosen model's default (TrainConfig.__post_init__).
-    fields = {k: getattr(args, k) for k in ("dataset", "data_dir", "out", "epochs", "batch_size", "model", "hidden",
-                                            "channels", "activation", "dropout", "batch_norm", "augment",
-                                            "augment_shift", "augment_degrees", "optimizer", "lr", "momentum",
-                                            "nesterov", "weight_decay", "schedule", "warmup_epochs", "lr_step_epochs",
-                                            "lr_gamma", "patience", "seed", "resume", "limit", "plots", "quiet")}
+    fields = {dest: getattr(args, dest) for dest in set(TRAIN_OPTIONS.values())}
     if args.resume is not None:
         ignored = sorted(typed - {"epochs", "data_dir", "plots", "quiet", "resume"})
         if ignored:

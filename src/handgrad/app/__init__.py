@@ -4,8 +4,9 @@
     result = train(TrainConfig(dataset="mnist-sample", epochs=5))
     print(result.test_accuracy, result.run_dir)
 
-Modules: ``config`` (TrainConfig), ``models`` (architectures as data, the model registry, one module per family), ``training`` (the
-loop), ``checkpoint`` (atomic .npz checkpoints), ``evaluation``, ``predict`` (Predictor), ``plots``.
+Modules: ``config`` (TrainConfig), ``models`` (architectures as data, the model registry, one module per
+family), ``recipes`` (optimisers and schedules by name), ``training`` (the loop), ``checkpoint`` (atomic .npz
+checkpoints), ``evaluation``, ``predict`` (Predictor), ``plots``.
 ``handgrad.cli`` parses arguments and calls one function from here per command.
 """
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 
+from .._checks import check_bool, check_choice, check_int, check_number, check_sizes
 from .models import MODEL_TYPES
+from .recipes import OPTIMIZER_RECIPES, SCHEDULE_RECIPES
 
 __all__ = ["ConfigError", "TrainConfig", "DEFAULT_DATASET", "FALLBACK_DATASET", "ACTIVATIONS", "OPTIMIZERS",
            "SCHEDULES", "MODELS", "MODEL_DEFAULTS"]
@@ -32,8 +33,8 @@ __all__ = ["ConfigError", "TrainConfig", "DEFAULT_DATASET", "FALLBACK_DATASET", 
 DEFAULT_DATASET = "mnist"
 FALLBACK_DATASET = "mnist-sample"  # bundled with the package, used when MNIST is not found and not named
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
-SCHEDULES = ("constant", "cosine", "step", "exponential")
+OPTIMIZERS = tuple(OPTIMIZER_RECIPES)  # sgd, momentum, adam, adamw, rmsprop, adagrad (see recipes.py)
+SCHEDULES = tuple(SCHEDULE_RECIPES)  # constant, cosine, step, exponential
 MODELS = tuple(MODEL_TYPES)
 
 # The model-dependent settings, each model type's recipe (handgrad.app.models.<name> documents it and the
@@ -99,74 +100,41 @@ class TrainConfig:
     # ------------------------------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
         """Raise ConfigError naming the first bad value; return self."""
-
-        def positive_int(name, allow_none=False):
-            v = getattr(self, name)
-            if v is None and allow_none:
-                return
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-
-        def number(name, low=0.0, strict=False, high=None):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{name} must be a finite number, got {v!r}")
-            if v < low or (strict and v == low) or (high is not None and v >= high):
-                bound = f"> {low}" if strict else f">= {low}"
-                if high is not None:
-                    bound += f" and < {high}"
-                raise ConfigError(f"{name} must be {bound}, got {v!r}")
-
-        def choice(name, options):
-            v = getattr(self, name)
-            if v not in options:
-                raise ConfigError(f"{name} must be one of {', '.join(options)}; got {v!r}")
-
+        err = {"error": ConfigError}
         if self.dataset is not None and (not isinstance(self.dataset, str) or not self.dataset):
             raise ConfigError(f"dataset must be a dataset name, got {self.dataset!r}")
-        positive_int("epochs")
-        positive_int("batch_size")
-        positive_int("eval_batch_size")
-        positive_int("limit", allow_none=True)
-        choice("model", MODELS)
-        def sizes(v):
-            return isinstance(v, tuple) and all(not isinstance(h, bool) and isinstance(h, int) and h > 0 for h in v)
-
-        if not sizes(self.hidden) or (self.model == "mlp" and not self.hidden):
-            raise ConfigError(f"hidden must be {'one or more' if self.model == 'mlp' else 'zero or more'} positive "
-                              f"layer sizes, got {self.hidden!r}")
-        if not sizes(self.channels) or (self.model == "cnn" and not self.channels):
-            raise ConfigError(f"channels must be one or more positive channel counts, got {self.channels!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            check_int(getattr(self, name), name, low=1, **err)
+        for name in ("limit", "patience"):  # None: all the training images; no early stopping
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name, low=1, **err)
+        check_choice(self.model, "model", MODELS, **err)
+        check_sizes(self.hidden, "hidden", allow_empty=self.model != "mlp", **err)
+        check_sizes(self.channels, "channels", allow_empty=self.model != "cnn", **err)
         if self.model == "mlp" and self.channels:
             raise ConfigError("channels (convolution blocks) need --model cnn")
-        choice("activation", ACTIVATIONS)
-        choice("optimizer", OPTIMIZERS)
-        number("lr", strict=True)
-        number("momentum", high=1.0)
-        number("weight_decay")
-        number("dropout", high=1.0)
-        for flag in ("batch_norm", "augment"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
-        v = self.augment_shift
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 8:
-            raise ConfigError(f"augment_shift must be an integer number of pixels in [0, 8], got {v!r}")
-        number("augment_degrees")
-        if self.augment_degrees > 180:
-            raise ConfigError(f"augment_degrees must be <= 180, got {self.augment_degrees!r}")
-        choice("schedule", SCHEDULES)
-        number("warmup_epochs")
+        check_choice(self.activation, "activation", ACTIVATIONS, **err)
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS, **err)
+        check_number(self.lr, "lr", low=0, low_open=True, **err)
+        check_number(self.momentum, "momentum", low=0, high=1, high_open=True, **err)
+        check_number(self.weight_decay, "weight_decay", low=0, **err)
+        check_number(self.dropout, "dropout", low=0, high=1, high_open=True, **err)
+        check_bool(self.batch_norm, "batch_norm", **err)
+        check_bool(self.augment, "augment", **err)
+        check_int(self.augment_shift, "augment_shift", low=0, high=8, **err)
+        check_number(self.augment_degrees, "augment_degrees", low=0, high=180, **err)
+        check_choice(self.schedule, "schedule", SCHEDULES, **err)
+        check_number(self.warmup_epochs, "warmup_epochs", low=0, **err)
         if self.lr_step_epochs is not None:
-            number("lr_step_epochs", strict=True)
+            check_number(self.lr_step_epochs, "lr_step_epochs", low=0, low_open=True, **err)
         if self.lr_gamma is not None:
-            number("lr_gamma", strict=True)
-            if self.lr_gamma > 1:
-                raise ConfigError(f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
-        positive_int("patience", allow_none=True)
+            check_number(self.lr_gamma, "lr_gamma", low=0, high=1, low_open=True, **err)
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) cannot exceed epochs ({self.epochs})")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+        check_int(self.seed, "seed", low=0, **err)
+        if self.seed >= 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+        check_bool(self.nesterov, "nesterov", **err)
         if self.nesterov and self.optimizer != "momentum":
             raise ConfigError("nesterov needs the momentum optimizer (--optimizer momentum)")
         return self

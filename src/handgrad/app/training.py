@@ -5,6 +5,11 @@
     backward → + λw (ch. 7 ``add_l2_grad_``) → optimiser step (ch. 8, learning rate from the schedule
     per step) → evaluate on validation and test → keep the best parameters by validation accuracy.
 
+``train`` runs it in three steps over one ``RunState``: ``prepare`` (a new run, or a resumed one restored
+from its ``last.npz``) → ``run_epoch`` as often as the epochs, early stopping or ``on_epoch_end`` allow →
+``finish`` (the best parameters back from ``best.npz``, the test metrics, the plots, the summary line).
+The optimiser and the schedule come by name from :mod:`handgrad.app.recipes`.
+
 With ``augment`` each training batch is replaced by a randomly shifted and rotated copy (ch. 7 §7.4,
 ``augment_batch``) drawn from the run's generator — the same one that shuffles and draws dropout masks —
 so a resumed run repeats every draw. With ``patience`` N, training stops early (§7.8, Algorithm 7.1) once
@@ -13,7 +18,17 @@ N epochs in a row have not improved the best validation accuracy; the best param
 
 A run folder (``runs/<timestamp>/`` unless ``out`` names one) receives ``config.json``, ``metrics.csv``
 (one row per epoch, flushed), ``best.npz`` and ``last.npz`` (see :mod:`handgrad.app.checkpoint`) and the
-plots. ``last.npz`` holds everything needed to continue — parameters, optimiser state, the generator's
+plots. The columns of ``metrics.csv`` (and of ``TrainResult.history``):
+
+    epoch                          1, 2, …
+    train_loss, train_accuracy     means over the epoch's mini-batches, in training mode (dropout on)
+    val_loss, val_accuracy         the validation set after the epoch; val_accuracy chooses the best epoch
+    test_loss, test_accuracy       the test set after the epoch, for monitoring only: never used to choose
+                                   anything (the per-epoch line says "test acc (monitor)")
+    lr                             the learning rate of the epoch's last step
+    train_seconds, seconds         wall time of the mini-batch steps, and of the whole epoch with evaluation
+
+``last.npz`` holds everything needed to continue — parameters, optimiser state, the generator's
 state, the epoch and history — and is rewritten after every epoch (and once before the first), so
 ``resume`` continues an interrupted run and reaches bit-for-bit the parameters of an uninterrupted one.
 
@@ -37,15 +52,15 @@ import numpy as np
 from .. import __version__
 from ..ch05_ml_basics import CSVLogger, batch_iterator, confusion_matrix, f1_score, set_all_seeds
 from ..ch06_feedforward import SoftmaxCrossEntropy
-from ..ch07_regularization import add_l2_grad_, augment_batch
-from ..ch08_optimization import SGD, AdaGrad, Adam, Momentum, RMSProp, cosine_schedule, exponential_schedule, step_schedule
+from ..ch07_regularization import EarlyStopping, add_l2_grad_, augment_batch
 from .checkpoint import CheckpointError, load_checkpoint, restore_into, save_checkpoint
 from .config import DEFAULT_DATASET, FALLBACK_DATASET, ConfigError, TrainConfig
 from .evaluation import evaluate_arrays
 from .models import arch_from_config, build_model, describe, first_layer_weights, prepare_inputs
+from .recipes import loop_weight_decay, lr_schedule, make_optimizer
 
-__all__ = ["train", "TrainResult", "TrainingDiverged", "load_data", "make_optimizer", "lr_schedule",
-           "FALLBACK_NOTICE"]
+__all__ = ["train", "prepare", "run_epoch", "finish", "RunState", "TrainResult", "TrainingDiverged",
+           "load_data", "make_optimizer", "lr_schedule", "FALLBACK_NOTICE"]
 
 FALLBACK_NOTICE = """\
 ==============================================================================================
@@ -110,58 +125,12 @@ def load_data(dataset, data_dir=None, log=print):
         return load_splits(FALLBACK_DATASET, data_dir), True
 
 
-def make_optimizer(config: TrainConfig):
-    """The optimiser ``config.optimizer`` names (ch. 8). Weight decay is an L2 penalty on the weights
-    (biases and batch-norm parameters exempt): ``sgd`` and ``momentum`` fold its gradient λθ into their
-    step (``weight_decay=``, bit-for-bit the same as ``add_l2_grad_`` then ``step``, in one sweep over
-    each parameter); for the adaptive ones the loop adds it to the gradients; ``adamw``'s decoupled decay
-    θ ← θ − lr λ θ is the optimiser's own and, as in torch.optim.AdamW, applies to every parameter."""
-    name, lr = config.optimizer, config.lr
-    if name == "sgd":
-        return SGD(lr, weight_decay=config.weight_decay)
-    if name == "momentum":
-        return Momentum(lr, beta=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay)
-    if name == "adam":
-        return Adam(lr)
-    if name == "adamw":
-        return Adam(lr, weight_decay=config.weight_decay, decoupled=True)
-    if name == "rmsprop":
-        return RMSProp(lr)
-    return AdaGrad(lr)
-
-
-def lr_schedule(config: TrainConfig, steps_per_epoch: int):
-    """The learning rate per step t = 0, 1, …, or None when it stays ``config.lr`` throughout.
-
-    Linear warmup over ``warmup_epochs`` (η t / T_w), then, counting steps from the end of the warmup:
-    constant; cosine-annealed to 0 at the end; ``step``: multiplied by ``lr_gamma`` (default 0.1) every
-    ``lr_step_epochs`` epochs (default a third of the epochs); ``exponential``: multiplied by ``lr_gamma``
-    (default 0.9) per epoch, smoothly (γ^(1/steps_per_epoch) per step).
-    """
-    total = config.epochs * steps_per_epoch
-    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
-    lr = config.lr
-    if config.schedule == "cosine":
-        return lambda t: cosine_schedule(t, total, lr, 0.0, warmup)
-    if config.schedule == "step":
-        every = max(1, int(round((config.lr_step_epochs or config.epochs / 3) * steps_per_epoch)))
-        gamma = config.lr_gamma if config.lr_gamma is not None else 0.1
-        after = lambda t: step_schedule(t, lr, every, gamma)  # noqa: E731
-    elif config.schedule == "exponential":
-        gamma = (config.lr_gamma if config.lr_gamma is not None else 0.9) ** (1.0 / steps_per_epoch)
-        after = lambda t: exponential_schedule(t, lr, gamma)  # noqa: E731
-    elif warmup > 0:
-        after = lambda t: lr  # noqa: E731
-    else:
-        return None
-    return lambda t: lr * t / warmup if t < warmup else after(t - warmup)
-
-
 def _new_run_dir(out):
     if out is not None:
         path = pathlib.Path(out)
         if (path / "last.npz").exists() or (path / "config.json").exists():
-            raise ConfigError(f"{path} already holds a run; continue it with --resume {path} or choose another --out")
+            raise ConfigError(f"{path} already holds a run; continue it with --resume {path} "
+                              "or choose another --out")
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -190,8 +159,57 @@ def _fmt_seconds(s):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The loop
+# The run: prepare (a new or a resumed run) -> one epoch, as often as asked -> finish
 # ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunState:
+    """What one run carries from step to step: the model and its optimiser, the data, the generator, the
+    history, the best epoch so far (chapter 7's ``EarlyStopping``, on validation accuracy) and the files."""
+
+    config: TrainConfig
+    run_dir: pathlib.Path
+    dataset: str
+    classes: tuple
+    fell_back: bool
+    arch: dict
+    model: object
+    optimizer: object
+    rng: np.random.Generator
+    X_train: np.ndarray  # the images as the model takes them (views, reshaped once)
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    X_test_img: np.ndarray  # the test images as loaded, for the plots
+    steps_per_epoch: int
+    schedule: object  # t -> learning rate, or None for config.lr throughout
+    weight_decay: float  # λ the loop adds with add_l2_grad_ (0 where the optimiser decays itself)
+    params: dict  # name -> the layers' own parameter arrays, built once
+    grads: dict  # name -> the layers' own gradient arrays, overwritten in place by each backward
+    augment: object  # xb -> an augmented copy, or None
+    stopper: EarlyStopping
+    base_meta: dict  # what every checkpoint's metadata holds besides the epoch's own
+    say: object
+    log: object
+    bar_disabled: bool = True
+    history: list = dataclasses.field(default_factory=list)
+    step: int = 0
+    start_epoch: int = 0
+    saved: dict = dataclasses.field(default_factory=dict)  # checkpoint file name -> its epoch on disk
+    csv_log: object = None
+    stopped_early: bool = False
+    stopped_by_patience: bool = False
+
+    @property
+    def best_epoch(self) -> int:
+        return 0 if self.stopper.best_epoch is None else self.stopper.best_epoch
+
+    @property
+    def best_val(self) -> float:
+        return -1.0 if self.stopper.best_metric is None else self.stopper.best_metric
 
 
 def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) -> TrainResult:
@@ -202,11 +220,12 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     (default ``sys.stdout``) and the progress bar to stderr when it is a terminal and not ``quiet``.
 
     Raises ConfigError (bad settings or run folder), DatasetError (data not loadable), CheckpointError
-    (``resume`` of a folder with a damaged checkpoint) and TrainingDiverged (NaN/inf loss; ``best.npz``
-    holds the best parameters so far).
+    (``resume`` of a folder with a damaged checkpoint, or a checkpoint that cannot be written: the message
+    says which ones on disk are intact) and TrainingDiverged (NaN/inf loss; ``best.npz`` holds the best
+    parameters so far).
     """
     started = time.perf_counter()
-    config = dataclasses.replace(config) if config is not None else TrainConfig()
+    config, resume_dir = _settle_config(config)
     stream = stdout or sys.stdout
 
     def log(msg=""):
@@ -216,19 +235,43 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
         if not config.quiet:
             log(msg)
 
+    run = prepare(config, resume_dir, log, say)
+    try:
+        # A diverging run overflows: the NaN/inf check on the loss reports it, not NumPy's warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for epoch in range(run.start_epoch + 1, config.epochs + 1):
+                row = run_epoch(run, epoch)
+                if on_epoch_end is not None and on_epoch_end(epoch, row) is False:
+                    run.stopped_early = epoch < config.epochs
+                    break
+                if run.stopper.stopped and epoch < config.epochs:
+                    run.stopped_by_patience = True
+                    break
+    finally:
+        run.csv_log.close()
+    return finish(run, started)
+
+
+def _settle_config(config):
+    """(the configuration to run, the folder to resume or None): a resumed run's saved settings apply."""
+    config = dataclasses.replace(config) if config is not None else TrainConfig()
     resume_dir = None
     if config.resume is not None:
         resume_dir = pathlib.Path(config.resume)
         if not resume_dir.is_dir():
             raise ConfigError(f"--resume {resume_dir}: no such run folder")
         saved = TrainConfig.load(resume_dir / "config.json")
+        epochs = config.epochs if config.epochs is not None else saved.epochs
         keep = {"data_dir": config.data_dir or saved.data_dir, "quiet": config.quiet, "plots": config.plots,
-                "epochs": config.epochs or saved.epochs, "resume": str(resume_dir), "out": str(resume_dir)}
+                "epochs": epochs, "resume": str(resume_dir), "out": str(resume_dir)}
         config = dataclasses.replace(saved, **keep)
     elif config.epochs is None:
         raise ConfigError("epochs must be a positive integer, got None")
-    config.validate()
+    return config.validate(), resume_dir
 
+
+def prepare(config: TrainConfig, resume_dir, log=print, say=print) -> RunState:
+    """Load the data, build the model and optimiser, and start a new run folder or restore ``resume_dir``."""
     splits, fell_back = load_data(config.dataset, config.data_dir, log)
     dataset = splits.name
     X_train_img, y_train = splits.train
@@ -246,174 +289,232 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     # Reshape once per dataset (views), not once per batch.
     X_train, X_val, X_test = (prepare_inputs(arch, X) for X in (X_train_img, X_val_img, X_test_img))
 
-    optimizer = make_optimizer(config)
-    loss_fn = SoftmaxCrossEntropy()
-    params = {name: p for name, p, _ in model.parameters()}
-    grads = {name: g for name, _, g in model.parameters()}  # the layers' own arrays, overwritten in place
-    # λθ added by the loop only where the optimiser does not decay by itself (see make_optimizer)
-    weight_decay = 0.0 if config.optimizer in ("adamw", "sgd", "momentum") else float(config.weight_decay)
-    image_shape = tuple(arch["input_shape"])
-    augment = None
-    if config.augment:
-        def augment(xb):  # on the images, whatever layout the model takes
-            images = xb.reshape(len(xb), *image_shape)
-            return augment_batch(images, rng, config.augment_shift, config.augment_degrees).reshape(xb.shape)
-    n_train, batch_size = len(y_train), config.batch_size
-    steps_per_epoch = math.ceil(n_train / batch_size)
-    schedule = lr_schedule(config, steps_per_epoch)
-
+    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
     saved_config = config.to_dict()
     saved_config.update(dataset=dataset, resume=None, out=None)
     base_meta = {"arch": arch, "dataset": dataset, "classes": list(splits.classes), "config": saved_config,
                  "handgrad_version": __version__}
-
-    history, best_epoch, best_val, start_epoch = [], 0, -1.0, 0
+    run_dir = resume_dir if resume_dir is not None else _new_run_dir(config.out)
+    # Without --patience the stopper only keeps the best epoch: it never runs out.
+    stopper = EarlyStopping(config.patience or sys.maxsize, mode="max")
+    run = RunState(config=config, run_dir=run_dir, dataset=dataset, classes=tuple(splits.classes),
+                   fell_back=fell_back, arch=arch, model=model, optimizer=make_optimizer(config), rng=rng,
+                   X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val, X_test=X_test, y_test=y_test,
+                   X_test_img=X_test_img, steps_per_epoch=steps_per_epoch,
+                   schedule=lr_schedule(config, steps_per_epoch), weight_decay=loop_weight_decay(config),
+                   params={name: p for name, p, _ in model.parameters()},
+                   grads={name: g for name, _, g in model.parameters()},
+                   augment=_augmenter(config, arch, rng) if config.augment else None,
+                   stopper=stopper, base_meta=base_meta, say=say, log=log,
+                   bar_disabled=config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()))
     if resume_dir is not None:
-        run_dir = resume_dir
-        ckpt = load_checkpoint(run_dir / "last.npz")
-        if ckpt.metadata.get("arch") != arch:
-            raise CheckpointError(f"{run_dir / 'last.npz'} holds a different architecture than {run_dir / 'config.json'}")
-        restore_into(model, ckpt)
-        if ckpt.optimizer_state is not None:
-            optimizer.load_state_dict(ckpt.optimizer_state)
-        if ckpt.rng_state is not None:
-            rng.bit_generator.state = ckpt.rng_state
-        meta = ckpt.metadata
-        start_epoch, history = int(meta["epoch"]), list(meta.get("history", []))
-        best_epoch, best_val = int(meta.get("best_epoch", 0)), float(meta.get("best_val_accuracy", -1.0))
-        if int(meta.get("steps", start_epoch * steps_per_epoch)) != start_epoch * steps_per_epoch:
-            raise CheckpointError(f"{run_dir}: the saved step count does not match {n_train:,} training images "
-                                  f"in batches of {batch_size}; was the dataset changed?")
-        # metrics.csv may hold a row written just before an interruption: rewrite it from the checkpoint.
-        (run_dir / "metrics.csv").unlink(missing_ok=True)
-        old = TrainConfig.load(run_dir / "config.json")
-        if old.epochs != config.epochs and config.schedule == "cosine":
-            say(f"note: the cosine schedule now anneals to epoch {config.epochs} (it was set for {old.epochs})")
-        say(f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}")
-    else:
-        run_dir = _new_run_dir(config.out)
-    config_to_save = TrainConfig.from_dict(saved_config)
-    config_to_save.save(run_dir / "config.json")
-    csv_log = CSVLogger(run_dir / "metrics.csv")
-    for row in history:
-        csv_log.log(row)
-
-    def checkpoint_meta(epoch, row, steps):
-        return {**base_meta, "epoch": epoch, "steps": steps, "metrics": row, "history": history,
-                "best_epoch": best_epoch, "best_val_accuracy": best_val}
-
+        _restore(run)
+    TrainConfig.from_dict(saved_config).save(run_dir / "config.json")
+    run.csv_log = CSVLogger(run_dir / "metrics.csv")
+    for row in run.history:
+        run.csv_log.log(row)
     if resume_dir is None:
         # Epoch 0: the initial parameters are the best so far and a valid point to resume from.
-        _, best_val, _ = evaluate_arrays(model, X_val, y_val, config.eval_batch_size)
-        save_checkpoint(run_dir / "best.npz", model, checkpoint_meta(0, {}, 0))
-        save_checkpoint(run_dir / "last.npz", model, checkpoint_meta(0, {}, 0), optimizer.state_dict(),
-                        rng.bit_generator.state)
-
-    say(f"{describe(arch)} on {dataset}: {n_train:,} train / {len(y_val):,} val / {len(y_test):,} test images, "
-        f"batch {batch_size}, {config.optimizer} lr {config.lr:g}"
-        + (f" β {config.momentum:g}{' nesterov' if config.nesterov else ''}" if config.optimizer == "momentum" else "")
-        + f", weight decay {config.weight_decay:g}, {config.schedule} schedule"
-        + (f" (warmup {config.warmup_epochs:g} epochs)" if config.warmup_epochs else "")
-        + (f", augmentation ±{config.augment_shift} px ±{config.augment_degrees:g}°" if config.augment else "")
-        + (f", patience {config.patience}" if config.patience else "")
-        + f", {config.epochs} epochs -> {run_dir}")
-
-    bar_disabled = config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
-    step = start_epoch * steps_per_epoch
-    stopped_early = stopped_by_patience = False
-    if config.patience and len(history) - best_epoch >= config.patience:  # a resumed run that had stopped
-        stopped_by_patience, start_epoch = True, config.epochs
+        _, val_acc, _ = evaluate_arrays(model, X_val, y_val, config.eval_batch_size)
+        stopper.step(val_acc, {}, epoch=0)
+        _save(run, "best.npz", 0, {})
+        _save(run, "last.npz", 0, {}, resumable=True)
+    say(_describe_run(run))
+    if stopper.stopped:  # a resumed run that had already stopped early
+        run.stopped_by_patience, run.start_epoch = True, config.epochs
     model.train()
-    # A diverging run overflows: the NaN/inf check on the loss reports it, not NumPy's warnings.
-    with np.errstate(over="ignore", invalid="ignore"):
-        for epoch in range(start_epoch + 1, config.epochs + 1):
-            t0 = time.perf_counter()
-            loss_sum, correct, seen = 0.0, 0, 0
-            bar = _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", bar_disabled)
-            try:
-                batches = batch_iterator(X_train, y_train, batch_size, shuffle=True, rng=rng)
-                for b, (xb, yb) in enumerate(batches, 1):
-                    if schedule is not None:
-                        optimizer.lr = schedule(step)
-                    if augment is not None:
-                        xb = augment(xb)
-                    logits = model.forward(xb)
-                    loss = loss_fn.forward(logits, yb)
-                    if not math.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"training diverged: the loss became {loss} at epoch {epoch}, batch {b} of {steps_per_epoch}; "
-                            f"try a lower learning rate (--lr, now {optimizer.lr:g}). "
-                            f"The best checkpoint so far (epoch {best_epoch}) is {run_dir / 'best.npz'}",
-                            epoch, b, str(run_dir))
-                    n = len(yb)
-                    loss_sum += loss * n
-                    correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-                    seen += n
-                    model.backward(loss_fn.backward(), need_input_grad=False)
-                    if weight_decay:
-                        add_l2_grad_(params, grads, weight_decay)
-                    optimizer.step(params, grads)
-                    step += 1
-                    if bar is not None:
-                        bar.update(1)
-                        if b % 10 == 0 or b == steps_per_epoch:
-                            rate = seen / max(time.perf_counter() - t0, 1e-9)
-                            bar.set_postfix_str(f"loss {loss_sum / seen:.4f}, {rate:,.0f} img/s", refresh=False)
-            finally:
-                if bar is not None:
-                    bar.close()
-            train_seconds = time.perf_counter() - t0
-            val_loss, val_acc, _ = evaluate_arrays(model, X_val, y_val, config.eval_batch_size)
-            test_loss, test_acc, _ = evaluate_arrays(model, X_test, y_test, config.eval_batch_size)
-            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-                   "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
-                   "lr": optimizer.lr, "train_seconds": round(train_seconds, 4),
-                   "seconds": round(time.perf_counter() - t0, 4)}
-            history.append(row)
-            csv_log.log(row)
-            improved = val_acc > best_val
-            if improved:
-                best_epoch, best_val = epoch, val_acc
-                save_checkpoint(run_dir / "best.npz", model, checkpoint_meta(epoch, row, step))
-            save_checkpoint(run_dir / "last.npz", model, checkpoint_meta(epoch, row, step), optimizer.state_dict(),
-                            rng.bit_generator.state)
-            say(f"epoch {epoch:>{len(str(config.epochs))}}/{config.epochs}  train loss {row['train_loss']:.4f} "
-                f"acc {100 * row['train_accuracy']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  "
-                f"test acc {100 * test_acc:.2f}%  lr {optimizer.lr:.3g}  {train_seconds:.1f} s "
-                f"({seen / train_seconds:,.0f} img/s){'  *' if improved else ''}")
-            if on_epoch_end is not None and on_epoch_end(epoch, row) is False:
-                stopped_early = epoch < config.epochs
-                break
-            if config.patience and epoch - best_epoch >= config.patience and epoch < config.epochs:
-                stopped_by_patience = True
-                break
-    csv_log.close()
+    return run
 
+
+def _restore(run: RunState) -> None:
+    """Continue ``run.run_dir``: parameters, optimiser state, generator, history and best epoch."""
+    run_dir, config = run.run_dir, run.config
+    ckpt = load_checkpoint(run_dir / "last.npz")
+    if ckpt.metadata.get("arch") != run.arch:
+        raise CheckpointError(f"{run_dir / 'last.npz'} holds a different architecture than "
+                              f"{run_dir / 'config.json'}")
+    restore_into(run.model, ckpt)
+    if ckpt.optimizer_state is not None:
+        run.optimizer.load_state_dict(ckpt.optimizer_state)
+    if ckpt.rng_state is not None:
+        run.rng.bit_generator.state = ckpt.rng_state
+    meta = ckpt.metadata
+    start_epoch, run.history = int(meta["epoch"]), list(meta.get("history", []))
+    best_epoch, best_val = int(meta.get("best_epoch", 0)), float(meta.get("best_val_accuracy", -1.0))
+    if int(meta.get("steps", start_epoch * run.steps_per_epoch)) != start_epoch * run.steps_per_epoch:
+        raise CheckpointError(f"{run_dir}: the saved step count does not match {len(run.y_train):,} training "
+                              f"images in batches of {config.batch_size}; was the dataset changed?")
+    # Algorithm 7.1's counter j is the number of epochs since the best one.
+    run.stopper.load_state_dict({"patience": run.stopper.patience, "mode": "max", "min_delta": 0.0,
+                                 "best_metric": best_val, "best_epoch": best_epoch,
+                                 "bad_epochs": start_epoch - best_epoch, "epochs_seen": start_epoch + 1})
+    run.start_epoch, run.step = start_epoch, start_epoch * run.steps_per_epoch
+    run.saved = {"best.npz": best_epoch, "last.npz": start_epoch}
+    # metrics.csv may hold a row written just before an interruption: rewrite it from the checkpoint.
+    (run_dir / "metrics.csv").unlink(missing_ok=True)
+    old = TrainConfig.load(run_dir / "config.json")
+    if old.epochs != config.epochs and config.schedule == "cosine":
+        run.say(f"note: the cosine schedule now anneals to epoch {config.epochs} "
+                f"(it was set for {old.epochs})")
+    run.say(f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}")
+
+
+def _describe_run(run: RunState) -> str:
+    config = run.config
+    return (f"{describe(run.arch)} on {run.dataset}: {len(run.y_train):,} train / {len(run.y_val):,} val / "
+            f"{len(run.y_test):,} test images, batch {config.batch_size}, {config.optimizer} lr {config.lr:g}"
+            + (f" β {config.momentum:g}{' nesterov' if config.nesterov else ''}"
+               if config.optimizer == "momentum" else "")
+            + f", weight decay {config.weight_decay:g}, {config.schedule} schedule"
+            + (f" (warmup {config.warmup_epochs:g} epochs)" if config.warmup_epochs else "")
+            + (f", augmentation ±{config.augment_shift} px ±{config.augment_degrees:g}°"
+               if config.augment else "")
+            + (f", patience {config.patience}" if config.patience else "")
+            + f", {config.epochs} epochs -> {run.run_dir}")
+
+
+def _save(run: RunState, name, epoch, row, resumable=False) -> None:
+    """Write ``best.npz`` or ``last.npz`` (with the optimiser and generator state when ``resumable``)."""
+    path = run.run_dir / name
+    meta = {**run.base_meta, "epoch": epoch, "steps": run.step, "metrics": row, "history": run.history,
+            "best_epoch": run.best_epoch, "best_val_accuracy": run.best_val}
+    state = (run.optimizer.state_dict(), run.rng.bit_generator.state) if resumable else ()
+    try:
+        save_checkpoint(path, run.model, meta, *state)
+    except (OSError, CheckpointError) as err:
+        raise _save_failed(run, path, err) from None
+    run.saved[name] = epoch
+
+
+def _save_failed(run: RunState, path, err) -> CheckpointError:
+    """One line: the file that could not be written, why, what is intact on disk, and how to go on."""
+    head = str(err) if isinstance(err, CheckpointError) else f"cannot write {path}: {err.strerror or err}"
+    kept = [f"{name} (epoch {epoch})" for name, epoch in run.saved.items()]
+    if kept:
+        kept[0] = f"{run.run_dir}/{kept[0]}"
+        intact = f"{' and '.join(kept)} {'are' if len(kept) > 1 else 'is'} intact"
+    else:
+        intact = "no checkpoint was written yet"
+    then = (f"free space and continue with --resume {run.run_dir}" if "last.npz" in run.saved
+            else "free space and start the run again with a new --out")
+    error = CheckpointError(f"{head}; {intact}; {then}")
+    error.path = str(path)
+    return error
+
+
+def run_epoch(run: RunState, epoch: int) -> dict:
+    """One epoch: the mini-batch steps, then validation and test, metrics.csv's row, the checkpoints and the
+    epoch's line. The best epoch is chosen on validation accuracy alone; test accuracy is only monitored."""
+    config = run.config
+    t0 = time.perf_counter()
+    loss_sum, correct, seen = _train_batches(run, epoch, t0)
+    train_seconds = time.perf_counter() - t0
+    val_loss, val_acc, _ = evaluate_arrays(run.model, run.X_val, run.y_val, config.eval_batch_size)
+    test_loss, test_acc, _ = evaluate_arrays(run.model, run.X_test, run.y_test, config.eval_batch_size)
+    row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+           "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
+           "lr": run.optimizer.lr, "train_seconds": round(train_seconds, 4),
+           "seconds": round(time.perf_counter() - t0, 4)}
+    run.history.append(row)
+    run.csv_log.log(row)
+    run.stopper.step(val_acc, {}, epoch=epoch)  # the best parameters are kept on disk (best.npz), not here
+    improved = run.stopper.best_epoch == epoch
+    if improved:
+        _save(run, "best.npz", epoch, row)
+    _save(run, "last.npz", epoch, row, resumable=True)
+    run.say(f"epoch {epoch:>{len(str(config.epochs))}}/{config.epochs}  train loss {row['train_loss']:.4f} "
+            f"acc {100 * row['train_accuracy']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  "
+            f"test acc (monitor) {100 * test_acc:.2f}%  lr {run.optimizer.lr:.3g}  {train_seconds:.1f} s "
+            f"({seen / train_seconds:,.0f} img/s){'  *' if improved else ''}")
+    return row
+
+
+def _train_batches(run: RunState, epoch: int, t0: float):
+    """The epoch's mini-batch steps; (summed loss, correct predictions, images seen)."""
+    model, optimizer, schedule, params, grads = run.model, run.optimizer, run.schedule, run.params, run.grads
+    loss_fn, weight_decay, augment = SoftmaxCrossEntropy().reuse_buffers(), run.weight_decay, run.augment
+    steps_per_epoch, step = run.steps_per_epoch, run.step
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = _progress(steps_per_epoch, f"epoch {epoch}/{run.config.epochs}", run.bar_disabled)
+    try:
+        batches = batch_iterator(run.X_train, run.y_train, run.config.batch_size, shuffle=True, rng=run.rng)
+        for b, (xb, yb) in enumerate(batches, 1):
+            if schedule is not None:
+                optimizer.lr = schedule(step)
+            if augment is not None:
+                xb = augment(xb)
+            logits = model.forward(xb)
+            loss = loss_fn.forward(logits, yb)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged: the loss became {loss} at epoch {epoch}, batch {b} of "
+                    f"{steps_per_epoch}; "
+                    f"try a lower learning rate (--lr, now {optimizer.lr:g}). "
+                    f"The best checkpoint so far (epoch {run.best_epoch}) is {run.run_dir / 'best.npz'}",
+                    epoch, b, str(run.run_dir))
+            n = len(yb)
+            loss_sum += loss * n
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+            seen += n
+            model.backward(loss_fn.backward(), need_input_grad=False)
+            if weight_decay:
+                add_l2_grad_(params, grads, weight_decay)
+            optimizer.step(params, grads)
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                if b % 10 == 0 or b == steps_per_epoch:
+                    rate = seen / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix_str(f"loss {loss_sum / seen:.4f}, {rate:,.0f} img/s", refresh=False)
+    finally:
+        run.step = step
+        if bar is not None:
+            bar.close()
+    return loss_sum, correct, seen
+
+
+def _augmenter(config, arch, rng):
+    """Random shifts and rotations of a batch (ch. 7 §7.4) on the images, whatever layout the model takes."""
+    image_shape = tuple(arch["input_shape"])
+
+    def augment(xb):
+        images = xb.reshape(len(xb), *image_shape)
+        return augment_batch(images, rng, config.augment_shift, config.augment_degrees).reshape(xb.shape)
+
+    return augment
+
+
+def finish(run: RunState, started: float) -> TrainResult:
+    """Restore the best parameters (by validation accuracy, from best.npz), test them, plot, summarise."""
+    config, model = run.config, run.model
     # The best parameters by validation accuracy, read back from disk (which also checks best.npz).
-    best = load_checkpoint(run_dir / "best.npz")
-    restore_into(model, best)
-    test_loss, test_acc, preds = evaluate_arrays(model, X_test, y_test, config.eval_batch_size)
-    n_classes = splits.n_classes
-    macro_f1 = float(f1_score(y_test, preds, average="macro", n_classes=n_classes))
+    restore_into(model, load_checkpoint(run.run_dir / "best.npz"))
+    test_loss, test_acc, preds = evaluate_arrays(model, run.X_test, run.y_test, config.eval_batch_size)
+    macro_f1 = float(f1_score(run.y_test, preds, average="macro", n_classes=len(run.classes)))
 
-    if config.plots and history:
-        _write_plots(run_dir, history, model, arch, X_test_img, y_test, preds, splits.classes, dataset, say)
+    if config.plots and run.history:
+        _write_plots(run.run_dir, run.history, model, run.arch, run.X_test_img, run.y_test, preds,
+                     run.classes, run.dataset, run.say)
 
     seconds = time.perf_counter() - started
-    done = len(history)
-    if stopped_early:
-        say(f"stopped after epoch {done}; continue with: handgrad train --resume {run_dir}")
-    if stopped_by_patience:
-        say(f"early stopping: no better validation accuracy in the {config.patience} epochs after epoch {best_epoch}")
-    log(f"best epoch {best_epoch}/{done}: test accuracy {100 * test_acc:.2f}%, macro-F1 {macro_f1:.4f} "
-        f"(val {100 * max(best_val, 0):.2f}%) on {dataset}; {_fmt_seconds(seconds)}; saved in {run_dir}")
-    if fell_back:
-        log("NOTE: this was the bundled sample. For full MNIST put its four files in DIR/mnist/ and set "
-            "HANDGRAD_DATA=DIR (or pass --data-dir DIR), or run once with network access to download them.")
-    return TrainResult(run_dir=str(run_dir), dataset=dataset, best_epoch=best_epoch, best_val_accuracy=best_val,
-                       test_accuracy=test_acc, test_loss=test_loss, test_macro_f1=macro_f1, epochs=done,
-                       seconds=seconds, history=history, fell_back=fell_back, stopped_early=stopped_early,
-                       stopped_by_patience=stopped_by_patience)
+    done, best_epoch, best_val = len(run.history), run.best_epoch, run.best_val
+    if run.stopped_early:
+        run.say(f"stopped after epoch {done}; continue with: handgrad train --resume {run.run_dir}")
+    if run.stopped_by_patience:
+        run.say(f"early stopping: no better validation accuracy in the {config.patience} epochs after epoch "
+                f"{best_epoch}")
+    run.log(f"best epoch {best_epoch}/{done}: test accuracy {100 * test_acc:.2f}%, macro-F1 {macro_f1:.4f} "
+            f"(val {100 * max(best_val, 0):.2f}%) on {run.dataset}; {_fmt_seconds(seconds)}; "
+            f"saved in {run.run_dir}")
+    if run.fell_back:
+        run.log("NOTE: this was the bundled sample. For full MNIST put its four files in DIR/mnist/ and set "
+                "HANDGRAD_DATA=DIR (or pass --data-dir DIR), or run once with network access to download "
+                "them.")
+    return TrainResult(run_dir=str(run.run_dir), dataset=run.dataset, best_epoch=best_epoch,
+                       best_val_accuracy=best_val, test_accuracy=test_acc, test_loss=test_loss,
+                       test_macro_f1=macro_f1, epochs=done, seconds=seconds, history=run.history,
+                       fell_back=run.fell_back, stopped_early=run.stopped_early,
+                       stopped_by_patience=run.stopped_by_patience)
 
 
 def _write_plots(run_dir, history, model, arch, X_test_img, y_test, preds, classes, dataset, say):
@@ -425,6 +526,7 @@ def _write_plots(run_dir, history, model, arch, X_test_img, y_test, preds, class
     cm = confusion_matrix(y_test, preds, len(classes))
     acc = float(np.trace(cm) / max(cm.sum(), 1))
     plots.plot_curves(history, run_dir / "curves.png", title=f"{describe(arch)} on {dataset}")
-    plots.plot_confusion(cm, classes, run_dir / "confusion.png", title=f"{dataset} test: accuracy {100 * acc:.2f}%")
+    plots.plot_confusion(cm, classes, run_dir / "confusion.png",
+                         title=f"{dataset} test: accuracy {100 * acc:.2f}%")
     plots.plot_misclassified(X_test_img, y_test, preds, classes, run_dir / "misclassified.png")
     plots.plot_first_layer(first_layer_weights(model), run_dir / "weights.png", tuple(arch["input_shape"]))

@@ -4,9 +4,11 @@ rate over time"; design report eq. 25).
 A schedule, for the training loop, is any callable ``t -> learning rate`` of the step count t = 0, 1, …,
 assigned to ``optimizer.lr`` before each step. ``constant_schedule(lr)`` returns such a callable. The
 others are formulas of t written as plain functions with t first, so ``functools.partial`` (or
-``make_schedule``) turns one into a callable::
+``make_schedule``) turns one into a callable, and ``with_warmup`` puts a linear warmup in front of any
+callable::
 
     schedule = make_schedule(cosine_schedule, total_steps=1000, lr_max=0.2, warmup_steps=50)
+    schedule = with_warmup(make_schedule(step_schedule, lr=0.2, step_size=300), warmup_steps=50, lr=0.2)
     for t in range(1000):
         opt.lr = schedule(t)
         ...
@@ -17,7 +19,8 @@ import math
 
 from .._checks import check_int, check_number
 
-__all__ = ["cosine_schedule", "constant_schedule", "step_schedule", "exponential_schedule", "make_schedule"]
+__all__ = ["cosine_schedule", "constant_schedule", "step_schedule", "exponential_schedule", "make_schedule",
+           "with_warmup"]
 
 
 def _step(t):
@@ -82,3 +85,26 @@ def make_schedule(schedule, **kwargs):
     fn = functools.partial(schedule, **kwargs)
     fn(0)
     return fn
+
+
+def with_warmup(schedule, warmup_steps, lr):
+    """Linear warmup in front of the schedule ``schedule`` (the first line of design report eq. 25):
+
+        η_t = η · t / T_w           for t < T_w
+        η_t = schedule(t − T_w)     for t ≥ T_w
+
+    so the rate climbs from 0 to η over T_w steps and ``schedule`` then starts its own count at 0.
+    ``cosine_schedule(t, T, η, η_min, T_w)`` equals ``with_warmup(cosine_schedule(·, T − T_w, η, η_min), T_w,
+    η)`` at every t (a test checks it). ``warmup_steps`` = 0 returns ``schedule`` itself.
+    """
+    warmup_steps = check_int(warmup_steps, "warmup_steps", low=0)
+    check_number(lr, "lr", low=0, low_open=True)
+    if not callable(schedule):
+        raise TypeError(f"schedule must be a callable t -> learning rate, got {type(schedule).__name__}")
+    if warmup_steps == 0:
+        return schedule
+
+    def warmed_up(t):
+        return lr * t / warmup_steps if t < warmup_steps else schedule(t - warmup_steps)
+
+    return warmed_up
