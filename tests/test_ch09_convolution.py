@@ -1,13 +1,13 @@
-"""Chapter 9: Conv2D, pooling and Flatten against the book's sum, finite differences and PyTorch."""
+"""Chapter 9, convolution.py: Conv2D, im2col/col2im and Flatten against the book's sum, finite
+differences and the layer contract.
+"""
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
+from gradcheck import check_layer_gradients, check_owned_outputs, relative_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradcheck import check_layer_gradients, check_owned_outputs, relative_error
 from handgrad import ShapeError
 from handgrad.ch06_feedforward import ReLU, Sequential
 from handgrad.ch09_convolution import AvgPool2D, Conv2D, Flatten, MaxPool2D, col2im, conv_output_size, im2col
@@ -126,21 +126,6 @@ def test_conv_gradients(case, rng):
     check_layer_gradients(layer, X, rng)
 
 
-def distinct_values(rng, shape):
-    """Values spaced at least 0.1 apart, so no finite-difference step changes which entry is a maximum."""
-    return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 + rng.uniform(0, 0.01, shape)
-
-
-@pytest.mark.parametrize(
-    "shape, kernel, stride",
-    [((2, 2, 5, 5), 2, None), ((2, 2, 5, 6), 3, 1), ((1, 3, 7, 5), (3, 2), (2, 1)), ((2, 1, 6, 6), 2, 3)],
-)
-def test_pool_gradients(shape, kernel, stride, rng):
-    X = distinct_values(rng, shape)
-    check_layer_gradients(MaxPool2D(kernel, stride), X, rng)
-    check_layer_gradients(AvgPool2D(kernel, stride), rng.standard_normal(shape), rng)
-
-
 def test_flatten_gradients(rng):
     check_layer_gradients(Flatten(), rng.standard_normal((3, 2, 3, 4)), rng)
 
@@ -148,93 +133,6 @@ def test_flatten_gradients(rng):
 def test_conv_pool_flatten_chain_gradients(rng):
     net = Sequential(Conv2D(2, 3, 3, padding=1, rng=rng, dtype=np.float64), ReLU(), MaxPool2D(2), Flatten())
     check_layer_gradients(net, rng.standard_normal((2, 2, 4, 5)), rng)
-
-
-# --------------------------------------------------------------------------------------------------
-# PyTorch oracle (float64): outputs, input gradients, parameter gradients
-# --------------------------------------------------------------------------------------------------
-
-
-LARGER_CASES = [(4, 3, 5, 13, 11, 3, 2, 1), (2, 4, 6, 12, 12, (3, 5), (1, 2), (2, 1))]
-
-
-@pytest.mark.parametrize("case", CONV_CASES + LARGER_CASES)
-def test_conv_matches_torch(case, rng):
-    layer, X = make_conv(case, rng)
-    Y = layer.forward(X)
-    G = rng.standard_normal(Y.shape)
-    dX = layer.backward(G).copy()
-    Xt = torch.tensor(X, requires_grad=True)
-    Wt = torch.tensor(layer.params["W"], requires_grad=True)
-    bt = torch.tensor(layer.params["b"], requires_grad=True)
-    Yt = F.conv2d(Xt, Wt, bt, stride=layer.stride, padding=layer.padding)
-    Yt.backward(torch.tensor(G))
-    assert Y.shape == tuple(Yt.shape)
-    assert relative_error(Y, Yt.detach().numpy()) < 1e-12
-    assert relative_error(dX, Xt.grad.numpy()) < 1e-12
-    assert relative_error(layer.grads["W"], Wt.grad.numpy()) < 1e-12
-    assert relative_error(layer.grads["b"], bt.grad.numpy()) < 1e-12
-
-
-POOL_CASES = [
-    ((2, 3, 8, 8), 2, None),
-    ((3, 2, 7, 9), 3, 2),
-    ((2, 2, 6, 7), (2, 3), (1, 2)),
-    ((1, 4, 5, 5), 3, 1),
-    ((2, 1, 9, 6), (4, 1), (3, 5)),
-    ((1, 1, 3, 3), 3, None),
-]
-
-
-def torch_pool(kind, X, G, kernel, stride):
-    Xt = torch.tensor(X, requires_grad=True)
-    fn = F.max_pool2d if kind == "max" else F.avg_pool2d
-    Yt = fn(Xt, kernel, stride if stride is not None else kernel)
-    Yt.backward(torch.tensor(G))
-    return Yt.detach().numpy(), Xt.grad.numpy()
-
-
-@pytest.mark.parametrize("shape, kernel, stride", POOL_CASES)
-@pytest.mark.parametrize("kind", ["max", "avg"])
-def test_pool_matches_torch(kind, shape, kernel, stride, rng):
-    layer = MaxPool2D(kernel, stride) if kind == "max" else AvgPool2D(kernel, stride)
-    X = rng.standard_normal(shape)
-    Y = layer.forward(X).copy()
-    G = rng.standard_normal(Y.shape)
-    dX = layer.backward(G)
-    Yt, dXt = torch_pool(kind, X, G, kernel, stride)
-    assert relative_error(Y, Yt) < 1e-14
-    assert relative_error(dX, dXt) < 1e-14
-
-
-@pytest.mark.parametrize("shape, kernel, stride", POOL_CASES)
-def test_max_pool_ties_route_to_the_first_maximum_as_torch(shape, kernel, stride, rng):
-    X = rng.integers(0, 2, shape).astype(np.float64)  # many ties, in overlapping windows too
-    layer = MaxPool2D(kernel, stride)
-    Y = layer.forward(X).copy()
-    G = rng.standard_normal(Y.shape)
-    dX = layer.backward(G)
-    Yt, dXt = torch_pool("max", X, G, kernel, stride)
-    np.testing.assert_array_equal(Y, Yt)
-    assert relative_error(dX, dXt) < 1e-14
-    assert np.count_nonzero(dX) <= Y.size  # each window's gradient reaches one pixel
-
-
-def test_max_pool_nan_is_the_maximum_as_torch(rng):
-    X = rng.standard_normal((1, 1, 4, 4))
-    X[0, 0, 1, 1] = X[0, 0, 2, 3] = np.nan
-    layer = MaxPool2D(2)
-    Y = layer.forward(X).copy()
-    G = rng.standard_normal(Y.shape)
-    dX = layer.backward(G)
-    Yt, dXt = torch_pool("max", X, G, 2, None)
-    np.testing.assert_array_equal(np.isnan(Y), np.isnan(Yt))
-    np.testing.assert_allclose(dX, dXt, rtol=0, atol=1e-15)
-
-
-def test_flatten_matches_torch(rng):
-    X = rng.standard_normal((3, 2, 4, 5))
-    np.testing.assert_array_equal(Flatten().forward(X), torch.nn.Flatten()(torch.tensor(X)).numpy())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,12 +151,6 @@ def test_float32_in_float32_out(layer_fn, rng):
     assert Y.dtype == np.float32
     assert layer.backward(np.ones_like(Y)).dtype == np.float32
     assert all(g.dtype == np.float32 for g in layer.grads.values())
-
-
-@pytest.mark.parametrize("layer", [MaxPool2D(2), AvgPool2D(2), Flatten()])
-def test_parameterless_layers_compute_in_float64_for_float64_input(layer, rng):
-    X = rng.standard_normal((1, 1, 4, 4))
-    assert layer.forward(X).dtype == np.float64
 
 
 def test_conv_float32_agrees_with_float64(rng):
@@ -344,15 +236,6 @@ def test_conv_rejects_bad_input_shapes():
         layer.backward(np.zeros((1, 4, 3, 3)))
 
 
-def test_pool_and_flatten_reject_bad_input_shapes():
-    with pytest.raises(ShapeError, match=r"MaxPool2D.*expects input \(N, C, H, W\)"):
-        MaxPool2D(2).forward(np.zeros((4, 4)))
-    with pytest.raises(ShapeError, match="larger than the padded input"):
-        AvgPool2D(5).forward(np.zeros((1, 1, 4, 6)))
-    with pytest.raises(ShapeError, match="at least 2 dimensions"):
-        Flatten().forward(np.zeros(5))
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -377,15 +260,6 @@ def test_pool_and_flatten_reject_bad_input_shapes():
 def test_conv_validates_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Conv2D(**kwargs)
-
-
-def test_pool_validates_hyperparameters_and_order():
-    with pytest.raises(ValueError, match="kernel_size must be a positive integer or a pair of them, got 0"):
-        MaxPool2D(0)
-    with pytest.raises(ValueError, match="stride must be a positive integer or a pair of them, got '2'"):
-        AvgPool2D(2, stride="2")
-    with pytest.raises(RuntimeError, match="backward called before forward"):
-        MaxPool2D(2).backward(np.zeros((1, 1, 1, 1)))
 
 
 def test_col2im_rejects_a_mismatched_column_matrix():

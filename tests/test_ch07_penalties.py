@@ -1,4 +1,4 @@
-"""Chapter 7: the L2 penalty and its gradient against closed forms (eqs. 20–21)."""
+"""Chapter 7, penalties.py: the L2 penalty and its gradient against closed forms (eqs. 20–21)."""
 
 import numpy as np
 import pytest
