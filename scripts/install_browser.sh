@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the browser test (tests/test_web.py) needs: Debian's chromium and the Python playwright package.
+# What the browser test (tests/test_app_server_web.py) needs: Debian's chromium and the Python playwright package.
 # Idempotent: installs only what is missing. Playwright's own browser download is not used.
 #   scripts/install_browser.sh [PYTHON]     (PYTHON defaults to .venv/bin/python, else python3)
 set -euo pipefail
