@@ -1,12 +1,18 @@
-"""Checkpoints: round trip, atomic writes (a killed writer leaves the previous file intact), validation."""
+"""Checkpoints (app/checkpoint.py): round trip, atomic writes (a killed writer leaves the previous file
+intact), validation, hostile archives refused before anything is allocated."""
 
+import io
 import json
+import math
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -353,3 +359,346 @@ def test_layer_state_is_saved_and_restored(tmp_path):
             load_checkpoint(tmp_path / "s2.npz")
     finally:
         MODEL_TYPES.pop("test-stateful")
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile archives: refused from their headers and zip directory, before any array is allocated
+# --------------------------------------------------------------------------------------------------
+
+
+def _npy(arr, allow_pickle=False):
+    """The bytes np.save writes for ``arr``."""
+    f = io.BytesIO()
+    np.lib.format.write_array(f, arr, allow_pickle=allow_pickle)
+    return f.getvalue()
+
+
+def _npy_header(shape, descr="<f4", fortran_order=False):
+    """An .npy header alone (what a file declares), without the data it promises."""
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": fortran_order, "shape": shape})
+    return f.getvalue()
+
+
+def _members(path):
+    """{member name: raw bytes} of a checkpoint written by save_checkpoint."""
+    with zipfile.ZipFile(path) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def _write_zip(path, members, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _header_bytes(header):
+    return _npy(np.frombuffer(json.dumps(header).encode(), np.uint8))
+
+
+def _load_measured(path):
+    """load_checkpoint(path) under tracemalloc: (the CheckpointError, peak bytes, seconds)."""
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        seconds = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return info.value, peak, seconds
+
+
+def _one_line(err, *fragments):
+    message = str(err)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize("member", ["param/0.W.npy", "param/9.W.npy", "optim/velocity.0.W.npy"])
+def test_a_100000_by_100000_header_is_refused_without_allocating(good, tmp_path, member):
+    members = _members(good[0])
+    members[member] = _npy_header((100_000, 100_000)) + b"\0" * 64  # declares 37 GiB, holds 64 bytes
+    path = _write_zip(tmp_path / "huge.npz", members)
+    err, peak, seconds = _load_measured(path)
+    _one_line(err, str(path), repr(member), "100000x100000 float32", "40,000,000,1")
+    assert peak < 50 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    assert seconds < 10  # milliseconds in practice; an attempted allocation would take far longer or fail
+
+
+@pytest.mark.parametrize("shape", [(-1, 784), (784, -16), (-(2**62), -(2**62))])
+def test_negative_shapes_are_refused(good, tmp_path, shape):
+    members = _members(good[0])
+    members["param/0.W.npy"] = _npy_header(shape)
+    path = _write_zip(tmp_path / "neg.npz", members)
+    with pytest.raises(CheckpointError, match="'param/0.W.npy' declares an impossible shape"):
+        load_checkpoint(path)
+
+
+class _Marker:
+    """Unpickling this would create ``marker``: the test checks that it never exists."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def test_a_pickled_object_array_is_refused_and_never_unpickled(good, tmp_path):
+    marker = tmp_path / "unpickled"
+    members = _members(good[0])
+    members["param/0.W.npy"] = _npy(np.array([_Marker(marker)], dtype=object), allow_pickle=True)
+    assert b"touch" in members["param/0.W.npy"]  # the pickle is really in the file
+    path = _write_zip(tmp_path / "pickle.npz", members)
+    with pytest.raises(CheckpointError, match=r"'param/0.W.npy' has dtype '\|O'.*no objects, pickles"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("descr, itemsize", [([("a", "<f4"), ("b", "<i4")], 8), ("|V8", 8), ("<U2", 8),
+                                             ("|S8", 8), (("<f4", (2,)), 8), ("<M8[s]", 8)])
+def test_record_void_text_and_date_dtypes_are_refused(good, tmp_path, descr, itemsize):
+    members = _members(good[0])
+    members["optim/velocity.0.b.npy"] = _npy_header((16,), descr) + b"\0" * (16 * itemsize)
+    path = _write_zip(tmp_path / "dtype.npz", members)
+    with pytest.raises(CheckpointError, match="'optim/velocity.0.b.npy' has dtype .* plain numeric arrays"):
+        load_checkpoint(path)
+
+
+def _write_zeros_member(zf, name, shape, compress_type=zipfile.ZIP_DEFLATED):
+    """A member whose header and data agree: ``shape`` float32 zeros, streamed 1 MiB at a time."""
+    info = zipfile.ZipInfo(name)
+    info.compress_type = compress_type
+    left = math.prod(shape) * 4
+    with zf.open(info, "w", force_zip64=True) as f:
+        f.write(_npy_header(shape))
+        while left:
+            f.write(bytes(min(left, 2**20)))
+            left -= min(left, 2**20)
+
+
+def test_a_deflated_zip_bomb_is_refused_before_inflating(good, tmp_path):
+    members = _members(good[0])
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            if name != "param/0.W.npy":
+                zf.writestr(name, data)
+        _write_zeros_member(zf, "param/0.W.npy", (4096, 4096))  # 64 MiB of zeros in about 65 KB
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("param/0.W.npy")
+        assert info.file_size > 64 * 2**20 and info.file_size / info.compress_size > 500
+    err, peak, _ = _load_measured(path)
+    _one_line(err, str(path), "'param/0.W.npy'", "zip bomb")
+    assert peak < 10 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_many_small_members_that_inflate_too_much_together_are_refused(good, tmp_path):
+    members = _members(good[0])
+    path = tmp_path / "bombs.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for i in range(8):  # each member is under the per-member allowance, together they are not
+            _write_zeros_member(zf, f"optim/m{i}.npy", (250_000,))
+    with pytest.raises(CheckpointError, match="its members would inflate .* zip bomb"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "model.pkl", "param/", "param/0.W", "__MACOSX/._x.npy",
+                                  "optim//etc/passwd.npy"])
+def test_unexpected_members_are_refused(good, tmp_path, name):
+    members = _members(good[0])
+    members[name] = _npy(np.zeros(2, np.float32))
+    path = _write_zip(tmp_path / "extra.npz", members)
+    with pytest.raises(CheckpointError, match=f"unexpected member {re.escape(repr(name))}"):
+        load_checkpoint(path)
+
+
+def test_a_member_twice_is_refused(good, tmp_path):
+    members = _members(good[0])
+    path = _write_zip(tmp_path / "twice.npz", members)
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("param/0.b.npy", _npy(np.ones(16, np.float32)))
+    with pytest.raises(CheckpointError, match="'param/0.b.npy' appears more than once"):
+        load_checkpoint(path)
+
+
+def test_non_npy_data_in_a_checkpoint_name_is_refused(good, tmp_path):
+    members = _members(good[0])
+    members["param/0.b.npy"] = b"this is not an array" * 4
+    path = _write_zip(tmp_path / "text.npz", members)
+    with pytest.raises(CheckpointError, match="'param/0.b.npy' is not .npy data"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("name, arr, message", [
+    ("param/0.W.npy", np.zeros((16, 784), np.float32), r"'0.W' has shape \(16, 784\).*needs \(784, 16\)"),
+    ("param/0.W.npy", np.zeros((784, 16), np.float64), r"'0.W' has .* float64.*needs \(784, 16\) float32"),
+    ("param/2.b.npy", np.zeros(10, np.float16), r"'2.b' has .* dtype float16"),
+    ("param/2.b.npy", np.zeros((10, 1), np.float32), r"'2.b' has shape \(10, 1\)"),
+])
+def test_a_parameter_of_the_wrong_shape_or_dtype(good, tmp_path, name, arr, message):
+    members = _members(good[0])
+    members[name] = _npy(arr)
+    path = _write_zip(tmp_path / "wrong.npz", members)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_a_member_shorter_than_its_header_says_is_refused(good, tmp_path):
+    members = _members(good[0])
+    members["param/0.W.npy"] = members["param/0.W.npy"][:-100]
+    path = _write_zip(tmp_path / "short.npz", members)
+    with pytest.raises(CheckpointError, match=r"'param/0.W.npy' declares a 784x16 float32 array "
+                                              r"\(50,304 bytes with its header\) but holds 50,204 bytes"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("keep", [0.99, 0.5, 0.1])
+def test_truncated_archives_are_refused(good, tmp_path, keep):
+    data = good[0].read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError, match="not a readable .npz archive"):
+        load_checkpoint(tmp_path / "cut.npz")
+
+
+def test_corrupted_array_bytes_fail_the_crc_check(good, tmp_path):
+    data = bytearray(good[0].read_bytes())
+    with zipfile.ZipFile(good[0]) as zf:
+        info = zf.getinfo("param/0.W.npy")
+    data[info.header_offset + 30 + len(info.filename) + 2000] ^= 0xFF  # a byte of 0.W's data
+    (tmp_path / "flip.npz").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="'param/0.W.npy' cannot be read .*CRC"):
+        load_checkpoint(tmp_path / "flip.npz")
+
+
+def test_an_oversized_json_header_is_refused_unread(good, tmp_path):
+    members = _members(good[0])
+    path = tmp_path / "header.npz"
+    size = ck.MAX_HEADER_BYTES + 1
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            if name != "__handgrad__.npy":
+                zf.writestr(name, data)
+        with zf.open("__handgrad__.npy", "w") as f:
+            f.write(_npy_header((size,), "|u1"))
+            f.write(b"{" + b" " * (size - 2) + b"}")
+    err, peak, _ = _load_measured(path)
+    _one_line(err, str(path), "'__handgrad__'", f"{size:,}-byte header")
+    assert peak < 2 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # the 8 MiB header was never read
+
+
+def test_a_deeply_nested_json_header_is_a_damaged_header(good, tmp_path):
+    members = _members(good[0])
+    members["__handgrad__.npy"] = _npy(np.frombuffer(b"[" * 200_000, np.uint8))
+    path = _write_zip(tmp_path / "nested.npz", members)
+    with pytest.raises(CheckpointError, match="damaged checkpoint header"):
+        load_checkpoint(path)
+
+
+def _gigantic(good, tmp_path):
+    arch = mlp_arch([10**6, 10**6], "relu", 10)
+    members = _members(good[0])
+    header = json.loads(np.load(good[0])["__handgrad__"].tobytes())
+    header["metadata"]["arch"] = arch
+    members["__handgrad__.npy"] = _header_bytes(header)
+    return _write_zip(tmp_path / "gigantic.npz", members)
+
+
+def test_an_architecture_claiming_a_gigantic_model_is_refused_before_building(good, tmp_path, monkeypatch):
+    path = _gigantic(good, tmp_path)
+
+    def no_building(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(ck, "build_model", no_building)
+    err, peak, _ = _load_measured(path)
+    claimed = (784 * 10**6 + 10**6) + (10**6 * 10**6 + 10**6) + (10**6 * 10 + 10)  # W and b of each Linear
+    _one_line(err, str(path), f"model of {claimed:,} numbers", "holds 12,730 for parameters")
+    assert peak < 5 * 2**20
+
+
+def test_an_optimizer_array_larger_than_any_parameter_is_refused_before_reading(good, tmp_path):
+    members = _members(good[0])
+    members["optim/velocity.0.W.npy"] = _npy(np.zeros((784, 17), np.float32))  # 0.W is 784x16
+    path = _write_zip(tmp_path / "optim.npz", members)
+    with pytest.raises(CheckpointError, match="'optim/velocity.0.W.npy' holds 13,328 numbers, more than the "
+                                              r"largest parameter \(12,544\)"):
+        load_checkpoint(path)
+
+
+def test_optimizer_arrays_may_not_outnumber_the_parameters_many_times(good, tmp_path):
+    members = _members(good[0])
+    for i in range(5):
+        for name in ("0.W", "0.b", "2.W", "2.b"):
+            members[f"optim/slot{i}.{name}.npy"] = members[f"param/{name}.npy"]
+    path = _write_zip(tmp_path / "optim.npz", members)
+    with pytest.raises(CheckpointError, match="optimizer state holds more than 4 copies of the parameters"):
+        load_checkpoint(path)
+
+
+def test_a_deflated_checkpoint_written_by_savez_compressed_still_loads(good, tmp_path):
+    arch, model = good[1], good[2]
+    opt = trained_state(model)
+    save_checkpoint(tmp_path / "c.npz", model, {"arch": arch}, opt.state_dict())
+    with np.load(tmp_path / "c.npz") as data:
+        np.savez_compressed(tmp_path / "z.npz", **{k: data[k] for k in data.files})
+    loaded = load_checkpoint(tmp_path / "z.npz")
+    for k, p in named_params(model).items():
+        assert np.array_equal(loaded.params[k], p)
+        assert np.array_equal(loaded.optimizer_state[f"velocity.{k}"], opt.state["velocity"][k])
+
+
+def test_loading_reads_each_array_once_and_little_else(tmp_path):
+    """A 3 MB checkpoint loads with a peak near its own size (no second copy of the archive)."""
+    arch = mlp_arch([1024], "relu", 10)
+    model = build_model(arch, 0)
+    path = save_checkpoint(tmp_path / "c.npz", model, {"arch": arch})
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        loaded = load_checkpoint(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(loaded.params["0.W"], named_params(model)["0.W"])
+    # The arrays (1x), the model built to learn the expected shapes (1x) and its float64 draws at
+    # initialisation (2x, briefly): about 3.2x. One more copy of the arrays anywhere would exceed 4x.
+    assert peak < 4 * size, (peak, size)
+
+
+@pytest.mark.parametrize("make", ["huge", "gigantic", "pickle"])
+def test_cli_evaluate_refuses_a_hostile_checkpoint_in_one_line(good, tmp_path, capsys, make):
+    from handgrad.cli import main
+
+    members = _members(good[0])
+    if make == "huge":
+        members["param/0.W.npy"] = _npy_header((100_000, 100_000)) + b"\0" * 64
+        path = _write_zip(tmp_path / "hostile.npz", members)
+    elif make == "gigantic":
+        path = _gigantic(good, tmp_path)
+    else:
+        members["param/0.W.npy"] = _npy(np.array([{"x": 1}], dtype=object), allow_pickle=True)
+        path = _write_zip(tmp_path / "hostile.npz", members)
+    code = main(["evaluate", str(path), "--dataset", "mnist-sample"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"handgrad: error: {path}") and "Traceback" not in err
+
+
+def test_cli_evaluate_of_a_hostile_checkpoint_in_a_fresh_process(good, tmp_path):
+    members = _members(good[0])
+    members["param/0.W.npy"] = _npy_header((100_000, 100_000)) + b"\0" * 64
+    path = _write_zip(tmp_path / "hostile.npz", members)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "handgrad.cli", "evaluate", str(path)], capture_output=True,
+                          text=True, check=False, timeout=120, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("handgrad: error: ")
+    assert "'param/0.W.npy'" in proc.stderr and "Traceback" not in proc.stderr
