@@ -1,6 +1,7 @@
 """Checkpoints (app/checkpoint.py): round trip, atomic writes (a killed writer leaves the previous file
-intact), validation, hostile archives refused before anything is allocated."""
+intact), validation, hostile archives refused before anything is allocated, write errors naming the file."""
 
+import errno
 import io
 import json
 import math
@@ -702,3 +703,89 @@ def test_cli_evaluate_of_a_hostile_checkpoint_in_a_fresh_process(good, tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("handgrad: error: ")
     assert "'param/0.W.npy'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# Write errors name the file and say what is left
+# --------------------------------------------------------------------------------------------------
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _half_then_no_space(file, **arrays):
+    """np.savez that gets half of its bytes out before the disk is full."""
+    buf = io.BytesIO()
+    _real_savez(buf, **arrays)
+    file.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    _no_space()
+
+
+_real_savez = np.savez
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch, where):
+    arch, model = small_model()
+    target = tmp_path / "runs" / "x" / "last.npz"
+    save_checkpoint(target, model, {"arch": arch, "v": 1})
+    before = target.read_bytes()
+    _fill(model, 2.0)
+    if where == "write":
+        monkeypatch.setattr(ck.np, "savez", _half_then_no_space)
+    else:
+        monkeypatch.setattr(ck.os, "fsync", _no_space)
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(target, model, {"arch": arch, "v": 2})
+    monkeypatch.undo()
+    err = info.value
+    assert str(err) == (f"cannot write checkpoint {target}: No space left on device; "
+                        f"the previous {target} is intact")
+    assert err.path == target and err.previous_intact and err.errno == errno.ENOSPC
+    assert isinstance(err, OSError)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.npz"]  # no temporary file left
+    assert load_checkpoint(target).metadata["v"] == 1
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_a_full_disk_on_the_first_write_says_nothing_was_written(tmp_path, monkeypatch, where):
+    arch, model = small_model()
+    target = tmp_path / "best.npz"
+    if where == "write":
+        monkeypatch.setattr(ck.np, "savez", _half_then_no_space)
+    else:
+        monkeypatch.setattr(ck.os, "fsync", _no_space)
+    expected = f"cannot write checkpoint {target}: No space left on device; nothing was written"
+    with pytest.raises(CheckpointError, match=f"^{re.escape(expected)}$") as info:
+        save_checkpoint(target, model, {"arch": arch})
+    assert info.value.path == target and not info.value.previous_intact
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_without_write_permission_names_the_file(tmp_path, monkeypatch):
+    arch, model = small_model()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path))
+
+    monkeypatch.setattr(ck.tempfile, "mkstemp", denied)
+    expected = f"cannot write checkpoint {tmp_path / 'c.npz'}: Permission denied; nothing was written"
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        save_checkpoint(tmp_path / "c.npz", model, {"arch": arch})
+
+
+def test_training_on_a_full_disk_ends_in_one_line_naming_the_checkpoint(tmp_path, capsys, monkeypatch):
+    from handgrad.cli import main
+
+    monkeypatch.setattr(ck.os, "fsync", _no_space)
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "mnist-sample", "--limit", "200", "--hidden", "8", "--epochs", "1",
+                 "--out", str(out), "--no-plots"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"handgrad: error: cannot write checkpoint {out}")
+    assert "No space left on device" in lines[0]
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))

@@ -15,7 +15,8 @@ configuration, epoch, metrics and history.
 
 Writing goes to a temporary file in the same folder, which is flushed, fsync'ed and then renamed over the
 target with ``os.replace`` — atomic on POSIX and Windows — so a reader, or a run killed mid-write, sees
-either the previous complete checkpoint or the new one, never a torn file.
+either the previous complete checkpoint or the new one, never a torn file. A failed write (a full disk)
+raises :class:`CheckpointWriteError`, naming the file and saying whether its previous version is intact.
 
 Loading trusts nothing in the file before checking it, so a damaged or hostile archive can neither
 unpickle nor exhaust memory: every member's ``.npy`` header (dtype, shape) is read from the zip and checked
@@ -44,7 +45,7 @@ from numpy.lib import format as fmt
 from .. import __version__
 from .models import ArchitectureError, build_model, count_parameters, named_params, named_state
 
-__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
+__all__ = ["CheckpointError", "CheckpointWriteError", "Checkpoint", "save_checkpoint", "load_checkpoint",
            "load_model", "restore_into", "resolve_checkpoint_path", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "handgrad-checkpoint"
@@ -66,6 +67,25 @@ class CheckpointError(ValueError):
     """A file is not a usable handgrad checkpoint: missing, not an .npz, another format, a mismatched
     architecture, missing or extra arrays, arrays of the wrong shape or dtype, or a damaged or hostile
     archive (unexpected members, sizes that disagree with the zip directory, a zip bomb)."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """Writing a checkpoint failed (a full disk, no permission ...); the message names the file and says
+    whether its previous version is intact. Also an OSError, with the original ``errno``.
+
+    ``path`` is the checkpoint that was being written (a ``pathlib.Path``) and ``previous_intact`` whether
+    an earlier complete file is still there, so a caller can add which epoch that file holds.
+    """
+
+    def __init__(self, path, cause: OSError, previous_intact: bool):
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        after = f"the previous {path} is intact" if previous_intact else "nothing was written"
+        super().__init__(f"cannot write checkpoint {path}: {reason}; {after}")
+        self.path, self.previous_intact = pathlib.Path(path), previous_intact
+        self.errno, self.strerror, self.filename = cause.errno, cause.strerror, str(path)
+
+    def __str__(self):  # the message alone, not OSError's "[Errno 28] ...: 'file'"
+        return str(self.args[0])
 
 
 class Checkpoint(NamedTuple):
@@ -143,7 +163,10 @@ def atomic_savez(path, arrays: dict) -> None:
 
 def save_checkpoint(path, model, metadata: dict, optimizer_state=None, rng_state=None) -> pathlib.Path:
     """Write ``model``'s parameters and layer state, ``metadata`` (JSON-able, with an ``"arch"``), the
-    optimiser's ``state_dict()`` and a generator's ``bit_generator.state`` to ``path`` atomically."""
+    optimiser's ``state_dict()`` and a generator's ``bit_generator.state`` to ``path`` atomically.
+
+    An OSError while writing (a full disk, no permission) becomes a :class:`CheckpointWriteError` naming
+    ``path`` and saying whether its previous version is intact; the temporary file is removed first."""
     if not isinstance(metadata, dict) or "arch" not in metadata:
         raise ValueError("metadata must be a dict holding the model's 'arch'")
     arrays = {f"param/{k}": np.asarray(v) for k, v in named_params(model).items()}
@@ -153,8 +176,13 @@ def save_checkpoint(path, model, metadata: dict, optimizer_state=None, rng_state
               "metadata": metadata, "optimizer": optim, "rng_state": rng_state}
     text = json.dumps(header, allow_nan=True)  # NaN metrics (a diverged epoch) stay representable
     arrays[HEADER_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    atomic_savez(path, arrays)
-    return pathlib.Path(path)
+    path = pathlib.Path(path)
+    previous_intact = path.is_file()  # os.replace is the last step: until it succeeds, this file is untouched
+    try:
+        atomic_savez(path, arrays)
+    except OSError as err:
+        raise CheckpointWriteError(path, err, previous_intact) from err
+    return path
 
 
 # ----------------------------------------------------------------------------------------------------
