@@ -399,17 +399,15 @@ def _header_bytes(header):
 
 
 def _load_measured(path):
-    """load_checkpoint(path) under tracemalloc: (the CheckpointError, peak bytes, seconds)."""
+    """load_checkpoint(path) under tracemalloc: (the CheckpointError, peak bytes traced)."""
     tracemalloc.start()
-    t0 = time.perf_counter()
     try:
         with pytest.raises(CheckpointError) as info:
             load_checkpoint(path)
-        seconds = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    return info.value, peak, seconds
+    return info.value, peak
 
 
 def _one_line(err, *fragments):
@@ -424,10 +422,9 @@ def test_a_100000_by_100000_header_is_refused_without_allocating(good, tmp_path,
     members = _members(good[0])
     members[member] = _npy_header((100_000, 100_000)) + b"\0" * 64  # declares 37 GiB, holds 64 bytes
     path = _write_zip(tmp_path / "huge.npz", members)
-    err, peak, seconds = _load_measured(path)
+    err, peak = _load_measured(path)
     _one_line(err, str(path), repr(member), "100000x100000 float32", "40,000,000,1")
-    assert peak < 50 * 2**20, f"peak {peak / 2**20:.1f} MiB"
-    assert seconds < 10  # milliseconds in practice; an attempted allocation would take far longer or fail
+    assert peak < 50 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # the 37 GiB are never asked for
 
 
 @pytest.mark.parametrize("shape", [(-1, 784), (784, -16), (-(2**62), -(2**62))])
@@ -493,7 +490,7 @@ def test_a_deflated_zip_bomb_is_refused_before_inflating(good, tmp_path):
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo("param/0.W.npy")
         assert info.file_size > 64 * 2**20 and info.file_size / info.compress_size > 500
-    err, peak, _ = _load_measured(path)
+    err, peak = _load_measured(path)
     _one_line(err, str(path), "'param/0.W.npy'", "zip bomb")
     assert peak < 10 * 2**20, f"peak {peak / 2**20:.1f} MiB"
 
@@ -589,7 +586,7 @@ def test_an_oversized_json_header_is_refused_unread(good, tmp_path):
         with zf.open("__handgrad__.npy", "w") as f:
             f.write(_npy_header((size,), "|u1"))
             f.write(b"{" + b" " * (size - 2) + b"}")
-    err, peak, _ = _load_measured(path)
+    err, peak = _load_measured(path)
     _one_line(err, str(path), "'__handgrad__'", f"{size:,}-byte header")
     assert peak < 2 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # the 8 MiB header was never read
 
@@ -618,7 +615,7 @@ def test_an_architecture_claiming_a_gigantic_model_is_refused_before_building(go
         raise AssertionError("the model was built")
 
     monkeypatch.setattr(ck, "build_model", no_building)
-    err, peak, _ = _load_measured(path)
+    err, peak = _load_measured(path)
     claimed = (784 * 10**6 + 10**6) + (10**6 * 10**6 + 10**6) + (10**6 * 10 + 10)  # W and b of each Linear
     _one_line(err, str(path), f"model of {claimed:,} numbers", "holds 12,730 for parameters")
     assert peak < 5 * 2**20
