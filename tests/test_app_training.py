@@ -264,6 +264,35 @@ def test_a_checkpoint_that_cannot_be_written_says_what_is_intact_and_the_run_res
     assert resumed.epochs == 3 and resumed.test_accuracy == straight.test_accuracy
 
 
+def test_a_full_disk_in_the_real_writer_gives_the_same_one_line(tmp_path, monkeypatch):
+    """Through save_checkpoint itself: fsync fails with ENOSPC while last.npz of epoch 2 is written."""
+    import errno
+    import os
+
+    from handgrad.app import CheckpointError
+
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".last.npz."):
+            calls.append(fd)
+            if len(calls) == 3:  # last.npz of epochs 0 and 1 are written; that of epoch 2 fails
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    run = tmp_path / "disk"
+    with pytest.raises(CheckpointError) as info:
+        train(quick(tmp_path, "disk", epochs=3, limit=600))
+    monkeypatch.undo()
+    assert isinstance(info.value, CheckpointError)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"cannot write {run / 'last.npz'}: No space left on device; ")
+    assert "last.npz (epoch 1)" in message
+    assert message.endswith(f"are intact; free space and continue with --resume {run}")
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
 def test_a_failed_write_from_the_checkpoint_module_keeps_its_message(tmp_path, monkeypatch):
     from handgrad.app import CheckpointError
 

@@ -388,7 +388,8 @@ def _save(run: RunState, name, epoch, row, resumable=False) -> None:
 
 def _save_failed(run: RunState, path, err) -> CheckpointError:
     """One line: the file that could not be written, why, what is intact on disk, and how to go on."""
-    head = str(err) if isinstance(err, CheckpointError) else f"cannot write {path}: {err.strerror or err}"
+    # An OSError (the checkpoint module's CheckpointWriteError is one) is said here with the epochs on disk.
+    head = f"cannot write {path}: {err.strerror or err}" if isinstance(err, OSError) else str(err)
     kept = [f"{name} (epoch {epoch})" for name, epoch in run.saved.items()]
     if kept:
         kept[0] = f"{run.run_dir}/{kept[0]}"
