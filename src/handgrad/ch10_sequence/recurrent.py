@@ -130,7 +130,7 @@ class Recurrent(Layer):
                              f"for input of {N} sequences, got {h.shape}")
         return h.astype(dtype, copy=False)
 
-    def _as_state(self, state, N, dtype, name="state"):
+    def _as_state(self, state, N, dtype, name="h0"):
         """A state passed in (h0, or a gradient for h_T) checked and as an array of ``dtype``."""
         return self._check_state(state, N, dtype, name)
 
