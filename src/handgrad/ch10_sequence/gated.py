@@ -7,9 +7,10 @@ by the forget gate), which the simple RNN of §10.2 cannot do. Both layers share
 conventions (module ``recurrent``): batch-first input, parameters U, W, b in PyTorch's gate order,
 ``final_state``, ``state_grad`` and the carried state for truncated BPTT.
 
-The sigmoid of several gates and the tanh of the candidate are one tanh over the whole row of
-pre-activations, σ(a) = (1 + tanh(a/2)) / 2 with per-column constants (``_gate_activations``): four
-element-wise passes over (N, G·H) instead of four per gate. A test checks it against chapter 4's sigmoid.
+The LSTM computes the sigmoid of three gates and the tanh of the candidate as one tanh over the whole
+row of pre-activations, σ(a) = (1 + tanh(a/2)) / 2, with per-column constants (the ½ folded into the
+columns of U, W and b once per forward): three element-wise passes over (N, 4H) per step instead of
+four per gate. Tests check it against chapter 4's sigmoid and PyTorch.
 """
 
 import numpy as np
@@ -83,13 +84,15 @@ class LSTM(Recurrent):
         C_tm = self._buffer("C_tm", (T + 1, N, H), dtype)
         tanh_C = self._buffer("tanh_C", (T, N, H), dtype)
         H_tm[0], C_tm[0] = state
-        gates = self._input_part(X_tm, self._buffer("gates", (T, N, 4 * H), dtype))  # X_t U + b
+        # the gates' activations are one tanh: σ(a) = ½ tanh(½ a) + ½ on i, f, o and tanh(a) on g. The
+        # ½ is folded into the columns of U, W and b (A_t diag(s) = X_t U diag(s) + H_{t−1} W diag(s) + …)
         scale, offset = self._scale.astype(dtype), self._offset.astype(dtype)
+        U_s, W_s, b_s = self.params["U"] * scale, W * scale, self.params["b"] * scale
+        gates = self._input_part(X_tm, self._buffer("gates", (T, N, 4 * H), dtype), U_s, b_s)
         recurrent, ig = self._buffer("HW", (N, 4 * H), dtype), self._buffer("ig", (N, H), dtype)
         for t in range(T):
             a = gates[t]
-            np.add(a, np.matmul(H_tm[t], W, out=recurrent), out=a)  # A_t = X_t U + b + H_{t−1} W
-            np.multiply(a, scale, out=a)  # the gate activations in place: σ on i, f, o and tanh on g
+            np.add(a, np.matmul(H_tm[t], W_s, out=recurrent), out=a)  # A_t diag(s), s = ½ or 1 per column
             np.tanh(a, out=a)
             np.multiply(a, scale, out=a)
             np.add(a, offset, out=a)

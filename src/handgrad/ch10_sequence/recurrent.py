@@ -192,11 +192,12 @@ class Recurrent(Layer):
             np.copyto(g, 0, where=scratch < np.finfo(g.dtype).tiny)
         return g
 
-    def _input_part(self, X_tm, G_tm):
+    def _input_part(self, X_tm, G_tm, U=None, b=None):
         """G_tm ← X_t U + b for every step in one product (T·N, D) @ (D, G·H) (before the loop)."""
         T, N, D = X_tm.shape
-        np.matmul(X_tm.reshape(T * N, D), self.params["U"], out=G_tm.reshape(T * N, -1))
-        G_tm += self.params["b"]
+        U = self.params["U"] if U is None else U
+        np.matmul(X_tm.reshape(T * N, D), U, out=G_tm.reshape(T * N, -1))
+        G_tm += self.params["b"] if b is None else b
         return G_tm
 
     def _final(self):
