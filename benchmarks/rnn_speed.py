@@ -14,7 +14,7 @@ wait on their standard input. The order rotates each round. Printed: the median 
 contender's ms/step, the median over rounds of the handgrad/PyTorch ratio for each layer (the target is at
 most 1.5 for the LSTM), and peak memory (resident set size of the worker).
 
-Then the subnormal measurement: a float32 tanh RNN (N = 32, T = 500, D = 8, H = 64, U(±1/√H) weights)
+Then the subnormal measurement: a float32 tanh RNN (N = 128, T = 500, D = 8, H = 128, U(±1/√H) weights)
 whose loss sees only the last step, so the carried gradient decays by orders of magnitude through the
 subnormal range; its backward is timed with and without ``flush_subnormals``.
 
@@ -32,7 +32,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common
 
 N, T, D, H, K = 128, 28, 28, 128, 10
 KINDS = ("LSTM", "GRU", "RNN")
@@ -52,7 +52,8 @@ def handgrad_step_fn(kind):
     from handgrad.ch10_sequence import GRU, LSTM, RNN, LastStep
 
     X, y = batch()
-    model = Sequential({"LSTM": LSTM, "GRU": GRU, "RNN": RNN}[kind](D, H, rng=0), LastStep(), Linear(H, K, rng=1))
+    layer = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}[kind](D, H, rng=0)
+    model = Sequential(layer, LastStep(), Linear(H, K, rng=1))
     model.reuse_buffers()
     loss_fn, opt = SoftmaxCrossEntropy(), Adam(lr=1e-3)
     params, grads = model.params, model.grads
@@ -101,30 +102,52 @@ def worker(lib, kind):
     print(json.dumps({"peak_mb": common.peak_rss_mb()}), flush=True)
 
 
-def subnormal_timing(repeats=5):
-    """Backward of a long float32 tanh RNN with and without flushing: (ms flushed, ms not, subnormals)."""
+def subnormal_timing(repeats=7):
+    """Backward of a long float32 tanh RNN with and without flushing, alternated call by call:
+    {flush: (median ms, subnormal entries in dA)}."""
     import numpy as np
 
     from handgrad.ch10_sequence import RNN
 
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((32, 500, 8)).astype(np.float32)
-    dH = np.zeros((32, 500, 64), np.float32)
+    X = rng.standard_normal((128, 500, 8)).astype(np.float32)
+    dH = np.zeros((128, 500, 128), np.float32)
     dH[:, -1] = 1.0
-    out = {}
+    layers, times = {}, {True: [], False: []}
     for flush in (True, False):
-        rnn = RNN(8, 64, rng=0)
+        layers[flush] = rnn = RNN(8, 128, rng=0)
         rnn.flush_subnormals = flush
         rnn.forward(X)
-        times = []
-        for _ in range(repeats):
+    for _ in range(repeats):
+        for flush, rnn in layers.items():
             t0 = time.perf_counter()
             rnn.backward(dH)
-            times.append(time.perf_counter() - t0)
+            times[flush].append(time.perf_counter() - t0)
+    out = {}
+    for flush, rnn in layers.items():
         dA = rnn._buffers["dA"]
         sub = int(((dA != 0) & (np.abs(dA) < np.finfo(np.float32).tiny)).sum())
-        out[flush] = (1e3 * min(times), sub)
+        out[flush] = (1e3 * statistics.median(times[flush]), sub)
     return out
+
+
+def subnormal_penalty(repeats=300):
+    """This CPU's cost of subnormal operands: µs of a (128, 128) product and multiply, normal vs subnormal."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((128, 128)).astype(np.float32) * 0.1
+    out, res = np.empty((128, 128), np.float32), {}
+    for name, scale in (("normal", 1.0), ("subnormal", 1e-40)):
+        a = (rng.standard_normal((128, 128)) * scale).astype(np.float32)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            np.matmul(a, W, out=out)
+        t1 = time.perf_counter()
+        for _ in range(repeats):
+            np.multiply(a, 0.5, out=out)
+        res[name] = (1e6 * (t1 - t0) / repeats, 1e6 * (time.perf_counter() - t1) / repeats)
+    return res
 
 
 def main():
@@ -163,18 +186,22 @@ def main():
     rows = []
     for kind in KINDS:
         ratios = [a / b for a, b in zip(ms["handgrad", kind], ms["torch", kind])]
+        ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
         for lib in ("handgrad", "torch"):
             rows.append([kind, lib, f"{statistics.median(ms[lib, kind]):.2f}",
                          f"{min(ms[lib, kind]):.2f}-{max(ms[lib, kind]):.2f}",
-                         f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})" if lib == "handgrad"
-                         else "1", f"{peak[lib, kind]:.0f}"])
+                         ratio if lib == "handgrad" else "1", f"{peak[lib, kind]:.0f}"])
     common.print_table(["layer", "library", "ms/step (median)", "range", "vs torch", "peak MB"], rows)
 
     timing = subnormal_timing()
     (on, sub_on), (off, sub_off) = timing[True], timing[False]
-    print(f"\nsubnormals: tanh RNN N=32 T=500 D=8 H=64 float32, loss on the last step, backward: "
+    print(f"\nsubnormals: tanh RNN N=128 T=500 D=8 H=128 float32, loss on the last step, backward: "
           f"flushed {on:.1f} ms ({sub_on} subnormal entries in dA), not flushed {off:.1f} ms "
           f"({sub_off} subnormal entries), {off / on:.1f}x")
+    pen = subnormal_penalty()
+    print("this CPU on (128, 128) float32 operands: matmul {:.0f} us normal, {:.0f} us subnormal; multiply "
+          "{:.1f} us normal, {:.1f} us subnormal".format(pen["normal"][0], pen["subnormal"][0],
+                                                       pen["normal"][1], pen["subnormal"][1]))
     print(common.load_average_line("at end"))
 
 

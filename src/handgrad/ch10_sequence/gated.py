@@ -131,8 +131,8 @@ class LSTM(Recurrent):
             d[:, :H] *= np.multiply(dC, g, out=tmp)  # dA_i = dC ⊙ G ⊙ σ′
             d[:, H : 2 * H] *= np.multiply(dC, C_tm[t], out=tmp)  # dA_f = dC ⊙ C_{t−1} ⊙ σ′
             d[:, 2 * H : 3 * H] *= np.multiply(dC, i, out=tmp)  # dA_g = dC ⊙ I ⊙ (1 − G²)
-            self._flush(np.multiply(dC, f, out=dc_next), tmp)  # dc_next = dC ⊙ F
-            self._flush(np.matmul(d, W.T, out=dh_next), tmp)  # dh_next = dA_t Wᵀ: (N, 4H) @ (4H, H)
+            self._flush(np.multiply(dC, f, out=dc_next), tmp, t)  # dc_next = dC ⊙ F
+            self._flush(np.matmul(d, W.T, out=dh_next), tmp, t)  # dh_next = dA_t Wᵀ: (N, 4H) @ (4H, H)
         H_prev = H_tm[:-1].reshape(T * N, H)
         np.matmul(H_prev.T, dA.reshape(T * N, -1), out=self.grads["W"])  # dW = Σ_t H_{t−1}ᵀ dA_t
         self.state_grad = (dh_next, dc_next)
@@ -256,7 +256,7 @@ class GRU(Recurrent):
                 np.matmul(d[:, : 2 * H], W_rz_T, out=dh_next)
                 dh_next += np.multiply(dS[t], r, out=tmp)  # + d(R ⊙ H) ⊙ R
             dh_next += np.multiply(dh, z, out=tmp)  # + dh ⊙ Z (the direct path of eq. 10.45)
-            self._flush(dh_next, tmp)
+            self._flush(dh_next, tmp, t)
         H_prev = H_tm[:-1].reshape(T * N, H)
         dA2 = dA.reshape(T * N, 3 * H)
         self.grads["W"][:, : 2 * H] = H_prev.T @ dA2[:, : 2 * H]  # Σ_t H_{t−1}ᵀ [dA_r, dA_z]
