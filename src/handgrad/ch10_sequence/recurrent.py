@@ -32,7 +32,9 @@ are in ``gated``. Three things make the layers fast without changing the page:
 ``layer.initial_state`` when no state is passed, or from zeros when that is None too. After the forward
 ``layer.final_state`` holds h_T (``(h_T, c_T)``), a copy; after ``backward``, ``layer.state_grad`` holds
 dh_0 (``(dh_0, dc_0)``), the gradient of the loss with respect to the initial state, which a caller
-stacking layers in time (or checking gradients) passes on.
+stacking layers in time (or checking gradients) passes on. When the loss uses the final state too (an
+encoder whose h_T starts a decoder), ``backward(dH, dstate)`` takes its gradient: the carried gradient
+of the last step then starts from it instead of zero.
 
 **Truncated back-propagation through time.** A long text is cut into batches of T steps; the state
 travels from one batch to the next, the gradient does not (it stops at the cut). With ``stateful=True``
