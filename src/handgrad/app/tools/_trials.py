@@ -43,7 +43,8 @@ def train_command(config: TrainConfig) -> str:
     for field in dataclasses.fields(TrainConfig):
         name = field.name
         value = getattr(config, name)
-        if name in NOT_ON_COMMAND or value == getattr(reference, name):
+        default = field.default if name == "model" else getattr(reference, name)  # the recipe's, but --model
+        if name in NOT_ON_COMMAND or value == default:
             continue
         flag = "--" + name.replace("_", "-")
         kind = field_kind(name)
