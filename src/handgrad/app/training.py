@@ -270,8 +270,12 @@ def _settle_config(config):
     return config.validate(), resume_dir
 
 
-def prepare(config: TrainConfig, resume_dir, log=print, say=print) -> RunState:
-    """Load the data, build the model and optimiser, and start a new run folder or restore ``resume_dir``."""
+def prepare(config: TrainConfig, resume_dir, log=print, say=print, *, files=True) -> RunState:
+    """Load the data, build the model and optimiser, and start a new run folder or restore ``resume_dir``.
+
+    With ``files=False`` nothing is written: no run folder (``run_dir`` is None), no ``config.json``, no
+    checkpoints. That is the state, as ``train`` would start from it, for tools that only take steps
+    (``handgrad lr-find``) and then discard the model; ``run_epoch`` needs a run folder."""
     splits, fell_back = load_data(config.dataset, config.data_dir, log)
     dataset = splits.name
     X_train_img, y_train = splits.train
@@ -294,7 +298,7 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print) -> RunState:
     saved_config.update(dataset=dataset, resume=None, out=None)
     base_meta = {"arch": arch, "dataset": dataset, "classes": list(splits.classes), "config": saved_config,
                  "handgrad_version": __version__}
-    run_dir = resume_dir if resume_dir is not None else _new_run_dir(config.out)
+    run_dir = resume_dir if resume_dir is not None else (_new_run_dir(config.out) if files else None)
     # Without --patience the stopper only keeps the best epoch: it never runs out.
     stopper = EarlyStopping(config.patience or sys.maxsize, mode="max")
     run = RunState(config=config, run_dir=run_dir, dataset=dataset, classes=tuple(splits.classes),
@@ -307,6 +311,9 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print) -> RunState:
                    augment=_augmenter(config, arch, rng) if config.augment else None,
                    stopper=stopper, base_meta=base_meta, say=say, log=log,
                    bar_disabled=config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()))
+    if not files:
+        model.train()
+        return run
     if resume_dir is not None:
         _restore(run)
     TrainConfig.from_dict(saved_config).save(run_dir / "config.json")
