@@ -63,7 +63,8 @@ def run_case(case, out):
         training.SoftmaxCrossEntropy.forward = forward
     training.finish = finish
     try:
-        training.train(config, stdout=open("/dev/null", "w"))
+        with open(os.devnull, "w") as quiet:
+            training.train(config, stdout=quiet)
     finally:
         training.build_model, training.prepare_inputs, training.finish = originals
         training.SoftmaxCrossEntropy.forward = loss_forward
