@@ -229,7 +229,7 @@ def test_a_full_disk_on_rank_0_ends_every_rank(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 PROBE = """
-import os, sys, time
+import os, pathlib, sys, time
 from mpi4py import MPI
 import numpy as np
 a = np.ones(3)
@@ -237,7 +237,7 @@ MPI.COMM_WORLD.Allreduce(MPI.IN_PLACE, a)
 if len(sys.argv) > 1 and MPI.COMM_WORLD.rank == 0:  # the checker's own check: a loopback listener
     import socket
     s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
-print(os.getpid(), a[0], flush=True)
+pathlib.Path(os.environ["PROBE_DIR"], str(os.getpid())).write_text(str(a[0]))  # a[0] = 2: they talked
 time.sleep(4)
 """
 
@@ -259,18 +259,25 @@ def _inet_sockets(pids):
     return found
 
 
-def _launch_probe(*args):
-    proc = subprocess.Popen([GFORKER, "-n", "2", sys.executable, "-c", PROBE, *args], env=_env(),
-                            stdout=subprocess.PIPE, text=True)
+def _launch_probe(tmp_path, *args):
+    probe_dir = tmp_path / ("probe" + "".join(args))
+    probe_dir.mkdir()
+    proc = subprocess.Popen([GFORKER, "-n", "2", sys.executable, "-c", PROBE, *args],
+                            env={**_env(), "PROBE_DIR": str(probe_dir)})
     try:
-        pids = [int(proc.stdout.readline().split()[0]) for _ in range(2)]
+        deadline = time.monotonic() + 60
+        while len(list(probe_dir.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)  # the files are written whole before the ranks sleep
+        pids = [int(f.name) for f in probe_dir.iterdir()]
+        assert len(pids) == 2 and all(f.read_text() == "2.0" for f in probe_dir.iterdir())
         return _inet_sockets([proc.pid, *pids])
     finally:
         proc.wait(timeout=30)
 
 
 @pytest.mark.skipif(not pathlib.Path("/proc/net/tcp").exists(), reason="needs Linux's /proc")
-def test_launch_opens_no_network_socket():
-    assert _launch_probe() == []
-    found = _launch_probe("listen")  # the check sees a socket when there is one
+def test_launch_opens_no_network_socket(tmp_path):
+    assert _launch_probe(tmp_path) == []
+    found = _launch_probe(tmp_path, "listen")  # the check sees a socket when there is one
     assert [kind for kind, _ in found] == ["tcp"] and found[0][1].startswith("0100007F:")  # 127.0.0.1
