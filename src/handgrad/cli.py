@@ -128,6 +128,9 @@ def _train_help(datasets):
                          f"{_per_model('warmup_epochs', number)})",
         "lr_step_epochs": "step schedule: multiply the rate by --lr-gamma every E epochs (default: a third "
                           "of the epochs)",
+        "lr_batch": "linear scaling rule (Goyal et al. 2017): --lr is the rate for batches of N, and a "
+                    "--batch-size of B trains at lr x B/N, warming up from lr over --warmup-epochs; for a "
+                    "global batch grown with the ranks of mpiexec (default: off)",
         "lr_gamma": "decay factor in (0, 1]: per step of the step schedule (default 0.1), per epoch for the "
                     "exponential one (default 0.9)",
         "patience": "early stopping: stop after N epochs without a better validation accuracy (default: off)",
@@ -144,7 +147,8 @@ NOT_TRAIN_OPTIONS = ("eval_batch_size",)
 _METAVARS = {"dataset": "NAME", "data_dir": "DIR", "out": "DIR", "epochs": "N", "batch_size": "N",
              "hidden": "512[,256...]", "channels": "16,32,64", "dropout": "P", "augment_shift": "PX",
              "augment_degrees": "DEG", "lr": "LR", "momentum": "BETA", "weight_decay": "LAMBDA",
-             "warmup_epochs": "E", "lr_step_epochs": "E", "lr_gamma": "G", "patience": "N", "seed": "S",
+             "warmup_epochs": "E", "lr_step_epochs": "E", "lr_batch": "N", "lr_gamma": "G", "patience": "N",
+             "seed": "S",
              "resume": "RUN_DIR", "limit": "N"}
 _SHORT_FLAGS = {"quiet": ("-q",)}
 

@@ -79,6 +79,7 @@ class TrainConfig:
     schedule: str | None = None
     warmup_epochs: float | None = None
     lr_step_epochs: float | None = None  # step schedule: decay every this many epochs (None: a third of them)
+    lr_batch: int | None = None  # linear scaling rule: lr is the rate for batches of this size (Goyal et al.)
     lr_gamma: float | None = None  # decay factor: per step of the step schedule (0.1), per epoch (0.9) for exponential
     patience: int | None = None  # early stopping after this many epochs without a better val accuracy
     seed: int = 0
@@ -127,6 +128,8 @@ class TrainConfig:
         check_number(self.warmup_epochs, "warmup_epochs", low=0, **err)
         if self.lr_step_epochs is not None:
             check_number(self.lr_step_epochs, "lr_step_epochs", low=0, low_open=True, **err)
+        if self.lr_batch is not None:
+            check_int(self.lr_batch, "lr_batch", low=1, **err)
         if self.lr_gamma is not None:
             check_number(self.lr_gamma, "lr_gamma", low=0, high=1, low_open=True, **err)
         if self.warmup_epochs > self.epochs:

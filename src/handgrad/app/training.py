@@ -28,6 +28,10 @@ plots. The columns of ``metrics.csv`` (and of ``TrainResult.history``):
     lr                             the learning rate of the epoch's last step
     train_seconds, seconds         wall time of the mini-batch steps, and of the whole epoch with evaluation
 
+Under ``mpiexec -n K`` (K > 1) the same loop runs on every rank as synchronous data-parallel SGD (book
+§12.1.3): :mod:`handgrad.app.distributed`, imported only then, shards each batch, all-reduces the
+gradients, and lets rank 0 alone print and write; the hooks here are the ``dist`` lines.
+
 ``last.npz`` holds everything needed to continue — parameters, optimiser state, the generator's
 state, the epoch and history — and is rewritten after every epoch (and once before the first), so
 ``resume`` continues an interrupted run and reaches bit-for-bit the parameters of an uninterrupted one.
@@ -43,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import os
 import pathlib
 import sys
 import time
@@ -202,6 +207,7 @@ class RunState:
     csv_log: object = None
     stopped_early: bool = False
     stopped_by_patience: bool = False
+    dist: object = None  # chapter 12's DataParallel under mpiexec (app.distributed), else None
 
     @property
     def best_epoch(self) -> int:
@@ -212,7 +218,41 @@ class RunState:
         return -1.0 if self.stopper.best_metric is None else self.stopper.best_metric
 
 
+# Environment variables through which launchers tell a process how many ranks it has (MPICH's PMI, Open
+# MPI, MVAPICH, PMIx). Reading them costs nothing; importing mpi4py would start MPI in every process.
+MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+
+
+def launched_ranks(environ=None) -> int:
+    """The number of ranks ``mpiexec`` started this process among, or 1 without a launcher."""
+    environ = os.environ if environ is None else environ
+    for name in MPI_SIZE_VARIABLES:
+        try:
+            return max(1, int(environ[name]))
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
+def _data_parallel():
+    """Chapter 12's DataParallel context when ``mpiexec`` started K > 1 ranks, else None (one process)."""
+    if launched_ranks() < 2:
+        return None
+    from .distributed import context  # the only import of the MPI code
+
+    return context()
+
+
 def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) -> TrainResult:
+    """``_train`` in one process; under mpiexec on every rank, where an error on any rank ends them all."""
+    dist = _data_parallel()
+    if dist is None:
+        return _train(config, on_epoch_end, stdout, None)
+    with dist.guard():
+        return _train(config, dist.agreed(on_epoch_end) if on_epoch_end else None, stdout, dist)
+
+
+def _train(config, on_epoch_end, stdout, dist) -> TrainResult:
     """Train a model as ``config`` says (defaults: the reference configuration) and return a TrainResult.
 
     ``on_epoch_end(epoch, row)`` is called after each epoch's checkpoints are written; returning False
@@ -225,17 +265,18 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     parameters so far).
     """
     started = time.perf_counter()
-    config, resume_dir = _settle_config(config)
+    config, resume_dir = _settle_config(config) if dist is None else dist.root_call(_settle_config, config)
     stream = stdout or sys.stdout
 
     def log(msg=""):
-        print(msg, file=stream, flush=True)
+        if dist is None or dist.is_root:
+            print(msg, file=stream, flush=True)
 
     def say(msg=""):
         if not config.quiet:
             log(msg)
 
-    run = prepare(config, resume_dir, log, say)
+    run = prepare(config, resume_dir, log, say, dist)
     try:
         # A diverging run overflows: the NaN/inf check on the loss reports it, not NumPy's warnings.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -249,7 +290,7 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
                     break
     finally:
         run.csv_log.close()
-    return finish(run, started)
+    return finish(run, started) if dist is None else dist.root_call(finish, run, started)
 
 
 def _settle_config(config):
@@ -270,8 +311,9 @@ def _settle_config(config):
     return config.validate(), resume_dir
 
 
-def prepare(config: TrainConfig, resume_dir, log=print, say=print, *, files=True) -> RunState:
+def prepare(config: TrainConfig, resume_dir, log=print, say=print, dist=None, *, files=True) -> RunState:
     """Load the data, build the model and optimiser, and start a new run folder or restore ``resume_dir``.
+    Under MPI (``dist``) rank 0 alone touches the run folder and ``dist.start`` makes every rank its copy.
 
     With ``files=False`` nothing is written: no run folder (``run_dir`` is None), no ``config.json``, no
     checkpoints. That is the state, as ``train`` would start from it, for tools that only take steps
@@ -298,7 +340,16 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print, *, files=True
     saved_config.update(dataset=dataset, resume=None, out=None)
     base_meta = {"arch": arch, "dataset": dataset, "classes": list(splits.classes), "config": saved_config,
                  "handgrad_version": __version__}
-    run_dir = resume_dir if resume_dir is not None else (_new_run_dir(config.out) if files else None)
+    root = dist is None or dist.is_root
+    if resume_dir is not None:
+        run_dir = resume_dir
+    elif not files:
+        run_dir = None
+    elif dist is None:
+        run_dir = _new_run_dir(config.out)
+    else:  # one folder, made by rank 0
+        run_dir = pathlib.Path(dist.root_call(_new_run_dir, config.out))
+    local_rng = rng if dist is None else dist.rank_generator(config.seed)  # dropout, augmentation: per rank
     # Without --patience the stopper only keeps the best epoch: it never runs out.
     stopper = EarlyStopping(config.patience or sys.maxsize, mode="max")
     run = RunState(config=config, run_dir=run_dir, dataset=dataset, classes=tuple(splits.classes),
@@ -308,21 +359,25 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print, *, files=True
                    schedule=lr_schedule(config, steps_per_epoch), weight_decay=loop_weight_decay(config),
                    params={name: p for name, p, _ in model.parameters()},
                    grads={name: g for name, _, g in model.parameters()},
-                   augment=_augmenter(config, arch, rng) if config.augment else None,
+                   augment=_augmenter(config, arch, local_rng) if config.augment else None,
                    stopper=stopper, base_meta=base_meta, say=say, log=log,
-                   bar_disabled=config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()))
+                   bar_disabled=config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()),
+                   dist=dist)
     if not files:
         model.train()
         return run
-    if resume_dir is not None:
+    if resume_dir is not None and root:
         _restore(run)
-    TrainConfig.from_dict(saved_config).save(run_dir / "config.json")
-    run.csv_log = CSVLogger(run_dir / "metrics.csv")
+    if dist is not None:
+        dist.start(run, resumed=resume_dir is not None)
+    if root:
+        TrainConfig.from_dict(saved_config).save(run_dir / "config.json")
+    run.csv_log = CSVLogger(run_dir / "metrics.csv") if root else _NoLog()
     for row in run.history:
         run.csv_log.log(row)
     if resume_dir is None:
         # Epoch 0: the initial parameters are the best so far and a valid point to resume from.
-        _, val_acc, _ = evaluate_arrays(model, X_val, y_val, config.eval_batch_size)
+        _, val_acc, _ = _evaluate(run, X_val, y_val)
         stopper.step(val_acc, {}, epoch=0)
         _save(run, "best.npz", 0, {})
         _save(run, "last.npz", 0, {}, resumable=True)
@@ -331,6 +386,16 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print, *, files=True
         run.stopped_by_patience, run.start_epoch = True, config.epochs
     model.train()
     return run
+
+
+class _NoLog:
+    """metrics.csv on a rank other than 0 under MPI: nothing is written."""
+
+    def log(self, row):
+        pass
+
+    def close(self):
+        pass
 
 
 def _restore(run: RunState) -> None:
@@ -386,6 +451,11 @@ def _save(run: RunState, name, epoch, row, resumable=False) -> None:
     meta = {**run.base_meta, "epoch": epoch, "steps": run.step, "metrics": row, "history": run.history,
             "best_epoch": run.best_epoch, "best_val_accuracy": run.best_val}
     state = (run.optimizer.state_dict(), run.rng.bit_generator.state) if resumable else ()
+    if run.dist is not None:  # every rank's dropout/augmentation stream goes in; rank 0 alone writes
+        meta.update(run.dist.checkpoint_meta(resumable))
+        if not run.dist.is_root:
+            run.saved[name] = epoch
+            return
     try:
         save_checkpoint(path, run.model, meta, *state)
     except (OSError, CheckpointError) as err:
@@ -417,8 +487,8 @@ def run_epoch(run: RunState, epoch: int) -> dict:
     t0 = time.perf_counter()
     loss_sum, correct, seen = _train_batches(run, epoch, t0)
     train_seconds = time.perf_counter() - t0
-    val_loss, val_acc, _ = evaluate_arrays(run.model, run.X_val, run.y_val, config.eval_batch_size)
-    test_loss, test_acc, _ = evaluate_arrays(run.model, run.X_test, run.y_test, config.eval_batch_size)
+    val_loss, val_acc, _ = _evaluate(run, run.X_val, run.y_val)
+    test_loss, test_acc, _ = _evaluate(run, run.X_test, run.y_test)
     row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
            "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
            "lr": run.optimizer.lr, "train_seconds": round(train_seconds, 4),
@@ -437,15 +507,25 @@ def run_epoch(run: RunState, epoch: int) -> dict:
     return row
 
 
+def _evaluate(run: RunState, X, y):
+    """(loss, accuracy, predictions) of the run's model; under MPI each rank takes a slice (no predictions
+    then)."""
+    if run.dist is not None:
+        return run.dist.evaluate(run.model, X, y, run.config.eval_batch_size)
+    return evaluate_arrays(run.model, X, y, run.config.eval_batch_size)
+
+
 def _train_batches(run: RunState, epoch: int, t0: float):
     """The epoch's mini-batch steps; (summed loss, correct predictions, images seen)."""
     model, optimizer, schedule, params, grads = run.model, run.optimizer, run.schedule, run.params, run.grads
+    dist = run.dist
     loss_fn, weight_decay, augment = SoftmaxCrossEntropy().reuse_buffers(), run.weight_decay, run.augment
     steps_per_epoch, step = run.steps_per_epoch, run.step
     loss_sum, correct, seen = 0.0, 0, 0
     bar = _progress(steps_per_epoch, f"epoch {epoch}/{run.config.epochs}", run.bar_disabled)
     try:
-        batches = batch_iterator(run.X_train, run.y_train, run.config.batch_size, shuffle=True, rng=run.rng)
+        batches = (batch_iterator(run.X_train, run.y_train, run.config.batch_size, shuffle=True, rng=run.rng)
+                   if dist is None else dist.shards(run.X_train, run.y_train, run.config.batch_size, run.rng))
         for b, (xb, yb) in enumerate(batches, 1):
             if schedule is not None:
                 optimizer.lr = schedule(step)
@@ -464,7 +544,12 @@ def _train_batches(run: RunState, epoch: int, t0: float):
             loss_sum += loss * n
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             seen += n
-            model.backward(loss_fn.backward(), need_input_grad=False)
+            dlogits = loss_fn.backward()
+            if dist is not None:
+                dlogits *= dist.shard_weight  # B_k / B: the shards' gradients then sum to the batch's mean
+            model.backward(dlogits, need_input_grad=False)
+            if dist is not None:
+                dist.allreduce_grads(run)  # Σ_k over the ranks: every rank steps with the whole batch's g
             if weight_decay:
                 add_l2_grad_(params, grads, weight_decay)
             optimizer.step(params, grads)
@@ -478,6 +563,8 @@ def _train_batches(run: RunState, epoch: int, t0: float):
         run.step = step
         if bar is not None:
             bar.close()
+    if dist is not None:
+        return dist.sum_counts(loss_sum, correct, seen)
     return loss_sum, correct, seen
 
 
