@@ -134,6 +134,11 @@ def _train_help(datasets):
         "seed": "seed of every random number generator",
         "resume": "continue the run in RUN_DIR (its own settings apply; --epochs sets the total to reach)",
         "limit": "use only the first N training images (validation and test sets stay whole)",
+        "overfit": "debugging check (book 11.5): train on the first N training images only, without "
+                   "augmentation or dropout unless given, and report whether 100%% training accuracy is "
+                   "reached (exit 1 if not)",
+        "monitor": "log per layer and epoch the activation mean/std, dead ReLU units, gradient norm and "
+                   "update ratio |dtheta|/|theta| into monitor.csv (and monitor.png), with warnings",
         "plots": "do not draw the PNG plots",
         "quiet": "no progress bar or per-epoch lines, only the summary",
     }
@@ -145,7 +150,7 @@ _METAVARS = {"dataset": "NAME", "data_dir": "DIR", "out": "DIR", "epochs": "N", 
              "hidden": "512[,256...]", "channels": "16,32,64", "dropout": "P", "augment_shift": "PX",
              "augment_degrees": "DEG", "lr": "LR", "momentum": "BETA", "weight_decay": "LAMBDA",
              "warmup_epochs": "E", "lr_step_epochs": "E", "lr_gamma": "G", "patience": "N", "seed": "S",
-             "resume": "RUN_DIR", "limit": "N"}
+             "resume": "RUN_DIR", "limit": "N", "overfit": "N"}
 _SHORT_FLAGS = {"quiet": ("-q",)}
 
 
@@ -279,13 +284,15 @@ def cmd_train(args, argv):
     # Options not given are None and take the chosen model's default (TrainConfig.__post_init__).
     fields = {dest: getattr(args, dest) for dest in set(TRAIN_OPTIONS.values())}
     if args.resume is not None:
-        ignored = sorted(typed - {"epochs", "data_dir", "plots", "quiet", "resume"})
+        ignored = sorted(typed - {"epochs", "data_dir", "plots", "quiet", "resume", "monitor"})
         if ignored:
             names = ", ".join("--" + k.replace("_", "-") for k in ignored)
             print(f"note: {names} ignored with --resume: the run's config.json applies", file=sys.stderr)
         if "epochs" not in typed:
             fields["epochs"] = None
     result = train(TrainConfig(**fields))
+    if result is not None and result.overfit_reached is False:
+        return 1  # --overfit N: the check failed (its line is printed)
     return 0 if result is not None else 1
 
 

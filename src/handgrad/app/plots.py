@@ -14,7 +14,8 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["available", "plot_curves", "plot_confusion", "plot_misclassified", "plot_first_layer"]
+__all__ = ["available", "plot_curves", "plot_confusion", "plot_misclassified", "plot_first_layer",
+           "plot_monitor"]
 
 
 def _figure(width, height):
@@ -179,4 +180,40 @@ def plot_first_layer(W, path, input_shape, max_units=64):
     ax.imshow(mosaic, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     key = "RGB, grey = 0" if colour else "red +, blue −"
     fig.suptitle(f"first-layer weights: {len(tiles)} of {total} {what} ({key})", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_monitor(rows, path, title=None, healthy=1e-2):
+    """The training monitor (``handgrad train --monitor``, §11.5) per layer against the epoch: activation
+    standard deviation, dead ReLU units, gradient norm and update ratio ‖Δθ‖/‖θ‖ (log scale, with the
+    healthy ~1e-2 per step and the warning bounds ×10 and ÷100 marked). ``rows``: ``read_monitor``'s."""
+    fig = _figure(11, 7.5)
+    if fig is None or not rows:
+        return None
+    axes = fig.subplots(2, 2).ravel()
+    panels = (("act_std", "activation std (validation batch)", False),
+              ("dead_fraction", "dead units (fraction)", False),
+              ("grad_norm", "gradient norm ‖g‖ (mean per step)", True),
+              ("update_ratio", "update ratio ‖Δθ‖/‖θ‖ (mean per step)", True))
+    layers = sorted({(r["layer"], r["kind"]) for r in rows})
+    for ax, (key, label, log) in zip(axes, panels):
+        for layer, kind in layers:
+            pts = [(r["epoch"], r[key]) for r in rows if r["layer"] == layer and r[key] is not None]
+            if key == "act_std" and kind not in ("Linear", "Conv2D", "ReLU", "LeakyReLU", "Tanh", "Sigmoid"):
+                continue
+            if pts:
+                ax.plot(*zip(*pts), "-o", ms=3, label=f"{layer} {kind}")
+        if key == "update_ratio":
+            ax.axhline(healthy, color="green", lw=1, ls="--", label=f"healthy ~{healthy:g}")
+            for bound in (10 * healthy, healthy / 100):
+                ax.axhline(bound, color="crimson", lw=0.8, ls=":")
+        if log and ax.lines:
+            ax.set_yscale("log")
+        ax.set(xlabel="epoch", title=label)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return _save(fig, path)
