@@ -5,6 +5,7 @@
     handgrad evaluate CHECKPOINT [options]      metrics of a checkpoint on a test set
     handgrad predict CHECKPOINT IMAGE... [--json]
     handgrad serve [CHECKPOINT]                 the draw-a-digit page
+    handgrad gradcheck [model options]          back-propagation against finite differences (§11.5)
 
 Success exits 0. A user error (a bad path, a file that is not a checkpoint, an unreadable image, a bad
 option value, a diverged run) prints one line ``handgrad: error: ...`` to stderr and exits 1 — 2 for a
@@ -249,7 +250,44 @@ def build_parser():
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")
     s.add_argument("--port", type=lambda v: _port(v), default=8000, help="port to listen on (0: any free port)")
     s.set_defaults(func=cmd_serve)
+
+    _add_gradcheck_parser(sub)
     return parser
+
+
+GRADCHECK_MODEL_OPTIONS = ("dataset", "data_dir", "model", "hidden", "channels", "activation", "batch_norm",
+                           "seed")
+
+
+def _add_gradcheck_parser(sub):
+    """``handgrad gradcheck``: the model options of ``train`` (same help), and the check's own."""
+    from .app.config import ACTIVATIONS, MODELS
+    from .app.tools.gradcheck import TOLERANCE
+    from .datasets import DATASET_NAMES
+
+    g = sub.add_parser("gradcheck", help="check back-propagation against finite differences (book 11.5)",
+                       formatter_class=_Formatter, allow_abbrev=False,
+                       description="Build the model the same options give 'handgrad train' in float64 "
+                                   "(dropout off), and compare its back-propagated gradients with central "
+                                   "differences on a few training images: the largest relative error of each "
+                                   "parameter array; exit status 1 above the tolerance "
+                                   f"(default {TOLERANCE:g}).")
+    helps = _train_help(", ".join(DATASET_NAMES))
+    kinds = {"dataset": dict(metavar="NAME"), "data_dir": dict(metavar="DIR"),
+             "model": dict(choices=MODELS, default="mlp"), "hidden": dict(type=_size_list("512[,256...]"),
+                                                                         metavar="512[,256...]"),
+             "channels": dict(type=_size_list("16,32,64"), metavar="16,32,64"),
+             "activation": dict(choices=ACTIVATIONS, default="relu"),
+             "batch_norm": dict(action=argparse.BooleanOptionalAction), "seed": dict(type=int, default=0)}
+    for name in GRADCHECK_MODEL_OPTIONS:
+        g.add_argument("--" + name.replace("_", "-"), dest=name, help=helps[name], **kinds[name])
+    g.add_argument("--examples", type=int, default=4, metavar="N", help="training images in the batch")
+    g.add_argument("--entries", type=int, default=12, metavar="K",
+                   help="entries checked per parameter array at most (a random subset of larger ones)")
+    g.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="TOL",
+                   help="largest relative error that passes")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.set_defaults(func=cmd_gradcheck)
 
 
 def _port(text):
@@ -316,6 +354,20 @@ def cmd_predict(args, argv):
         probs = "  ".join(f"{c}: {p:.3f}" for c, p in zip(r["classes"], r["probabilities"]))
         print(f"{r['path']}: {r['label']} (class {r['prediction']}, confidence {100 * r['confidence']:.1f}%)")
         print(f"    {probs}")
+    return 0
+
+
+def cmd_gradcheck(args, argv):
+    from .app import TrainConfig
+    from .app.tools.gradcheck import format_gradcheck, gradcheck
+
+    config = TrainConfig(**{name: getattr(args, name) for name in GRADCHECK_MODEL_OPTIONS})
+    result = gradcheck(config, examples=args.examples, entries=args.entries, tolerance=args.tolerance)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_gradcheck(result))
+    if not result.passed:
+        worst = max(result.params, key=lambda p: p["error"])
+        return _error(f"gradient check failed: {worst['name']} has relative error {worst['error']:.2e} > "
+                      f"{result.tolerance:g}; the backward pass of a layer is wrong", 1)
     return 0
 
 
