@@ -233,6 +233,9 @@ def build_parser():
     e.add_argument("--data-dir", metavar="DIR", help="folder holding <dataset>/ folders of IDX files")
     e.add_argument("--plots", metavar="DIR", help="also write confusion.png and misclassified.png into DIR")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--worst", type=int, default=0, metavar="K",
+                   help="also list the K test examples the model got wrong with the highest confidence "
+                        "(with --plots: worst.png)")
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files", formatter_class=_Formatter, allow_abbrev=False,
@@ -337,7 +340,8 @@ def cmd_train(args, argv):
 def cmd_evaluate(args, argv):
     from .app.evaluation import evaluate, format_report
 
-    result = evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, plots_dir=args.plots)
+    result = evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, plots_dir=args.plots,
+                      worst=args.worst)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_report(result))
     return 0
 
