@@ -154,3 +154,15 @@ def test_monitor_on_the_cnn_counts_dead_channels(tmp_path):
     splits = load_splits("mnist-sample")
     arch = arch_from_config(config, splits.n_classes, splits.input_shape)
     assert prepare_inputs(arch, splits.val[0][:2]).shape == (2, 1, 28, 28)
+
+
+def test_the_cli_flag_turns_the_monitor_on_also_for_a_resumed_run(tmp_path, capsys):
+    from handgrad import cli
+
+    out = str(tmp_path / "run")
+    base = ["train", "--dataset", "mnist-sample", "--limit", "256", "--hidden", "8", "--no-plots", "-q"]
+    assert cli.main([*base, "--epochs", "1", "--out", out]) == 0
+    assert not (tmp_path / "run" / "monitor.csv").exists()
+    assert cli.main(["train", "--resume", out, "--epochs", "2", "--monitor", "-q"]) == 0
+    assert "ignored" not in capsys.readouterr().err  # --monitor applies to a resumed run
+    assert sorted({r["epoch"] for r in read_monitor(tmp_path / "run" / "monitor.csv")}) == [2]

@@ -101,7 +101,8 @@ def test_evaluate_json_and_plots(ckpt, tmp_path, capsys):
     assert report["n"] == 1000 and report["dataset"] == "mnist-sample"
     assert np.array(report["confusion"]).sum() == 1000
     assert report["accuracy"] == pytest.approx(np.trace(report["confusion"]) / 1000)
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["confusion.png", "coverage.png", "misclassified.png"]
+    drawn = sorted(p.name for p in (tmp_path / "p").iterdir())
+    assert drawn == ["confusion.png", "coverage.png", "misclassified.png"]
 
 
 def test_predict_json_on_digit_pngs(ckpt, digits, capsys):

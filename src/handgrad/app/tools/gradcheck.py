@@ -144,13 +144,15 @@ def gradcheck(config: TrainConfig | None = None, examples=4, entries=12, toleran
 def format_gradcheck(r: GradcheckResult) -> str:
     """The table ``handgrad gradcheck`` prints, then one verdict line."""
     width = max(9, *(len(p["name"]) for p in r.params))
+    sw = max(5, *(len("x".join(map(str, p["shape"]))) for p in r.params))
+    nw = max(len(str(p["size"])) for p in r.params)
     lines = [f"gradient check of {r.model} (float64, dropout off) on {r.examples} {r.dataset} training "
              f"images: back-propagation against central differences (eps {EPS:g})",
-             f"{'parameter':<{width}}  {'shape':<16} {'checked':>11}  max rel. error"]
+             f"{'parameter':<{width}}  {'shape':<{sw}}  {'checked':<{nw + 8}}  max rel. error"]
     for p in r.params:
         shape = "x".join(map(str, p["shape"]))
         flag = "  FAIL" if p["error"] > r.tolerance else ""
-        lines.append(f"{p['name']:<{width}}  {shape:<16} {p['checked']:>4} of {p['size']:<5}  "
+        lines.append(f"{p['name']:<{width}}  {shape:<{sw}}  {p['checked']:>4} of {p['size']:<{nw}}  "
                      f"{p['error']:.2e}{flag}")
     verdict = "passed" if r.passed else "FAILED"
     lines.append(f"gradient check {verdict}: largest relative error {r.max_error:.2e} "
