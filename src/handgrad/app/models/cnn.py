@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ... import ShapeError
 from ..._checks import check_int, check_sizes
 from ...ch06_feedforward import Sequential
@@ -103,20 +105,21 @@ def _validate(arch):
                                 "nothing; use fewer channels entries")
 
 
-def build_cnn(arch, rng):
-    """A freshly initialised CNN for ``arch`` (module docstring); ``rng`` draws weights and dropout masks."""
+def build_cnn(arch, rng, dtype=np.float32):
+    """A freshly initialised CNN for ``arch`` (module docstring); ``rng`` draws weights and dropout masks;
+    the parameters have ``dtype``."""
     k, layers, c_in = arch["kernel_size"], [], _image_shape(arch)[0]
     for c in arch["channels"]:
-        layers.append(Conv2D(c_in, c, k, padding=k // 2, rng=rng, init="he_normal"))
+        layers.append(Conv2D(c_in, c, k, padding=k // 2, rng=rng, init="he_normal", dtype=dtype))
         if arch["batch_norm"]:
-            layers.append(BatchNorm2D(c))
+            layers.append(BatchNorm2D(c, dtype=dtype))
         layers += [ACTIVATION_LAYERS[arch["activation"]](), MaxPool2D(2)]
         c_in = c
     layers.append(Flatten())
     if arch["dropout"]:
         layers.append(Dropout(arch["dropout"], rng=rng))
     sizes = [math.prod(_feature_size(arch)), *arch["hidden"], arch["n_classes"]]
-    return Sequential(*layers, *dense_layers(sizes, arch, rng))
+    return Sequential(*layers, *dense_layers(sizes, arch, rng, dtype))
 
 
 def _count(arch):
