@@ -56,27 +56,40 @@ class _BatchNorm(Layer):
         gamma, beta = self.params["gamma"], self.params["beta"]
         dtype = np.result_type(X, gamma)
         m = X.size // self.num_features  # values per channel
+        xhat = self._buffer("xhat", X.shape, dtype)
         if self.training:
             if m < 2:
                 raise ValueError(f"{self!r} needs more than 1 value per channel in training mode, got {X.shape}")
-            mean = X.mean(axis=axes, dtype=dtype)  # μ_B
-            var = X.var(axis=axes, dtype=dtype)  # σ²_B, biased: divides by m
-            rm, rv = self.state["running_mean"], self.state["running_var"]
-            rm *= 1 - self.momentum
-            rm += self.momentum * mean  # running mean ← (1 − momentum) running mean + momentum μ_B
-            rv *= 1 - self.momentum
-            rv += self.momentum * var * (m / (m - 1))  # the running estimate uses the unbiased variance
+            mean = self._channel_sum(X, axes, dtype) / m  # μ_B
+            np.subtract(X, mean.reshape(bshape), out=xhat)  # x − μ
+            var = self._channel_sum(np.square(xhat), axes, dtype) / m  # σ²_B, biased: divides by m
+            self._update_running(mean, var, m)
         else:
             mean, var = self.state["running_mean"].astype(dtype), self.state["running_var"].astype(dtype)
+            np.subtract(X, mean.reshape(bshape), out=xhat)
         inv_std = 1.0 / np.sqrt(var + dtype.type(self.eps))  # 1/σ, (C,)
-        xhat = self._buffer("xhat", X.shape, dtype)
-        np.subtract(X, mean.reshape(bshape), out=xhat)
         xhat *= inv_std.reshape(bshape)  # x̂ = (x − μ) / σ
         Y = self._output("Y", X.shape, dtype)
         np.multiply(xhat, gamma.reshape(bshape), out=Y)
         Y += beta.reshape(bshape)  # y = γ x̂ + β
         self._cache = (xhat, inv_std, self.training)
         return Y
+
+    def _channel_sum(self, A, axes=(0,), dtype=None):
+        """Σ of A over the batch (and positions) per channel, (C,): every batch-wide sum of the layer goes
+        through here (μ and σ² forward, dβ and dγ backward; also ``ch09_convolution.fused``'s). A 2-D (m, C)
+        array is summed as the product 1ᵀ A (BLAS, every core)."""
+        if A.ndim == 2 and tuple(axes) == (0,) and (dtype is None or np.dtype(dtype) == A.dtype):
+            return self._ones(A.shape[0], A.dtype) @ A
+        return A.sum(axis=axes, dtype=dtype)
+
+    def _update_running(self, mean, var, m):
+        """running ← (1 − momentum) running + momentum · batch statistic (the variance unbiased, × m/(m−1))."""
+        rm, rv = self.state["running_mean"], self.state["running_var"]
+        rm *= 1 - self.momentum
+        rm += self.momentum * mean
+        rv *= 1 - self.momentum
+        rv += self.momentum * var * (m / (m - 1))
 
     def backward(self, dY):
         xhat, inv_std, training = self._cached(self._cache)
@@ -85,10 +98,10 @@ class _BatchNorm(Layer):
         bshape = (1, self.num_features) + (1,) * (xhat.ndim - 2)
         gamma = self.params["gamma"]
         dgamma, dbeta = self.grads["gamma"], self.grads["beta"]
-        dbeta[...] = dY.sum(axis=axes)  # ∂L/∂β = Σ dy
+        dbeta[...] = self._channel_sum(dY, axes)  # ∂L/∂β = Σ dy
         tmp = self._output("dX", xhat.shape, np.result_type(dY, xhat))  # scratch first, then dX
         np.multiply(dY, xhat, out=tmp)
-        dgamma[...] = tmp.sum(axis=axes)  # ∂L/∂γ = Σ dy ⊙ x̂
+        dgamma[...] = self._channel_sum(tmp, axes)  # ∂L/∂γ = Σ dy ⊙ x̂
         if not self.input_grad:
             return None
         dX = tmp
