@@ -151,16 +151,18 @@ class ConvBNReLUPool(Layer):
         PH, PW = OH // 2, OW // 2
         return [Y4[:, m : 2 * PH : 2, n : 2 * PW : 2] for m in (0, 1) for n in (0, 1)]
 
-    def _pool(self, slabs, reduce, out, idx=None, eq=None):
-        """out = reduce over the four slabs; idx = the first offset attaining it (row-major), if asked."""
+    def _pool(self, slabs, reduce, out, masks=None):
+        """out = reduce over the four slabs; masks[k] = 1{offset k is the first (row-major) attaining it}."""
         reduce(slabs[0], slabs[1], out=out)
         reduce(out, slabs[2], out=out)
         reduce(out, slabs[3], out=out)
-        if idx is not None:
-            idx[...] = 3
-            for k in (2, 1, 0):  # the last write wins: the first offset equal to the extreme
-                np.equal(slabs[k], out, out=eq)
-                np.copyto(idx, k, where=eq)
+        if masks is not None:
+            claimed = np.zeros(out.shape, np.bool_)  # windows whose offset is already chosen (ties)
+            for k in range(4):
+                np.equal(slabs[k], out, out=masks[k])
+                np.greater(masks[k], claimed, out=masks[k])  # equal and not yet claimed
+                claimed |= masks[k]
+            masks[3] |= ~claimed  # (only a NaN leaves a window unclaimed)
         return out
 
     def _finish(self, Z, y_shape):
@@ -183,7 +185,8 @@ class ConvBNReLUPool(Layer):
         if m < 2:
             raise ValueError(f"{bn!r} needs more than 1 value per channel in training mode, got {Y.shape}")
         mean0 = bn._channel_sum(Y) / m  # the mean of conv(x) without its bias: μ = mean0 + b
-        Y -= mean0  # y − μ (the bias cancels)
+        rows = Y.reshape(-1, out_hw[1] * W.shape[0])  # (N·OH, OW·C): long rows for per-channel vectors
+        rows -= np.tile(mean0, out_hw[1])  # y − μ (the bias cancels)
         sq = self._buffer("full", Y.shape, dtype)
         np.multiply(Y, Y, out=sq)
         var = bn._channel_sum(sq) / m  # σ², biased
@@ -193,18 +196,18 @@ class ConvBNReLUPool(Layer):
         y_shape = (N, PH, PW, C)
         slabs = self._slabs(Y, N, out_hw)
         P = self._buffer("P", y_shape, dtype)  # pooled y − μ: max where γ ≥ 0, min where γ < 0
-        idx = self._buffer("idx", y_shape, np.int8)
-        eq = self._buffer("eq", y_shape, np.bool_)
-        self._pool(slabs, np.maximum, P, idx, eq)
+        masks = self._buffer("masks", (4, *y_shape), np.bool_)
+        self._pool(slabs, np.maximum, P, masks)
         neg = gamma < 0
         if neg.any():  # a decreasing affine map: the maximum of z lies at the minimum of y
-            idx_min = np.empty(y_shape, np.int8)
-            Pmin = self._pool(slabs, np.minimum, np.empty(y_shape, dtype), idx_min, eq)
+            masks_min = np.empty_like(masks)
+            Pmin = self._pool(slabs, np.minimum, np.empty(y_shape, dtype), masks_min)
             np.copyto(P, Pmin, where=neg)
-            np.copyto(idx, idx_min, where=neg)
+            np.copyto(masks, masks_min, where=neg)
         zero = gamma == 0
         if zero.any():  # z constant over the window: the composition routes to the first offset
-            idx[..., zero] = 0
+            masks[0][..., zero] = True
+            masks[1:][..., zero] = False
             np.copyto(P, slabs[0], where=zero)  # the x̂ of that offset, for dγ
         scale = gamma * inv_std  # a = γ / σ
         Z = self._output("Z", y_shape, dtype) if self.channels_last_out else self._buffer("Z", y_shape, dtype)
@@ -213,7 +216,7 @@ class ConvBNReLUPool(Layer):
         pos = self._buffer("pos", y_shape, np.bool_)
         np.greater(Z, 0, out=pos)  # ReLU's 1{z > 0} at the pooled size
         np.maximum(Z, 0, out=Z)
-        self._cache = (cols, Y, P, idx, pos, inv_std, x_shape, out_hw, y_shape)
+        self._cache = (cols, Y, P, masks, pos, inv_std, x_shape, out_hw, y_shape)
         return self._finish(Z, y_shape)
 
     def _forward_eval(self, X):
@@ -240,7 +243,7 @@ class ConvBNReLUPool(Layer):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward in training mode first (eval mode keeps "
                                "nothing for backward)")
-        cols, Y, P, idx, pos, inv_std, x_shape, out_hw, y_shape = self._cache
+        cols, Y, P, masks, pos, inv_std, x_shape, out_hw, y_shape = self._cache
         N, PH, PW, C = y_shape
         expected = y_shape if self.channels_last_out else (N, C, PH, PW)
         dOut = self._check_dY(dOut, expected)
@@ -260,13 +263,14 @@ class ConvBNReLUPool(Layer):
         self.grads["gamma"][...] = dgamma
         a = gamma * inv_std
         dy = self._buffer("full", Y.shape, dtype)  # forward's scratch σ² is no longer needed
-        np.multiply(Y, -a * dgamma * inv_std / m, out=dy)  # −(a dγ / (m σ)) (y − μ)
-        dy += -a * dbeta / m  # − a dβ / m
+        rows, OW = Y.reshape(-1, out_hw[1] * C), out_hw[1]  # per-channel vectors tiled along the rows
+        # −(a dγ / (m σ)) (y − μ)
+        np.multiply(rows, np.tile(-a * dgamma * inv_std / m, OW), out=dy.reshape(rows.shape))
+        dy.reshape(rows.shape)[...] += np.tile(-a * dbeta / m, OW)  # − a dβ / m
         g *= a  # a dz
-        eq = self._buffer("eq", y_shape, np.bool_)
         for k, slab in enumerate(self._slabs(dy, N, out_hw)):  # + a dz at each window's chosen offset
-            np.equal(idx, k, out=eq)
-            np.add(slab, g, out=slab, where=eq)
+            np.multiply(g, masks[k], out=tmp)
+            slab += tmp
         return self._conv_backward(cols, dy, x_shape, out_hw)
 
     def _conv_backward(self, cols, dy, x_shape, out_hw):
