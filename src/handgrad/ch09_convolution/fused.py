@@ -215,7 +215,7 @@ class ConvBNReLUPool(Layer):
         Z += beta  # the pooled z = a (y − μ) + β
         pos = self._buffer("pos", y_shape, np.bool_)
         np.greater(Z, 0, out=pos)  # ReLU's 1{z > 0} at the pooled size
-        np.maximum(Z, 0, out=Z)
+        np.maximum(Z, self._zeros(Z), out=Z)  # ReLU, after the pool
         self._cache = (cols, Y, P, masks, pos, inv_std, x_shape, out_hw, y_shape)
         return self._finish(Z, y_shape)
 
@@ -233,9 +233,16 @@ class ConvBNReLUPool(Layer):
         Z = np.empty(y_shape, dtype)
         self._pool(self._slabs(Y, x_shape[0], out_hw), np.maximum, Z)  # the sign of a is in W'
         Z += b_folded
-        np.maximum(Z, 0, out=Z)
+        np.maximum(Z, self._zeros(Z), out=Z)  # ReLU, after the pool
         self._cache = None
         return self._finish(Z, y_shape)
+
+    def _zeros(self, like):
+        """Zeros kept between calls: ``np.maximum`` against them vectorises (``ReLU``'s docstring)."""
+        zeros = self._buffers.get("zeros")
+        if zeros is None or zeros.shape != like.shape or zeros.dtype != like.dtype:
+            zeros = self._buffers["zeros"] = np.zeros(like.shape, like.dtype)
+        return zeros
 
     # --- backward ----------------------------------------------------------------------------------
 
