@@ -84,7 +84,7 @@ class _BatchNorm(Layer):
         return A.sum(axis=axes, dtype=dtype)
 
     def _update_running(self, mean, var, m):
-        """running ← (1 − momentum) running + momentum · batch statistic (the variance unbiased, × m/(m−1))."""
+        """running ← (1 − momentum) running + momentum · batch statistic (variance unbiased, × m/(m−1))."""
         rm, rv = self.state["running_mean"], self.state["running_var"]
         rm *= 1 - self.momentum
         rm += self.momentum * mean
