@@ -10,7 +10,7 @@ from handgrad.app import ConfigError, TrainConfig
 from handgrad.app.models import MODEL_TYPES, build_model, cnn_arch, mlp_arch
 from handgrad.app.tools.gradcheck import TOLERANCE, gradcheck, relative_error
 from handgrad.ch06_feedforward import Linear, ReLU
-from handgrad.ch09_convolution import Conv2D
+from handgrad.ch09_convolution import Conv2D, ConvBNReLUPool
 
 # A small configuration of every model type the registry holds (a new type must add one here).
 SMALL = {
@@ -50,8 +50,11 @@ def test_the_float64_model_is_the_float32_one_in_double_precision():
         build_model(mlp_arch(), 0, dtype=np.int32)
 
 
-@pytest.mark.parametrize("model, layer", [("mlp", Linear), ("cnn", Conv2D), ("cnn", ReLU)])
-def test_fails_when_a_backward_pass_is_broken(monkeypatch, model, layer):
+# The CNN with batch norm runs each Conv2D → BatchNorm2D → ReLU → MaxPool2D as one fused block, so its
+# convolutions' backward is the block's; without batch norm it is Conv2D's own.
+@pytest.mark.parametrize("model, layer, options", [("mlp", Linear, {}), ("cnn", ConvBNReLUPool, {}),
+                                                   ("cnn", Conv2D, {"batch_norm": False}), ("cnn", ReLU, {})])
+def test_fails_when_a_backward_pass_is_broken(monkeypatch, model, layer, options):
     original = layer.backward
 
     def broken(self, dY):
@@ -61,7 +64,7 @@ def test_fails_when_a_backward_pass_is_broken(monkeypatch, model, layer):
         return None if dX is None else dX * (0.9 if layer is ReLU else 1.0)
 
     monkeypatch.setattr(layer, "backward", broken)
-    result = gradcheck(small(model))
+    result = gradcheck(small(model, **options))
     assert not result.passed and result.max_error > 100 * TOLERANCE
 
 
