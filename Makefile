@@ -26,5 +26,8 @@ setup-test: $(VENV)/.test-installed
 run: setup
 	$(BIN)/handgrad train
 
+# The house style first (ruff: lint and format check, configured in pyproject.toml), then every test.
 test: setup-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

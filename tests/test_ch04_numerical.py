@@ -318,7 +318,7 @@ def test_numerical_gradient_restores_x_when_f_raises():
 
 def test_numerical_gradient_list_input_and_errors():
     np.testing.assert_allclose(numerical_gradient(lambda v: np.sum(v**2), [1, 2]), [2.0, 4.0], atol=1e-8)
-    with pytest.raises(ValueError, match="eps must be positive, got 0.0"):
+    with pytest.raises(ValueError, match=r"eps must be positive, got 0.0"):
         numerical_gradient(np.sum, np.ones(2), eps=0.0)
     with pytest.raises(ValueError, match="eps must be a positive finite number, got nan"):
         numerical_gradient(np.sum, np.ones(2), eps=float("nan"))

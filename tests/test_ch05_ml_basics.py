@@ -33,9 +33,9 @@ def toy(n=100, d=3):
 
 def test_set_all_seeds_repeats_every_generator():
     g1 = set_all_seeds(123)
-    a = (random.random(), np.random.rand(), g1.random())
+    a = (random.random(), np.random.rand(), g1.random())  # noqa: NPY002 (the legacy generator)
     g2 = set_all_seeds(123)
-    b = (random.random(), np.random.rand(), g2.random())
+    b = (random.random(), np.random.rand(), g2.random())  # noqa: NPY002
     assert a == b
     assert isinstance(g1, np.random.Generator)
     assert a[2] == np.random.default_rng(123).random()
@@ -85,8 +85,12 @@ def test_split_deterministic_for_a_seed():
 
 @pytest.mark.parametrize(
     "ratios, match",
-    [((0.8, 0.2), "three"), ((0.8, 0.3, 0.1), "summing to 1"), ((1.0, 0.0, 0.0), "positive"),
-     ((1.2, -0.1, -0.1), "positive")],
+    [
+        ((0.8, 0.2), "three"),
+        ((0.8, 0.3, 0.1), "summing to 1"),
+        ((1.0, 0.0, 0.0), "positive"),
+        ((1.2, -0.1, -0.1), "positive"),
+    ],
 )
 def test_split_rejects_bad_ratios(ratios, match):
     X, y = toy(20)
@@ -283,7 +287,7 @@ def test_diagnose_fit_custom_thresholds_and_errors():
     assert diagnose_fit(1.0, 1.05, max_train_loss=2.0, max_gap=0.01) == "overfitting"
     with pytest.raises(ValueError, match="finite"):
         diagnose_fit(float("nan"), 0.1)
-    with pytest.raises(ValueError, match="max_gap must be positive, got 0.0"):
+    with pytest.raises(ValueError, match=r"max_gap must be positive, got 0.0"):
         diagnose_fit(0.1, 0.1, max_gap=0.0)
     with pytest.raises(ValueError, match="max_train_loss must be a positive finite number, got nan"):
         diagnose_fit(0.1, 0.1, max_train_loss=float("nan"))

@@ -53,7 +53,7 @@ def test_parameterless_layers_keep_float64(rng, make):
 
 
 def test_leaky_relu_validates_alpha():
-    with pytest.raises(ValueError, match="alpha must be non-negative, got -0.1"):
+    with pytest.raises(ValueError, match=r"alpha must be non-negative, got -0.1"):
         LeakyReLU(alpha=-0.1)
     with pytest.raises(ValueError, match="alpha must be a non-negative finite number, got nan"):
         LeakyReLU(alpha=float("nan"))

@@ -42,7 +42,7 @@ def set_all_seeds(seed):
     """
     seed = check_int(seed, "seed", low=0, high=2**32 - 1)
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (the legacy global generator is what this seeds)
     return np.random.default_rng(seed)
 
 
@@ -80,7 +80,7 @@ def train_val_test_split(X, y, ratios=(0.8, 0.1, 0.1), seed=0):
 
 def _permutation(n, rng):
     if rng is None:  # the legacy global generator, which set_all_seeds seeds
-        return np.random.permutation(n)
+        return np.random.permutation(n)  # noqa: NPY002 (the global generator set_all_seeds seeds)
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         rng = np.random.default_rng(int(rng))
     if not isinstance(rng, np.random.Generator):
@@ -278,7 +278,7 @@ class CSVLogger:
         if self.path.exists() and self.path.stat().st_size > 0:
             with open(self.path, newline="", encoding="utf-8") as f:
                 self.fieldnames = next(csv.reader(f), None)
-        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (open until close())
         self._writer = None if self.fieldnames is None else csv.DictWriter(self._file, self.fieldnames)
 
     def log(self, row):

@@ -7,7 +7,8 @@ Split by the book's sections:
 
     layers       the ``Layer`` convention, Glorot/He initialisers, ``Linear`` (§6.1, §8.4; eqs. 13–16)
     activations  ReLU, LeakyReLU, Sigmoid, Tanh (§6.3; eq. 17)
-    losses       cross entropy from logits, its gradient, the fused ``SoftmaxCrossEntropy`` (§6.2.2; eqs. 18–19)
+    losses       cross entropy from logits, its gradient, the fused ``SoftmaxCrossEntropy`` (§6.2.2;
+                 eqs. 18–19)
     network      ``Sequential`` and back-propagation through it (§6.5)
 
 Everything is importable from here: ``from handgrad.ch06_feedforward import Linear, ReLU, Sequential``.

@@ -14,7 +14,7 @@ __all__ = ["cross_entropy_from_logits", "cross_entropy_grad", "SoftmaxCrossEntro
 
 
 def _check_targets(logits, y):
-    """Validate (logits, y); return (logits as a float array, y as int labels (N,) or probabilities (N, C))."""
+    """Validate (logits, y); return (logits as floats, y as int labels (N,) or probabilities (N, C))."""
     logits = as_float_array(logits, np.float32)
     if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
         raise ShapeError(f"logits must have shape (N, C) with N, C >= 1, got {logits.shape}")
@@ -31,7 +31,9 @@ def _check_targets(logits, y):
         return logits, y
     if y.ndim == 2:
         if y.shape != logits.shape:
-            raise ShapeError(f"one-hot/probability targets must have the logits' shape {logits.shape}, got {y.shape}")
+            raise ShapeError(
+                f"one-hot/probability targets must have the logits' shape {logits.shape}, got {y.shape}"
+            )
         y = as_float_array(y, np.float32)
         tol = np.sqrt(np.finfo(y.dtype).eps)
         if np.any(y < 0) or not np.allclose(y.sum(axis=1), 1.0, rtol=0, atol=tol):

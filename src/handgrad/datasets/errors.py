@@ -1,4 +1,5 @@
-"""The errors of :mod:`handgrad.datasets`; all are ``ValueError`` subclasses so callers can catch them together."""
+"""The errors of :mod:`handgrad.datasets`; all are ``ValueError`` subclasses, so callers can catch them
+together."""
 
 
 class DatasetError(ValueError):
@@ -13,4 +14,4 @@ class DatasetNotFoundError(DatasetError):
 
 
 class ChecksumError(DatasetError):
-    """A file's decompressed SHA-256 differs from the recorded one; the message names file, expected and found."""
+    """A file's decompressed SHA-256 differs from the recorded one; the message names the file and both."""

@@ -93,7 +93,7 @@ def read_idx_with_sha256(source, max_bytes=None):
     limit = MAX_IDX_BYTES if max_bytes is None else max_bytes
     name = _name_of(source)
     own = isinstance(source, (str, os.PathLike))
-    raw = open(source, "rb") if own else source  # a missing file raises FileNotFoundError (an OSError)
+    raw = open(source, "rb") if own else source  # noqa: SIM115 (closed below; missing: FileNotFoundError)
     try:
         magic = raw.read(2)
         stream = _Prefixed(magic, raw)
@@ -126,7 +126,9 @@ def _parse(stream, name, limit):
         raise DatasetError(f"{name}: IDX header declares 0 dimensions")
     dim_bytes = _read_exactly(stream, 4 * ndim, name, hasher)
     if len(dim_bytes) < 4 * ndim:
-        raise DatasetError(f"{name}: header truncated ({ndim} dimensions need {4 * ndim} bytes, got {len(dim_bytes)})")
+        raise DatasetError(
+            f"{name}: header truncated ({ndim} dimensions need {4 * ndim} bytes, got {len(dim_bytes)})"
+        )
     dims = tuple(int(d) for d in np.frombuffer(dim_bytes, dtype=">u4"))
     dtype = IDX_TYPES[code]
     size = dtype.itemsize
@@ -140,7 +142,8 @@ def _parse(stream, name, limit):
     payload = _read_exactly(stream, size, name, hasher)
     if len(payload) < size:
         raise DatasetError(
-            f"{name}: payload shorter than the header says: shape {dims} of {dtype.name} needs {size:,} bytes, "
+            f"{name}: payload shorter than the header says: shape {dims} of {dtype.name} needs {size:,} "
+            "bytes, "
             f"found {len(payload):,}"
         )
     extra = 0
@@ -151,7 +154,8 @@ def _parse(stream, name, limit):
         extra += len(more)
     if extra:
         raise DatasetError(
-            f"{name}: payload longer than the header says: shape {dims} of {dtype.name} needs {size:,} bytes, "
+            f"{name}: payload longer than the header says: shape {dims} of {dtype.name} needs {size:,} "
+            "bytes, "
             f"found {extra:,} more"
         )
     array = np.frombuffer(payload, dtype=dtype).reshape(dims)

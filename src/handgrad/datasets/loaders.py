@@ -5,7 +5,8 @@ Where files are looked for, in order (each root holds one folder per dataset, e.
 1. the ``data_dir`` argument (the application's ``--data-dir``),
 2. the ``HANDGRAD_DATA`` environment variable,
 3. the user cache, ``$XDG_CACHE_HOME/handgrad`` or ``~/.cache/handgrad`` (where downloads go),
-4. for Fashion-MNIST, Debian's ``/usr/share/datasets/fashion-mnist/`` (``apt-get install dataset-fashion-mnist``).
+4. for Fashion-MNIST, Debian's ``/usr/share/datasets/fashion-mnist/``
+   (``apt-get install dataset-fashion-mnist``).
 
 Each file may be named ``train-images-idx3-ubyte.gz``, ``train-images-idx3-ubyte``,
 ``train-images.idx3-ubyte.gz`` or ``train-images.idx3-ubyte``; each file is looked up on its own, the
@@ -54,7 +55,7 @@ def candidate_folders(name, data_dir=None):
 
 
 def file_variants(stem):
-    """Accepted file names for a stem, e.g. ``train-images-idx3-ubyte(.gz)`` and ``train-images.idx3-ubyte(.gz)``."""
+    """Accepted file names for a stem: ``train-images-idx3-ubyte(.gz)``, ``train-images.idx3-ubyte(.gz)``."""
     dotted = stem.replace("-idx", ".idx", 1)
     return [stem + ".gz", stem, dotted + ".gz", dotted]
 
@@ -95,17 +96,21 @@ def _check_pair(X, y, where, spec):
     shape = spec.input_shape
     if X.shape[1:] != shape or X.dtype != np.uint8:
         wanted = ", ".join(map(str, ("n", *shape)))
-        raise DatasetError(f"{where}: images must be uint8 ({wanted}) for {spec.name}, "
-                           f"got {X.dtype} {X.shape}")
+        raise DatasetError(
+            f"{where}: images must be uint8 ({wanted}) for {spec.name}, got {X.dtype} {X.shape}"
+        )
     if y.ndim != 1 or y.dtype.kind not in "iu" or (spec.source != "generated" and y.dtype != np.uint8):
-        raise DatasetError(f"{where}: labels must be {'integers' if spec.source == 'generated' else 'uint8'} "
-                           f"(n,), got {y.dtype} {y.shape}")
+        raise DatasetError(
+            f"{where}: labels must be {'integers' if spec.source == 'generated' else 'uint8'} "
+            f"(n,), got {y.dtype} {y.shape}"
+        )
     if len(X) != len(y):
         raise DatasetError(f"{where}: {len(X):,} images but {len(y):,} labels; the counts must agree")
     if len(y) and (y.min() < 0 or y.max() >= spec.n_classes):
         bad = int(y.min()) if y.min() < 0 else int(y.max())
-        raise DatasetError(f"{where}: labels must be 0-{spec.n_classes - 1} ({spec.n_classes} classes), "
-                           f"found {bad}")
+        raise DatasetError(
+            f"{where}: labels must be 0-{spec.n_classes - 1} ({spec.n_classes} classes), found {bad}"
+        )
     return X, y.astype(np.int64)
 
 
@@ -116,7 +121,9 @@ def _load_files(name, data_dir, split, download, progress):
     paths = [find_file(stem, folders) for stem in stems]
     missing = [stem for stem, path in zip(stems, paths) if path is None]
     if missing and not download:
-        raise DatasetNotFoundError(_not_found_message(name, missing, folders, "files not found and download=False"))
+        raise DatasetNotFoundError(
+            _not_found_message(name, missing, folders, "files not found and download=False")
+        )
     for i, stem in enumerate(stems):
         if paths[i] is None:
             urls = [base + stem + ".gz" for base in spec.mirrors]
@@ -124,7 +131,9 @@ def _load_files(name, data_dir, split, download, progress):
             try:
                 paths[i] = _download.download_file(urls, target, spec.sha256[stem], progress=progress)
             except DatasetNotFoundError as e:
-                raise DatasetNotFoundError(_not_found_message(name, missing, folders, f"files not found ({e})")) from e
+                raise DatasetNotFoundError(
+                    _not_found_message(name, missing, folders, f"files not found ({e})")
+                ) from e
     X = _read_verified(paths[0], spec.sha256[stems[0]])
     y = _read_verified(paths[1], spec.sha256[stems[1]])
     return _check_pair(X, y, f"{name} {split} ({paths[0]}, {paths[1]})", spec)
