@@ -10,7 +10,10 @@ conventions (module ``recurrent``): batch-first input, parameters U, W, b in PyT
 The LSTM computes the sigmoid of three gates and the tanh of the candidate as one tanh over the whole
 row of pre-activations, σ(a) = (1 + tanh(a/2)) / 2, with per-column constants (the ½ folded into the
 columns of U, W and b once per forward): three element-wise passes over (N, 4H) per step instead of
-four per gate. Tests check it against chapter 4's sigmoid and PyTorch.
+four per gate. Tests check it against chapter 4's sigmoid and PyTorch. Unlike the other layers it does not
+compute X_t U + b for all steps before the loop: that product has only D columns to sum over and runs
+slowly, and adding it to each step's H_{t−1} W is one more pass; the LSTM widens each step's product to
+[X_t, 1, H_{t−1}] [U; b; W] instead (its docstring).
 """
 
 import numpy as np
@@ -38,6 +41,14 @@ class LSTM(Recurrent):
         O_t = σ(A_t[:, 3H:4H])     output gate q        (eq. 10.44)
         C_t = F_t ⊙ C_{t−1} + I_t ⊙ G_t                 (eq. 10.41, the cell state s)
         H_t = O_t ⊙ tanh(C_t)                           (eq. 10.43)
+
+    The code forms A_t with one product per step instead of two and a bias: the rows [X_t, 1, H_{t−1}]
+    of all steps sit side by side in one block (each step writes its H_t into the next step's row), and
+
+        A_t = X_t U + H_{t−1} W + b = [X_t, 1, H_{t−1}] [U; b; W]      (N, D + 1 + H) @ (D + 1 + H, 4H)
+
+    (the same sums in another order; a test checks the layer against the equations above, one product
+    per term).
 
     Back-propagation through time (§10.2.2 applied to these steps), carrying dh_next and dc_next from
     step t + 1 (zero at t = T), for t = T … 1:
@@ -78,21 +89,28 @@ class LSTM(Recurrent):
             self._check_state(state[1], N, dtype, f"{name}[1] (c)")
 
     def _forward(self, X_tm, state):
-        T, N, _ = X_tm.shape
-        H, W, dtype = self.hidden_size, self.params["W"], X_tm.dtype
-        H_tm = self._buffer("H_tm", (T + 1, N, H), dtype)
+        T, N, D = X_tm.shape
+        H, dtype = self.hidden_size, X_tm.dtype
+        # the rows [X_t, 1, H_{t−1}] of every step side by side, so that A_t = [X_t, 1, H_{t−1}] [U; b; W]
+        # is one product; H_tm[t] = h_t is a view of the last H columns (h_T in the extra row XH[T])
+        XH = self._buffer("XH", (T + 1, N, D + 1 + H), dtype)
+        XH[:T, :, :D] = X_tm
+        XH[T, :, :D] = 0
+        XH[:, :, D] = 1
+        H_tm = XH[:, :, D + 1 :]
         C_tm = self._buffer("C_tm", (T + 1, N, H), dtype)
         tanh_C = self._buffer("tanh_C", (T, N, H), dtype)
         H_tm[0], C_tm[0] = state
         # the gates' activations are one tanh: σ(a) = ½ tanh(½ a) + ½ on i, f, o and tanh(a) on g. The
         # ½ is folded into the columns of U, W and b (A_t diag(s) = X_t U diag(s) + H_{t−1} W diag(s) + …)
         scale, offset = self._scale.astype(dtype), self._offset.astype(dtype)
-        U_s, W_s, b_s = self.params["U"] * scale, W * scale, self.params["b"] * scale
-        gates = self._input_part(X_tm, self._buffer("gates", (T, N, 4 * H), dtype), U_s, b_s)
-        recurrent, ig = self._buffer("HW", (N, 4 * H), dtype), self._buffer("ig", (N, H), dtype)
+        UbW = self._buffer("UbW", (D + 1 + H, 4 * H), dtype)  # [U; b; W] diag(s)
+        np.multiply(self.params["U"], scale, out=UbW[:D])
+        np.multiply(self.params["b"], scale, out=UbW[D])
+        np.multiply(self.params["W"], scale, out=UbW[D + 1 :])
+        gates, ig = self._buffer("gates", (T, N, 4 * H), dtype), self._buffer("ig", (N, H), dtype)
         for t in range(T):
-            a = gates[t]
-            np.add(a, np.matmul(H_tm[t], W_s, out=recurrent), out=a)  # A_t diag(s), s = ½ or 1 per column
+            a = np.matmul(XH[t], UbW, out=gates[t])  # A_t diag(s): (N, D + 1 + H) @ (D + 1 + H, 4H)
             np.tanh(a, out=a)
             np.multiply(a, scale, out=a)
             np.add(a, offset, out=a)
