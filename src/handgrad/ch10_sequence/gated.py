@@ -60,7 +60,8 @@ class LSTM(Recurrent):
         dA_g    = dC ⊙ I_t ⊙ (1 − G_t²)
         dc_next = dC ⊙ F_t,                          dh_next = dA_t Wᵀ,      dX_t = dA_t Uᵀ
 
-    then db = Σ_t 1ᵀ dA_t, dW = Σ_t H_{t−1}ᵀ dA_t, dU = Σ_t X_tᵀ dA_t (eqs. 10.25–10.28), one product each.
+    then db = Σ_t 1ᵀ dA_t, dW = Σ_t H_{t−1}ᵀ dA_t, dU = Σ_t X_tᵀ dA_t (eqs. 10.25–10.28), the three as one
+    product over all T·N rows of the forward's [X_t, 1, H_{t−1}]: [dU; db; dW] = Σ_t [X_t, 1, H_{t−1}]ᵀ dA_t.
     ``state`` and ``final_state`` are pairs (h, c); ``state_grad`` is (dh_0, dc_0).
 
     Shapes: X (N, T, D) -> H (N, T, H); h, c (N, H); U (D, 4H), W (H, 4H), b (4H,)
@@ -119,14 +120,14 @@ class LSTM(Recurrent):
             np.add(C_tm[t + 1], np.multiply(i, g, out=ig), out=C_tm[t + 1])  # C_t = F ⊙ C_{t−1} + I ⊙ G
             np.tanh(C_tm[t + 1], out=tanh_C[t])
             np.multiply(o, tanh_C[t], out=H_tm[t + 1])  # H_t = O ⊙ tanh(C_t)
-        self._cache = (X_tm, H_tm, C_tm, gates, tanh_C)
+        self._cache = (X_tm, H_tm, C_tm, gates, tanh_C, XH)
         return H_tm
 
     def _final(self):
         return self._cache[1][-1].copy(), self._cache[2][-1].copy()
 
     def _backward(self, dH, dstate):
-        X_tm, H_tm, C_tm, gates, tanh_C = self._cache
+        X_tm, _, C_tm, gates, tanh_C, _ = self._cache
         T, N, _ = X_tm.shape
         H, W, dtype = self.hidden_size, self.params["W"], np.result_type(dH, X_tm)
         slope, one = self._slope.astype(dtype), self._one.astype(dtype)
@@ -151,10 +152,18 @@ class LSTM(Recurrent):
             d[:, 2 * H : 3 * H] *= np.multiply(dC, i, out=tmp)  # dA_g = dC ⊙ I ⊙ (1 − G²)
             self._flush(np.multiply(dC, f, out=dc_next), tmp, t)  # dc_next = dC ⊙ F
             self._flush(np.matmul(d, W.T, out=dh_next), tmp, t)  # dh_next = dA_t Wᵀ: (N, 4H) @ (4H, H)
-        H_prev = H_tm[:-1].reshape(T * N, H)
-        np.matmul(H_prev.T, dA.reshape(T * N, -1), out=self.grads["W"])  # dW = Σ_t H_{t−1}ᵀ dA_t
         self.state_grad = (dh_next, dc_next)
         return dA
+
+    def _input_weight_grads(self, X_tm, dA2):
+        """[dU; db; dW] = [X, 1, H_prev]ᵀ dA: the three sums over the steps as one product (the rows
+        [X_t, 1, H_{t−1}] of the forward), (D + 1 + H, T·N) @ (T·N, 4H)."""
+        T, N, D = X_tm.shape
+        XH = self._cache[5][:T].reshape(T * N, -1)
+        grads = np.matmul(XH.T, dA2, out=self._buffer("dUbW", (XH.shape[1], dA2.shape[1]), dA2.dtype))
+        np.copyto(self.grads["U"], grads[:D])  # Σ_t X_tᵀ dA_t
+        np.copyto(self.grads["b"], grads[D])  # Σ_t 1ᵀ dA_t
+        np.copyto(self.grads["W"], grads[D + 1 :])  # Σ_t H_{t−1}ᵀ dA_t
 
 
 class GRU(Recurrent):
