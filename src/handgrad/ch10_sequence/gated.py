@@ -134,6 +134,7 @@ class LSTM(Recurrent):
         dA = self._buffer("dA", (T, N, 4 * H), dtype)
         dh_next, dc_next = dstate  # zero, or the gradient of (h_T, c_T)
         dh, dC, tmp = (self._buffer(name, (N, H), dtype) for name in ("dh", "dC", "tmp"))
+        M = self._buffer("M", (N, 4 * H), dtype)  # what multiplies each activation's derivative
         for t in range(T - 1, -1, -1):
             a, d = gates[t], dA[t]
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
@@ -146,10 +147,11 @@ class LSTM(Recurrent):
             np.multiply(tmp, o, out=tmp)
             np.multiply(tmp, dh, out=tmp)
             np.add(dc_next, tmp, out=dC)  # dC = dc_next + dh ⊙ O ⊙ (1 − tanh²(C_t))
-            d[:, 3 * H :] *= np.multiply(dh, tanh_C[t], out=tmp)  # dA_o = dh ⊙ tanh(C_t) ⊙ σ′
-            d[:, :H] *= np.multiply(dC, g, out=tmp)  # dA_i = dC ⊙ G ⊙ σ′
-            d[:, H : 2 * H] *= np.multiply(dC, C_tm[t], out=tmp)  # dA_f = dC ⊙ C_{t−1} ⊙ σ′
-            d[:, 2 * H : 3 * H] *= np.multiply(dC, i, out=tmp)  # dA_g = dC ⊙ I ⊙ (1 − G²)
+            np.multiply(dC, g, out=M[:, :H])  # dA_i = dC ⊙ G ⊙ σ′
+            np.multiply(dC, C_tm[t], out=M[:, H : 2 * H])  # dA_f = dC ⊙ C_{t−1} ⊙ σ′
+            np.multiply(dC, i, out=M[:, 2 * H : 3 * H])  # dA_g = dC ⊙ I ⊙ (1 − G²)
+            np.multiply(dh, tanh_C[t], out=M[:, 3 * H :])  # dA_o = dh ⊙ tanh(C_t) ⊙ σ′
+            np.multiply(d, M, out=d)  # the four at once
             self._flush(np.multiply(dC, f, out=dc_next), tmp, t)  # dc_next = dC ⊙ F
             self._flush(np.matmul(d, W.T, out=dh_next), tmp, t)  # dh_next = dA_t Wᵀ: (N, 4H) @ (4H, H)
         self.state_grad = (dh_next, dc_next)
