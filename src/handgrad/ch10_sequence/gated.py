@@ -78,7 +78,6 @@ class LSTM(Recurrent):
         self._scale = _columns((0.5, 2 * H), (1.0, H), (0.5, H))  # σ(a) = ½ tanh(½ a) + ½, tanh(a)
         self._offset = _columns((0.5, 2 * H), (0.0, H), (0.5, H))
         self._slope = _columns((1.0, 2 * H), (0.0, H), (1.0, H))  # σ′ = s (1 − s),  tanh′ = 1 − g²
-        self._one = _columns((0.0, 2 * H), (1.0, H), (0.0, H))
 
     def _zero_state(self, N, dtype):
         return np.zeros((N, self.hidden_size), dtype), np.zeros((N, self.hidden_size), dtype)
@@ -130,7 +129,7 @@ class LSTM(Recurrent):
         X_tm, _, C_tm, gates, tanh_C, _ = self._cache
         T, N, _ = X_tm.shape
         H, W, dtype = self.hidden_size, self.params["W"], np.result_type(dH, X_tm)
-        slope, one = self._slope.astype(dtype), self._one.astype(dtype)
+        slope = self._slope.astype(dtype)
         dA = self._buffer("dA", (T, N, 4 * H), dtype)
         dh_next, dc_next = dstate  # zero, or the gradient of (h_T, c_T)
         dh, dC, tmp = (self._buffer(name, (N, H), dtype) for name in ("dh", "dC", "tmp"))
@@ -139,8 +138,8 @@ class LSTM(Recurrent):
             a, d = gates[t], dA[t]
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
             np.subtract(slope, a, out=d)  # the activations' derivatives, all four blocks at once:
-            np.multiply(d, a, out=d)  # s (1 − s) for the sigmoid gates,
-            np.add(d, one, out=d)  # 1 − g² for the candidate
+            np.multiply(d, a, out=d)  # s (1 − s) for the sigmoid gates, −g² for the candidate,
+            np.add(d[:, 2 * H : 3 * H], 1, out=d[:, 2 * H : 3 * H])  # then 1 − g² (one block only)
             np.add(dH[t], dh_next, out=dh)  # dh = dH_t + dh_next
             np.multiply(tanh_C[t], tanh_C[t], out=tmp)
             np.subtract(1, tmp, out=tmp)
