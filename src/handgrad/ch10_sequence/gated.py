@@ -150,7 +150,7 @@ class LSTM(Recurrent):
             np.multiply(dC, C_tm[t], out=M[:, H : 2 * H])  # dA_f = dC ⊙ C_{t−1} ⊙ σ′
             np.multiply(dC, i, out=M[:, 2 * H : 3 * H])  # dA_g = dC ⊙ I ⊙ (1 − G²)
             np.multiply(dh, tanh_C[t], out=M[:, 3 * H :])  # dA_o = dh ⊙ tanh(C_t) ⊙ σ′
-            np.multiply(d, M, out=d)  # the four at once
+            np.multiply(d, M, out=d)  # the four products above with their derivatives, in one pass
             self._flush(np.multiply(dC, f, out=dc_next), tmp, t)  # dc_next = dC ⊙ F
             self._flush(np.matmul(d, W.T, out=dh_next), tmp, t)  # dh_next = dA_t Wᵀ: (N, 4H) @ (4H, H)
         self.state_grad = (dh_next, dc_next)
