@@ -21,16 +21,9 @@ from handgrad.app.models import named_params, named_state
 
 
 def _float64_model(build):
+    """``build_model`` in float64: the layers made in that dtype, so fused stages share their arrays."""
     def build64(arch, rng=None):
-        model = build(arch, rng)
-        layers = list(getattr(model, "layers", ()))
-        while layers:
-            layer = layers.pop()
-            layers.extend(getattr(layer, "layers", ()))
-            for table in (layer.params, layer.grads, getattr(layer, "state", None) or {}):
-                for key, value in table.items():
-                    table[key] = value.astype(np.float64)
-        return model
+        return build(arch, rng, dtype=np.float64)
     return build64
 
 

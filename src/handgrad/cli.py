@@ -5,6 +5,7 @@
     handgrad evaluate CHECKPOINT [options]      metrics of a checkpoint on a test set
     handgrad predict CHECKPOINT IMAGE... [--json]
     handgrad serve [CHECKPOINT]                 the draw-a-digit page
+    handgrad gradcheck [model options]          back-propagation against finite differences (§11.5)
 
 Success exits 0. A user error (a bad path, a file that is not a checkpoint, an unreadable image, a bad
 option value, a diverged run) prints one line ``handgrad: error: ...`` to stderr and exits 1 — 2 for a
@@ -137,6 +138,11 @@ def _train_help(datasets):
         "seed": "seed of every random number generator",
         "resume": "continue the run in RUN_DIR (its own settings apply; --epochs sets the total to reach)",
         "limit": "use only the first N training images (validation and test sets stay whole)",
+        "overfit": "debugging check (book 11.5): train on the first N training images only, without "
+                   "augmentation or dropout unless given, and report whether 100%% training accuracy is "
+                   "reached (exit 1 if not)",
+        "monitor": "log per layer and epoch the activation mean/std, dead ReLU units, gradient norm and "
+                   "update ratio |dtheta|/|theta| into monitor.csv (and monitor.png), with warnings",
         "plots": "do not draw the PNG plots",
         "quiet": "no progress bar or per-epoch lines, only the summary",
     }
@@ -148,8 +154,7 @@ _METAVARS = {"dataset": "NAME", "data_dir": "DIR", "out": "DIR", "epochs": "N", 
              "hidden": "512[,256...]", "channels": "16,32,64", "dropout": "P", "augment_shift": "PX",
              "augment_degrees": "DEG", "lr": "LR", "momentum": "BETA", "weight_decay": "LAMBDA",
              "warmup_epochs": "E", "lr_step_epochs": "E", "lr_batch": "N", "lr_gamma": "G", "patience": "N",
-             "seed": "S",
-             "resume": "RUN_DIR", "limit": "N"}
+             "seed": "S", "resume": "RUN_DIR", "limit": "N", "overfit": "N"}
 _SHORT_FLAGS = {"quiet": ("-q",)}
 
 
@@ -234,6 +239,9 @@ def build_parser():
     e.add_argument("--data-dir", metavar="DIR", help="folder holding <dataset>/ folders of IDX files")
     e.add_argument("--plots", metavar="DIR", help="also write confusion.png and misclassified.png into DIR")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--worst", type=int, default=0, metavar="K",
+                   help="also list the K test examples the model got wrong with the highest confidence "
+                        "(with --plots: worst.png)")
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files", formatter_class=_Formatter, allow_abbrev=False,
@@ -252,6 +260,7 @@ def build_parser():
     s.add_argument("--port", type=lambda v: _port(v), default=8000, help="port to listen on (0: any free port)")
     s.set_defaults(func=cmd_serve)
     _add_tool_parsers(sub)
+    _add_gradcheck_parser(sub)
     return parser
 
 
@@ -339,6 +348,41 @@ def _add_tool_parsers(sub):
     c.set_defaults(func=cmd_learning_curve)
 
 
+GRADCHECK_MODEL_OPTIONS = ("dataset", "data_dir", "model", "hidden", "channels", "activation", "batch_norm",
+                           "seed")
+
+
+def _add_gradcheck_parser(sub):
+    """``handgrad gradcheck``: the model options of ``train`` (same help), and the check's own."""
+    from .app.config import ACTIVATIONS, MODELS
+    from .app.tools.gradcheck import TOLERANCE
+    from .datasets import DATASET_NAMES
+
+    g = sub.add_parser("gradcheck", help="check back-propagation against finite differences (book 11.5)",
+                       formatter_class=_Formatter, allow_abbrev=False,
+                       description="Build the model the same options give 'handgrad train' in float64 "
+                                   "(dropout off), and compare its back-propagated gradients with central "
+                                   "differences on a few training images: the largest relative error of each "
+                                   "parameter array; exit status 1 above the tolerance "
+                                   f"(default {TOLERANCE:g}).")
+    helps = _train_help(", ".join(DATASET_NAMES))
+    kinds = {"dataset": dict(metavar="NAME"), "data_dir": dict(metavar="DIR"),
+             "model": dict(choices=MODELS, default="mlp"), "hidden": dict(type=_size_list("512[,256...]"),
+                                                                         metavar="512[,256...]"),
+             "channels": dict(type=_size_list("16,32,64"), metavar="16,32,64"),
+             "activation": dict(choices=ACTIVATIONS, default="relu"),
+             "batch_norm": dict(action=argparse.BooleanOptionalAction), "seed": dict(type=int, default=0)}
+    for name in GRADCHECK_MODEL_OPTIONS:
+        g.add_argument("--" + name.replace("_", "-"), dest=name, help=helps[name], **kinds[name])
+    g.add_argument("--examples", type=int, default=4, metavar="N", help="training images in the batch")
+    g.add_argument("--entries", type=int, default=12, metavar="K",
+                   help="entries checked per parameter array at most (a random subset of larger ones)")
+    g.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="TOL",
+                   help="largest relative error that passes")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.set_defaults(func=cmd_gradcheck)
+
+
 def _port(text):
     try:
         value = int(text)
@@ -371,13 +415,15 @@ def cmd_train(args, argv):
     # Options not given are None and take the chosen model's default (TrainConfig.__post_init__).
     fields = {dest: getattr(args, dest) for dest in set(TRAIN_OPTIONS.values())}
     if args.resume is not None:
-        ignored = sorted(typed - {"epochs", "data_dir", "plots", "quiet", "resume"})
+        ignored = sorted(typed - {"epochs", "data_dir", "plots", "quiet", "resume", "monitor"})
         if ignored:
             names = ", ".join("--" + k.replace("_", "-") for k in ignored)
             print(f"note: {names} ignored with --resume: the run's config.json applies", file=sys.stderr)
         if "epochs" not in typed:
             fields["epochs"] = None
     result = train(TrainConfig(**fields))
+    if result is not None and result.overfit_reached is False:
+        return 1  # --overfit N: the check failed (its line is printed)
     return 0 if result is not None else 1
 
 
@@ -418,7 +464,8 @@ def cmd_learning_curve(args, argv):
 def cmd_evaluate(args, argv):
     from .app.evaluation import evaluate, format_report
 
-    result = evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, plots_dir=args.plots)
+    result = evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, plots_dir=args.plots,
+                      worst=args.worst)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_report(result))
     return 0
 
@@ -435,6 +482,20 @@ def cmd_predict(args, argv):
         probs = "  ".join(f"{c}: {p:.3f}" for c, p in zip(r["classes"], r["probabilities"]))
         print(f"{r['path']}: {r['label']} (class {r['prediction']}, confidence {100 * r['confidence']:.1f}%)")
         print(f"    {probs}")
+    return 0
+
+
+def cmd_gradcheck(args, argv):
+    from .app import TrainConfig
+    from .app.tools.gradcheck import format_gradcheck, gradcheck
+
+    config = TrainConfig(**{name: getattr(args, name) for name in GRADCHECK_MODEL_OPTIONS})
+    result = gradcheck(config, examples=args.examples, entries=args.entries, tolerance=args.tolerance)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_gradcheck(result))
+    if not result.passed:
+        worst = max(result.params, key=lambda p: p["error"])
+        return _error(f"gradient check failed: {worst['name']} has relative error {worst['error']:.2e} > "
+                      f"{result.tolerance:g}; the backward pass of a layer is wrong", 1)
     return 0
 
 

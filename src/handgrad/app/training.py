@@ -30,7 +30,14 @@ plots. The columns of ``metrics.csv`` (and of ``TrainResult.history``):
 
 Under ``mpiexec -n K`` (K > 1) the same loop runs on every rank as synchronous data-parallel SGD (book
 §12.1.3): :mod:`handgrad.app.distributed`, imported only then, shards each batch, all-reduces the
-gradients, and lets rank 0 alone print and write; the hooks here are the ``dist`` lines.
+gradients, and lets rank 0 alone print and write; it enters the loop at the lines that test ``dist``.
+
+Hooks (``TrainingHook``) watch a run without copying the loop: ``train(config, hooks=[...])`` or
+``RunState.hooks``. Each is called at the start, before and after every optimiser step, with each epoch's
+row (to add columns to it), after each epoch and at the end; with no hooks the loop does one truth test
+per step. ``config.monitor`` adds chapter 11's training monitor (:mod:`handgrad.app.tools.monitor`) and
+``config.overfit`` the "fit a tiny dataset" check (:mod:`handgrad.app.tools.overfit`). A hook must not
+draw from the run's generator, so a run with hooks reaches bit-for-bit the parameters of one without.
 
 ``last.npz`` holds everything needed to continue — parameters, optimiser state, the generator's
 state, the epoch and history — and is rewritten after every epoch (and once before the first), so
@@ -65,7 +72,7 @@ from .models import arch_from_config, build_model, describe, first_layer_weights
 from .recipes import loop_weight_decay, lr_schedule, make_optimizer
 
 __all__ = ["train", "prepare", "run_epoch", "finish", "RunState", "TrainResult", "TrainingDiverged",
-           "load_data", "make_optimizer", "lr_schedule", "FALLBACK_NOTICE"]
+           "TrainingHook", "load_data", "make_optimizer", "lr_schedule", "FALLBACK_NOTICE"]
 
 FALLBACK_NOTICE = """\
 ==============================================================================================
@@ -104,12 +111,46 @@ class TrainResult:
     fell_back: bool = False  # trained on mnist-sample because MNIST was not found
     stopped_early: bool = False  # on_epoch_end asked to stop before the configured epochs
     stopped_by_patience: bool = False  # early stopping (--patience) ended the run before its epochs
+    overfit_reached: bool | None = None  # with overfit N: whether 100% training accuracy was reached
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
     def __getitem__(self, key):  # result["test_accuracy"] works as for a dict
         return getattr(self, key)
+
+
+class TrainingHook:
+    """Something that watches a run (the training monitor, the overfitting check): every method a no-op.
+
+    ``start(run)`` once ``prepare`` is done; ``before_step(run)`` and ``after_step(run)`` around each
+    optimiser step (the gradients of the step are in ``run.grads``, the parameters in ``run.params``);
+    ``epoch_metrics(run, epoch, row)`` with the epoch's row before it is logged (a hook may add columns to
+    metrics.csv there); ``end_epoch(run, epoch, row)`` after the epoch's checkpoints and line; ``end(run)``
+    when the loop is left, also on an error (close files here); ``report(run, result)`` after the summary.
+    A hook must leave the parameters, the optimiser and the run's generator alone.
+    """
+
+    def start(self, run):
+        pass
+
+    def before_step(self, run):
+        pass
+
+    def after_step(self, run):
+        pass
+
+    def epoch_metrics(self, run, epoch, row):
+        pass
+
+    def end_epoch(self, run, epoch, row):
+        pass
+
+    def end(self, run):
+        pass
+
+    def report(self, run, result):
+        pass
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -208,6 +249,7 @@ class RunState:
     stopped_early: bool = False
     stopped_by_patience: bool = False
     dist: object = None  # chapter 12's DataParallel under mpiexec (app.distributed), else None
+    hooks: list = dataclasses.field(default_factory=list)  # TrainingHook objects, called in order
 
     @property
     def best_epoch(self) -> int:
@@ -243,20 +285,22 @@ def _data_parallel():
     return context()
 
 
-def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) -> TrainResult:
+def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None, hooks=()) -> TrainResult:
     """``_train`` in one process; under mpiexec on every rank, where an error on any rank ends them all."""
     dist = _data_parallel()
     if dist is None:
-        return _train(config, on_epoch_end, stdout, None)
+        return _train(config, on_epoch_end, stdout, hooks, None)
     with dist.guard():
-        return _train(config, dist.agreed(on_epoch_end) if on_epoch_end else None, stdout, dist)
+        return _train(config, dist.agreed(on_epoch_end) if on_epoch_end else None, stdout, hooks, dist)
 
 
-def _train(config, on_epoch_end, stdout, dist) -> TrainResult:
+def _train(config, on_epoch_end, stdout, hooks, dist) -> TrainResult:
     """Train a model as ``config`` says (defaults: the reference configuration) and return a TrainResult.
 
     ``on_epoch_end(epoch, row)`` is called after each epoch's checkpoints are written; returning False
-    stops the run there, as an interruption would (``resume`` continues it). Progress goes to ``stdout``
+    stops the run there, as an interruption would (``resume`` continues it). ``hooks`` are
+    ``TrainingHook`` objects (after the monitor and the overfitting check when the config asks for them).
+    Progress goes to ``stdout``
     (default ``sys.stdout``) and the progress bar to stderr when it is a terminal and not ``quiet``.
 
     Raises ConfigError (bad settings or run folder), DatasetError (data not loadable), CheckpointError
@@ -277,7 +321,12 @@ def _train(config, on_epoch_end, stdout, dist) -> TrainResult:
             log(msg)
 
     run = prepare(config, resume_dir, log, say, dist)
+    if dist is None or dist.is_root:  # hooks watch and write: under MPI rank 0 alone runs them
+        run.hooks.extend(_config_hooks(run))
+        run.hooks.extend(hooks)
     try:
+        for hook in run.hooks:
+            hook.start(run)
         # A diverging run overflows: the NaN/inf check on the loss reports it, not NumPy's warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(run.start_epoch + 1, config.epochs + 1):
@@ -290,7 +339,26 @@ def _train(config, on_epoch_end, stdout, dist) -> TrainResult:
                     break
     finally:
         run.csv_log.close()
-    return finish(run, started) if dist is None else dist.root_call(finish, run, started)
+        for hook in run.hooks:
+            hook.end(run)
+    result = finish(run, started) if dist is None else dist.root_call(finish, run, started)
+    for hook in run.hooks:
+        hook.report(run, result)
+    return result
+
+
+def _config_hooks(run):
+    """The hooks the configuration asks for (imported only then: chapter 11's tools sit above the loop)."""
+    hooks = []
+    if run.config.monitor:
+        from .tools.monitor import Monitor
+
+        hooks.append(Monitor())
+    if run.config.overfit is not None:
+        from .tools.overfit import OverfitCheck
+
+        hooks.append(OverfitCheck())
+    return hooks
 
 
 def _settle_config(config):
@@ -304,6 +372,7 @@ def _settle_config(config):
         saved = TrainConfig.load(resume_dir / "config.json")
         epochs = config.epochs if config.epochs is not None else saved.epochs
         keep = {"data_dir": config.data_dir or saved.data_dir, "quiet": config.quiet, "plots": config.plots,
+                "monitor": config.monitor,
                 "epochs": epochs, "resume": str(resume_dir), "out": str(resume_dir)}
         config = dataclasses.replace(saved, **keep)
     elif config.epochs is None:
@@ -321,8 +390,9 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print, dist=None, *,
     splits, fell_back = load_data(config.dataset, config.data_dir, log)
     dataset = splits.name
     X_train_img, y_train = splits.train
-    if config.limit is not None:
-        X_train_img, y_train = X_train_img[:config.limit], y_train[:config.limit]
+    if config.limit is not None or config.overfit is not None:  # --overfit N: the first N only (§11.5)
+        n = config.overfit if config.overfit is not None else config.limit
+        X_train_img, y_train = X_train_img[:n], y_train[:n]
     X_val_img, y_val = splits.val
     X_test_img, y_test = splits.test
     if len(y_train) == 0 or len(y_val) == 0:
@@ -493,6 +563,8 @@ def run_epoch(run: RunState, epoch: int) -> dict:
            "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
            "lr": run.optimizer.lr, "train_seconds": round(train_seconds, 4),
            "seconds": round(time.perf_counter() - t0, 4)}
+    for hook in run.hooks:
+        hook.epoch_metrics(run, epoch, row)
     run.history.append(row)
     run.csv_log.log(row)
     run.stopper.step(val_acc, {}, epoch=epoch)  # the best parameters are kept on disk (best.npz), not here
@@ -504,6 +576,8 @@ def run_epoch(run: RunState, epoch: int) -> dict:
             f"acc {100 * row['train_accuracy']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  "
             f"test acc (monitor) {100 * test_acc:.2f}%  lr {run.optimizer.lr:.3g}  {train_seconds:.1f} s "
             f"({seen / train_seconds:,.0f} img/s){'  *' if improved else ''}")
+    for hook in run.hooks:
+        hook.end_epoch(run, epoch, row)
     return row
 
 
@@ -520,7 +594,7 @@ def _train_batches(run: RunState, epoch: int, t0: float):
     model, optimizer, schedule, params, grads = run.model, run.optimizer, run.schedule, run.params, run.grads
     dist = run.dist
     loss_fn, weight_decay, augment = SoftmaxCrossEntropy().reuse_buffers(), run.weight_decay, run.augment
-    steps_per_epoch, step = run.steps_per_epoch, run.step
+    steps_per_epoch, step, hooks = run.steps_per_epoch, run.step, run.hooks
     loss_sum, correct, seen = 0.0, 0, 0
     bar = _progress(steps_per_epoch, f"epoch {epoch}/{run.config.epochs}", run.bar_disabled)
     try:
@@ -552,7 +626,13 @@ def _train_batches(run: RunState, epoch: int, t0: float):
                 dist.allreduce_grads(run)  # Σ_k over the ranks: every rank steps with the whole batch's g
             if weight_decay:
                 add_l2_grad_(params, grads, weight_decay)
+            if hooks:
+                for hook in hooks:
+                    hook.before_step(run)
             optimizer.step(params, grads)
+            if hooks:
+                for hook in hooks:
+                    hook.after_step(run)
             step += 1
             if bar is not None:
                 bar.update(1)

@@ -68,22 +68,16 @@ class _BatchNorm(Layer):
         bshape = (1, self.num_features) + (1,) * (X.ndim - 2)  # broadcasts a (C,) vector over X
         gamma, beta = self.params["gamma"], self.params["beta"]
         dtype = np.result_type(X, gamma)
-        m = X.size // self.num_features  # values per channel (in this replica's part of the batch)
         xhat = self._buffer("xhat", X.shape, dtype)
+        m = X.size // self.num_features  # values per channel (in this replica's part of the batch)
         if self.training:
-            # Σ_i x_i and the count m, summed over the replicas (the identity in one process), in one call
-            total = self.sum_across(np.append(X.sum(axis=axes, dtype=dtype).astype(np.float64), m))
-            m = int(total[-1])
+            mean, m = self._batch_mean(X, axes, dtype)  # μ_B = (1/m) Σ_i x_i, m over every replica
             if m < 2:
                 raise ValueError(f"{self!r} needs more than 1 value per channel in training mode, got {X.shape}")
-            mean = (total[:-1] / m).astype(dtype)  # μ_B = (1/m) Σ_i x_i
             np.subtract(X, mean.reshape(bshape), out=xhat)  # x − μ
-            var = self.sum_across(np.square(xhat).sum(axis=axes, dtype=dtype)) / m  # σ²_B, biased
-            rm, rv = self.state["running_mean"], self.state["running_var"]
-            rm *= 1 - self.momentum
-            rm += self.momentum * mean  # running mean ← (1 − momentum) running mean + momentum μ_B
-            rv *= 1 - self.momentum
-            rv += self.momentum * var * (m / (m - 1))  # the running estimate uses the unbiased variance
+            (var,) = self._batch_sums(self._channel_sum(np.square(xhat), axes, dtype))
+            var /= m  # σ²_B, biased: divides by m
+            self._update_running(mean, var, m)
         else:
             mean, var = self.state["running_mean"].astype(dtype), self.state["running_var"].astype(dtype)
             np.subtract(X, mean.reshape(bshape), out=xhat)
@@ -95,6 +89,41 @@ class _BatchNorm(Layer):
         self._cache = (xhat, inv_std, self.training, m)
         return Y
 
+    def _channel_sum(self, A, axes=(0,), dtype=None):
+        """Σ of A over the batch (and positions) per channel, (C,), this replica's part: every batch-wide
+        sum of the layer goes through here (μ and σ² forward, dβ and dγ backward; also
+        ``ch09_convolution.fused``'s). A 2-D (m, C) array is summed as the product 1ᵀ A (BLAS, every core)."""
+        if A.ndim == 2 and tuple(axes) == (0,) and (dtype is None or np.dtype(dtype) == A.dtype):
+            return self._ones(A.shape[0], A.dtype) @ A
+        return A.sum(axis=axes, dtype=dtype)
+
+    def _batch_mean(self, A, axes=(0,), dtype=None):
+        """(μ, m): the per-channel mean of A over the whole batch — every replica's part when ``sum_across``
+        is set (module docstring) — and the number m of values per channel it averages."""
+        local, m = self._channel_sum(A, axes, dtype), A.size // self.num_features
+        if "sum_across" not in vars(self):  # one process: (1/m) Σ_i, in the layer's dtype
+            return local / m, m
+        total = self.sum_across(np.append(local.astype(np.float64), m))  # Σ_i and the count, in one call
+        m = int(total[-1])
+        return (total[:-1] / m).astype(local.dtype), m
+
+    def _batch_sums(self, *sums):
+        """This replica's per-channel sums, each summed over every replica in one ``sum_across`` call (the
+        sums themselves in one process)."""
+        if "sum_across" not in vars(self):
+            return sums
+        C = self.num_features
+        total = self.sum_across(np.concatenate(sums))
+        return tuple(total[i * C:(i + 1) * C] for i in range(len(sums)))
+
+    def _update_running(self, mean, var, m):
+        """running ← (1 − momentum) running + momentum · batch statistic (variance unbiased, × m/(m−1))."""
+        rm, rv = self.state["running_mean"], self.state["running_var"]
+        rm *= 1 - self.momentum
+        rm += self.momentum * mean
+        rv *= 1 - self.momentum
+        rv += self.momentum * var * (m / (m - 1))
+
     def backward(self, dY):
         xhat, inv_std, training, m = self._cached(self._cache)
         dY = self._check_dY(dY, xhat.shape)
@@ -102,10 +131,10 @@ class _BatchNorm(Layer):
         bshape = (1, self.num_features) + (1,) * (xhat.ndim - 2)
         gamma = self.params["gamma"]
         dgamma, dbeta = self.grads["gamma"], self.grads["beta"]
-        dbeta[...] = dY.sum(axis=axes)  # ∂L/∂β = Σ dy
+        dbeta[...] = self._channel_sum(dY, axes)  # ∂L/∂β = Σ dy
         tmp = self._output("dX", xhat.shape, np.result_type(dY, xhat))  # scratch first, then dX
         np.multiply(dY, xhat, out=tmp)
-        dgamma[...] = tmp.sum(axis=axes)  # ∂L/∂γ = Σ dy ⊙ x̂
+        dgamma[...] = self._channel_sum(tmp, axes)  # ∂L/∂γ = Σ dy ⊙ x̂
         if not self.input_grad:
             return None
         dX = tmp
@@ -113,9 +142,7 @@ class _BatchNorm(Layer):
             np.multiply(dY, (gamma * inv_std).reshape(bshape), out=dX)
             return dX
         # dβ and dγ over the whole batch: this replica's sums (its own grads) summed over every replica
-        C = self.num_features
-        both = self.sum_across(np.concatenate([dbeta, dgamma]))
-        dbeta_all, dgamma_all = both[:C], both[C:]
+        dbeta_all, dgamma_all = self._batch_sums(dbeta, dgamma)
         # BatchNorm1D's compact formula: dx = (γ / (m σ̃)) (m dy − dβ − x̂ dγ) = (γ / σ̃) (dy − (dβ + x̂ dγ) / m)
         np.multiply(xhat, dgamma_all.reshape(bshape), out=dX)
         dX += dbeta_all.reshape(bshape)  # dβ + x̂ dγ

@@ -6,6 +6,10 @@
                     trial, resumable, in parallel processes (``handgrad search``)
     learning_curve  training and validation error against the training-set size (§11.3, "determining
                     whether to gather more data") (``handgrad learning-curve``)
+    monitor         per layer and epoch: activation statistics, dead units, gradient norm and the update
+                    ratio ‖Δθ‖/‖θ‖ (``handgrad train --monitor``; §11.5)
+    overfit         can the model fit a tiny dataset? (``handgrad train --overfit N``; §11.5)
+    gradcheck       back-propagation against central differences in float64 (``handgrad gradcheck``; §11.5)
 
 Each takes a ``TrainConfig`` for the model, data and optimiser, builds them the way ``handgrad train``
 does (:mod:`handgrad.app.training`), and chooses on the validation set only: the test set is never used
