@@ -3,8 +3,18 @@
 import numpy as np
 import pytest
 
-from handgrad.app.models import (MODEL_TYPES, ArchitectureError, build_model, cnn_arch, count_parameters, describe,
-                                 get_model_type, mlp_arch, named_params, named_state)
+from handgrad.app.models import (
+    MODEL_TYPES,
+    ArchitectureError,
+    build_model,
+    cnn_arch,
+    count_parameters,
+    describe,
+    get_model_type,
+    mlp_arch,
+    named_params,
+    named_state,
+)
 
 ARCHS = [
     mlp_arch(),
@@ -18,7 +28,9 @@ ARCHS = [
 @pytest.mark.parametrize("arch", ARCHS, ids=describe)
 def test_count_parameters_is_what_the_built_model_holds(arch):
     model = build_model(arch, rng=0)
-    held = sum(a.size for a in named_params(model).values()) + sum(a.size for a in named_state(model).values())
+    held = sum(a.size for a in named_params(model).values()) + sum(
+        a.size for a in named_state(model).values()
+    )
     assert count_parameters(arch) == held
 
 

@@ -63,6 +63,7 @@ def test_state_gradients_match_finite_differences(name):
     layer.backward(G, G_final if len(G_final) == 2 else G_final[0])
     analytic = parts(layer.state_grad)
     for k, s in enumerate(parts(state)):
+
         def loss_k(v, k=k):
             s2 = list(parts(state))
             s2[k] = v
@@ -193,8 +194,10 @@ def books_lstm(X, h0, c0, U, W, b, dH, dh_T, dc_T):
         dh = dH[:, t] + dh_next
         tc = np.tanh(cs[t + 1])
         dC = dc_next + dh * o * (1 - tc**2)
-        dA = np.concatenate([dC * g * i * (1 - i), dC * cs[t] * f * (1 - f), dC * i * (1 - g**2),
-                             dh * tc * o * (1 - o)], axis=1)
+        dA = np.concatenate(
+            [dC * g * i * (1 - i), dC * cs[t] * f * (1 - f), dC * i * (1 - g**2), dh * tc * o * (1 - o)],
+            axis=1,
+        )
         dc_next, dh_next = dC * f, dA @ W.T
         dX[:, t] = dA @ U.T
         dU += X[:, t].T @ dA
@@ -217,8 +220,13 @@ def test_lstm_fast_forms_equal_the_books_step_equations(shape):
     for _ in range(2):  # a second call reuses the buffers of the first
         np.testing.assert_allclose(lstm.forward(X, state), Y, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(lstm.backward(dH, dstate), dX, rtol=1e-12, atol=1e-14)
-        for got, want in [*zip(lstm.final_state, final), *zip(lstm.state_grad, state_grad),
-                          (lstm.grads["U"], dU), (lstm.grads["W"], dW), (lstm.grads["b"], db)]:
+        for got, want in [
+            *zip(lstm.final_state, final),
+            *zip(lstm.state_grad, state_grad),
+            (lstm.grads["U"], dU),
+            (lstm.grads["W"], dW),
+            (lstm.grads["b"], db),
+        ]:
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
@@ -250,15 +258,21 @@ def test_flushing_subnormals_changes_the_gradients_by_less_than_the_smallest_nor
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: LSTM(3, 4).forward(np.zeros((2, 5, 2))),
-         r"LSTM\(3, 4\) expects input \(N, T, 3\), got \(2, 5, 2\)"),
+        (
+            lambda: LSTM(3, 4).forward(np.zeros((2, 5, 2))),
+            r"LSTM\(3, 4\) expects input \(N, T, 3\), got \(2, 5, 2\)",
+        ),
         (lambda: RNN(3, 4).forward(np.zeros((5, 3))), r"RNN\(3, 4\) expects input \(N, T, 3\), got \(5, 3\)"),
         (lambda: GRU(3, 4).forward(np.zeros((2, 0, 3))), r"at least one step, got \(2, 0, 3\)"),
-        (lambda: RNN(3, 4).forward(np.zeros((2, 5, 3)), np.zeros((3, 4))),
-         r"h0 must have shape \(N, H\) = \(2, 4\) for input of 2 sequences, got \(3, 4\)"),
+        (
+            lambda: RNN(3, 4).forward(np.zeros((2, 5, 3)), np.zeros((3, 4))),
+            r"h0 must have shape \(N, H\) = \(2, 4\) for input of 2 sequences, got \(3, 4\)",
+        ),
         (lambda: LSTM(3, 4).forward(np.zeros((2, 5, 3)), np.zeros((2, 4))), r"must be a pair \(h, c\)"),
-        (lambda: LSTM(3, 4).forward(np.zeros((2, 5, 3)), (np.zeros((2, 4)), np.zeros((2, 5)))),
-         r"state\[1\] \(c\) must have shape \(N, H\) = \(2, 4\) .* got \(2, 5\)"),
+        (
+            lambda: LSTM(3, 4).forward(np.zeros((2, 5, 3)), (np.zeros((2, 4)), np.zeros((2, 5)))),
+            r"state\[1\] \(c\) must have shape \(N, H\) = \(2, 4\) .* got \(2, 5\)",
+        ),
     ],
 )
 def test_bad_input_is_a_shape_error_naming_the_shapes(call, message):

@@ -15,11 +15,42 @@ from . import mlp  # noqa: F401
 from . import cnn  # noqa: F401
 from .cnn import CNN_EVAL_BATCH_SIZE, build_cnn, cnn_arch
 from .mlp import mlp_arch
-from .registry import (MODEL_TYPES, ArchitectureError, ModelType, arch_from_config, build_model, count_parameters,
-                       describe, eval_batch_size, first_layer_weights, get_model_type, named_params, named_state,
-                       prepare_inputs, register_model_type, validate_arch)
+from .registry import (
+    MODEL_TYPES,
+    ArchitectureError,
+    ModelType,
+    arch_from_config,
+    build_model,
+    count_parameters,
+    describe,
+    eval_batch_size,
+    first_layer_weights,
+    get_model_type,
+    named_params,
+    named_state,
+    prepare_inputs,
+    register_model_type,
+    validate_arch,
+)
 
-__all__ = ["MODEL_TYPES", "ArchitectureError", "ModelType", "arch_from_config", "build_model", "count_parameters",
-           "describe", "eval_batch_size", "first_layer_weights", "get_model_type", "named_params", "named_state",
-           "prepare_inputs", "register_model_type", "validate_arch", "mlp_arch", "cnn_arch", "build_cnn",
-           "CNN_EVAL_BATCH_SIZE"]
+__all__ = [
+    "MODEL_TYPES",
+    "ArchitectureError",
+    "ModelType",
+    "arch_from_config",
+    "build_model",
+    "count_parameters",
+    "describe",
+    "eval_batch_size",
+    "first_layer_weights",
+    "get_model_type",
+    "named_params",
+    "named_state",
+    "prepare_inputs",
+    "register_model_type",
+    "validate_arch",
+    "mlp_arch",
+    "cnn_arch",
+    "build_cnn",
+    "CNN_EVAL_BATCH_SIZE",
+]
