@@ -174,6 +174,62 @@ def test_fused_sigmoid_equals_chapter_4s():
     np.testing.assert_allclose(_sigmoid_(x32.copy()), sigmoid(x32), rtol=0, atol=4 * np.finfo(np.float32).eps)
 
 
+def books_lstm(X, h0, c0, U, W, b, dH, dh_T, dc_T):
+    """The LSTM's step equations (eqs. 10.40–10.44) and BPTT as the LSTM docstring writes them, one product
+    per term and chapter 4's sigmoid: H, (h_T, c_T), dX, dU, dW, db, (dh_0, dc_0)."""
+    T = X.shape[1]
+    H = h0.shape[1]
+    hs, cs, acts = [h0], [c0], []
+    for t in range(T):
+        A = X[:, t] @ U + hs[-1] @ W + b
+        i, f, o = sigmoid(A[:, :H]), sigmoid(A[:, H : 2 * H]), sigmoid(A[:, 3 * H :])
+        g = np.tanh(A[:, 2 * H : 3 * H])
+        cs.append(f * cs[-1] + i * g)
+        hs.append(o * np.tanh(cs[-1]))
+        acts.append((i, f, g, o))
+    dX, dU, dW, db = np.zeros_like(X), np.zeros_like(U), np.zeros_like(W), np.zeros_like(b)
+    dh_next, dc_next = dh_T, dc_T
+    for t in range(T - 1, -1, -1):
+        i, f, g, o = acts[t]
+        dh = dH[:, t] + dh_next
+        tc = np.tanh(cs[t + 1])
+        dC = dc_next + dh * o * (1 - tc**2)
+        dA = np.concatenate(
+            [dC * g * i * (1 - i), dC * cs[t] * f * (1 - f), dC * i * (1 - g**2), dh * tc * o * (1 - o)],
+            axis=1,
+        )
+        dc_next, dh_next = dC * f, dA @ W.T
+        dX[:, t] = dA @ U.T
+        dU += X[:, t].T @ dA
+        dW += hs[t].T @ dA
+        db += dA.sum(0)
+    return np.stack(hs[1:], 1), (hs[-1], cs[-1]), dX, dU, dW, db, (dh_next, dc_next)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4, 6), (1, 1, 1, 1), (2, 7, 1, 3)], ids=str)  # N, T, D, H
+def test_lstm_fast_forms_equal_the_books_step_equations(shape):
+    """The LSTM's fast forms (one product [X_t, 1, H_{t−1}] [U; b; W] per step, one tanh for all gates,
+    the parameter gradients as one product after the loop) give the numbers of the book's equations."""
+    N, T, D, H = shape
+    rng = np.random.default_rng(sum(shape))
+    lstm = randomised(LSTM(D, H, dtype=np.float64), rng)
+    X, dH = rng.standard_normal((N, T, D)), rng.standard_normal((N, T, H))
+    state, dstate = random_state(lstm, N, rng), random_state(lstm, N, rng)
+    p = lstm.params
+    Y, final, dX, dU, dW, db, state_grad = books_lstm(X, *state, p["U"], p["W"], p["b"], dH, *dstate)
+    for _ in range(2):  # a second call reuses the buffers of the first
+        np.testing.assert_allclose(lstm.forward(X, state), Y, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(lstm.backward(dH, dstate), dX, rtol=1e-12, atol=1e-14)
+        for got, want in [
+            *zip(lstm.final_state, final),
+            *zip(lstm.state_grad, state_grad),
+            (lstm.grads["U"], dU),
+            (lstm.grads["W"], dW),
+            (lstm.grads["b"], db),
+        ]:
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
 def test_flushing_subnormals_changes_the_gradients_by_less_than_the_smallest_normal():
     """A float32 tanh RNN over T = 500 steps with small weights: the carried gradient decays through the
     subnormal range. Without the flush, subnormals appear in it; with it, they are zero, and no result

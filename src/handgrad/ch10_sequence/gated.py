@@ -10,7 +10,10 @@ conventions (module ``recurrent``): batch-first input, parameters U, W, b in PyT
 The LSTM computes the sigmoid of three gates and the tanh of the candidate as one tanh over the whole
 row of pre-activations, σ(a) = (1 + tanh(a/2)) / 2, with per-column constants (the ½ folded into the
 columns of U, W and b once per forward): three element-wise passes over (N, 4H) per step instead of
-four per gate. Tests check it against chapter 4's sigmoid and PyTorch.
+four per gate. Tests check it against chapter 4's sigmoid and PyTorch. Unlike the other layers it does not
+compute X_t U + b for all steps before the loop: that product has only D columns to sum over and runs
+slowly, and adding it to each step's H_{t−1} W is one more pass; the LSTM widens each step's product to
+[X_t, 1, H_{t−1}] [U; b; W] instead (its docstring).
 """
 
 import numpy as np
@@ -39,6 +42,14 @@ class LSTM(Recurrent):
         C_t = F_t ⊙ C_{t−1} + I_t ⊙ G_t                 (eq. 10.41, the cell state s)
         H_t = O_t ⊙ tanh(C_t)                           (eq. 10.43)
 
+    The code forms A_t with one product per step instead of two and a bias: the rows [X_t, 1, H_{t−1}]
+    of all steps sit side by side in one block (each step writes its H_t into the next step's row), and
+
+        A_t = X_t U + H_{t−1} W + b = [X_t, 1, H_{t−1}] [U; b; W]      (N, D + 1 + H) @ (D + 1 + H, 4H)
+
+    (the same sums in another order; a test checks the layer against the equations above, one product
+    per term).
+
     Back-propagation through time (§10.2.2 applied to these steps), carrying dh_next and dc_next from
     step t + 1 (zero at t = T), for t = T … 1:
 
@@ -49,7 +60,8 @@ class LSTM(Recurrent):
         dA_g    = dC ⊙ I_t ⊙ (1 − G_t²)
         dc_next = dC ⊙ F_t,                          dh_next = dA_t Wᵀ,      dX_t = dA_t Uᵀ
 
-    then db = Σ_t 1ᵀ dA_t, dW = Σ_t H_{t−1}ᵀ dA_t, dU = Σ_t X_tᵀ dA_t (eqs. 10.25–10.28), one product each.
+    then db = Σ_t 1ᵀ dA_t, dW = Σ_t H_{t−1}ᵀ dA_t, dU = Σ_t X_tᵀ dA_t (eqs. 10.25–10.28), the three as one
+    product over all T·N rows of the forward's [X_t, 1, H_{t−1}]: [dU; db; dW] = Σ_t [X_t, 1, H_{t−1}]ᵀ dA_t.
     ``state`` and ``final_state`` are pairs (h, c); ``state_grad`` is (dh_0, dc_0).
 
     Shapes: X (N, T, D) -> H (N, T, H); h, c (N, H); U (D, 4H), W (H, 4H), b (4H,)
@@ -66,7 +78,6 @@ class LSTM(Recurrent):
         self._scale = _columns((0.5, 2 * H), (1.0, H), (0.5, H))  # σ(a) = ½ tanh(½ a) + ½, tanh(a)
         self._offset = _columns((0.5, 2 * H), (0.0, H), (0.5, H))
         self._slope = _columns((1.0, 2 * H), (0.0, H), (1.0, H))  # σ′ = s (1 − s),  tanh′ = 1 − g²
-        self._one = _columns((0.0, 2 * H), (1.0, H), (0.0, H))
 
     def _zero_state(self, N, dtype):
         return np.zeros((N, self.hidden_size), dtype), np.zeros((N, self.hidden_size), dtype)
@@ -79,21 +90,28 @@ class LSTM(Recurrent):
         )
 
     def _forward(self, X_tm, state):
-        T, N, _ = X_tm.shape
-        H, W, dtype = self.hidden_size, self.params["W"], X_tm.dtype
-        H_tm = self._buffer("H_tm", (T + 1, N, H), dtype)
+        T, N, D = X_tm.shape
+        H, dtype = self.hidden_size, X_tm.dtype
+        # the rows [X_t, 1, H_{t−1}] of every step side by side, so that A_t = [X_t, 1, H_{t−1}] [U; b; W]
+        # is one product; H_tm[t] = h_t is a view of the last H columns (h_T in the extra row XH[T])
+        XH = self._buffer("XH", (T + 1, N, D + 1 + H), dtype)
+        XH[:T, :, :D] = X_tm
+        XH[T, :, :D] = 0
+        XH[:, :, D] = 1
+        H_tm = XH[:, :, D + 1 :]
         C_tm = self._buffer("C_tm", (T + 1, N, H), dtype)
         tanh_C = self._buffer("tanh_C", (T, N, H), dtype)
         H_tm[0], C_tm[0] = state
         # the gates' activations are one tanh: σ(a) = ½ tanh(½ a) + ½ on i, f, o and tanh(a) on g. The
         # ½ is folded into the columns of U, W and b (A_t diag(s) = X_t U diag(s) + H_{t−1} W diag(s) + …)
         scale, offset = self._scale.astype(dtype), self._offset.astype(dtype)
-        U_s, W_s, b_s = self.params["U"] * scale, W * scale, self.params["b"] * scale
-        gates = self._input_part(X_tm, self._buffer("gates", (T, N, 4 * H), dtype), U_s, b_s)
-        recurrent, ig = self._buffer("HW", (N, 4 * H), dtype), self._buffer("ig", (N, H), dtype)
+        UbW = self._buffer("UbW", (D + 1 + H, 4 * H), dtype)  # [U; b; W] diag(s)
+        np.multiply(self.params["U"], scale, out=UbW[:D])
+        np.multiply(self.params["b"], scale, out=UbW[D])
+        np.multiply(self.params["W"], scale, out=UbW[D + 1 :])
+        gates, ig = self._buffer("gates", (T, N, 4 * H), dtype), self._buffer("ig", (N, H), dtype)
         for t in range(T):
-            a = gates[t]
-            np.add(a, np.matmul(H_tm[t], W_s, out=recurrent), out=a)  # A_t diag(s), s = ½ or 1 per column
+            a = np.matmul(XH[t], UbW, out=gates[t])  # A_t diag(s): (N, D + 1 + H) @ (D + 1 + H, 4H)
             np.tanh(a, out=a)
             np.multiply(a, scale, out=a)
             np.add(a, offset, out=a)
@@ -102,42 +120,52 @@ class LSTM(Recurrent):
             np.add(C_tm[t + 1], np.multiply(i, g, out=ig), out=C_tm[t + 1])  # C_t = F ⊙ C_{t−1} + I ⊙ G
             np.tanh(C_tm[t + 1], out=tanh_C[t])
             np.multiply(o, tanh_C[t], out=H_tm[t + 1])  # H_t = O ⊙ tanh(C_t)
-        self._cache = (X_tm, H_tm, C_tm, gates, tanh_C)
+        self._cache = (X_tm, H_tm, C_tm, gates, tanh_C, XH)
         return H_tm
 
     def _final(self):
         return self._cache[1][-1].copy(), self._cache[2][-1].copy()
 
     def _backward(self, dH, dstate):
-        X_tm, H_tm, C_tm, gates, tanh_C = self._cache
+        X_tm, _, C_tm, gates, tanh_C, _ = self._cache
         T, N, _ = X_tm.shape
         H, W, dtype = self.hidden_size, self.params["W"], np.result_type(dH, X_tm)
-        slope, one = self._slope.astype(dtype), self._one.astype(dtype)
+        slope = self._slope.astype(dtype)
         dA = self._buffer("dA", (T, N, 4 * H), dtype)
         dh_next, dc_next = dstate  # zero, or the gradient of (h_T, c_T)
         dh, dC, tmp = (self._buffer(name, (N, H), dtype) for name in ("dh", "dC", "tmp"))
+        M = self._buffer("M", (N, 4 * H), dtype)  # what multiplies each activation's derivative
         for t in range(T - 1, -1, -1):
             a, d = gates[t], dA[t]
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
             np.subtract(slope, a, out=d)  # the activations' derivatives, all four blocks at once:
-            np.multiply(d, a, out=d)  # s (1 − s) for the sigmoid gates,
-            np.add(d, one, out=d)  # 1 − g² for the candidate
+            np.multiply(d, a, out=d)  # s (1 − s) for the sigmoid gates, −g² for the candidate,
+            np.add(d[:, 2 * H : 3 * H], 1, out=d[:, 2 * H : 3 * H])  # then 1 − g² (one block only)
             np.add(dH[t], dh_next, out=dh)  # dh = dH_t + dh_next
             np.multiply(tanh_C[t], tanh_C[t], out=tmp)
             np.subtract(1, tmp, out=tmp)
             np.multiply(tmp, o, out=tmp)
             np.multiply(tmp, dh, out=tmp)
             np.add(dc_next, tmp, out=dC)  # dC = dc_next + dh ⊙ O ⊙ (1 − tanh²(C_t))
-            d[:, 3 * H :] *= np.multiply(dh, tanh_C[t], out=tmp)  # dA_o = dh ⊙ tanh(C_t) ⊙ σ′
-            d[:, :H] *= np.multiply(dC, g, out=tmp)  # dA_i = dC ⊙ G ⊙ σ′
-            d[:, H : 2 * H] *= np.multiply(dC, C_tm[t], out=tmp)  # dA_f = dC ⊙ C_{t−1} ⊙ σ′
-            d[:, 2 * H : 3 * H] *= np.multiply(dC, i, out=tmp)  # dA_g = dC ⊙ I ⊙ (1 − G²)
+            np.multiply(dC, g, out=M[:, :H])  # dA_i = dC ⊙ G ⊙ σ′
+            np.multiply(dC, C_tm[t], out=M[:, H : 2 * H])  # dA_f = dC ⊙ C_{t−1} ⊙ σ′
+            np.multiply(dC, i, out=M[:, 2 * H : 3 * H])  # dA_g = dC ⊙ I ⊙ (1 − G²)
+            np.multiply(dh, tanh_C[t], out=M[:, 3 * H :])  # dA_o = dh ⊙ tanh(C_t) ⊙ σ′
+            np.multiply(d, M, out=d)  # the four products above with their derivatives, in one pass
             self._flush(np.multiply(dC, f, out=dc_next), tmp, t)  # dc_next = dC ⊙ F
             self._flush(np.matmul(d, W.T, out=dh_next), tmp, t)  # dh_next = dA_t Wᵀ: (N, 4H) @ (4H, H)
-        H_prev = H_tm[:-1].reshape(T * N, H)
-        np.matmul(H_prev.T, dA.reshape(T * N, -1), out=self.grads["W"])  # dW = Σ_t H_{t−1}ᵀ dA_t
         self.state_grad = (dh_next, dc_next)
         return dA
+
+    def _input_weight_grads(self, X_tm, dA2):
+        """[dU; db; dW] = [X, 1, H_prev]ᵀ dA: the three sums over the steps as one product (the rows
+        [X_t, 1, H_{t−1}] of the forward), (D + 1 + H, T·N) @ (T·N, 4H)."""
+        T, N, D = X_tm.shape
+        XH = self._cache[5][:T].reshape(T * N, -1)
+        grads = np.matmul(XH.T, dA2, out=self._buffer("dUbW", (XH.shape[1], dA2.shape[1]), dA2.dtype))
+        np.copyto(self.grads["U"], grads[:D])  # Σ_t X_tᵀ dA_t
+        np.copyto(self.grads["b"], grads[D])  # Σ_t 1ᵀ dA_t
+        np.copyto(self.grads["W"], grads[D + 1 :])  # Σ_t H_{t−1}ᵀ dA_t
 
 
 class GRU(Recurrent):

@@ -12,7 +12,8 @@ state checks, the state carried between batches) and the simple ``RNN``; the gat
 are in ``gated``. Three things make the layers fast without changing the page:
 
 - the input part of every step, X_t U + b for all t, is one product (N·T, D) @ (D, G·H) before the loop,
-  and dU = Xᵀ dA, db = Σ dA and dW = Σ_t H_{t−1}ᵀ dA_t are one product each after the backward loop;
+  and dU = Xᵀ dA, db = Σ dA and dW = Σ_t H_{t−1}ᵀ dA_t are one product each after the backward loop (the
+  LSTM widens both: one product per step, one for all three gradients; module ``gated``);
   inside the loops run only the recurrent product and the gate arithmetic. The steps are stored
   time-major, (T, N, ·), so that every step reads and writes contiguous rows;
 - float32 gradients that decay over hundreds of steps end up as subnormal numbers (below
@@ -187,13 +188,18 @@ class Recurrent(Layer):
             start = tuple(s.copy() for s in start) if isinstance(start, tuple) else start.copy()
         dA = self._backward(dH.transpose(1, 0, 2), start)  # (T, N, G·H), the gradient at the pre-activations
         dA2 = dA.reshape(T * N, -1)
-        np.matmul(X_tm.reshape(T * N, D).T, dA2, out=self.grads["U"])  # dU = Xᵀ dA: (D, T·N) @ (T·N, G·H)
-        np.matmul(self._ones(T * N, dA.dtype), dA2, out=self.grads["b"])  # db = Σ_t Σ_i dA_t,i = 1ᵀ dA
+        self._input_weight_grads(X_tm, dA2)
         if not self.input_grad:
             return None
         dX = self._output("dX", (N, T, D), dA.dtype)
         dX.transpose(1, 0, 2)[...] = (dA2 @ self.params["U"].T).reshape(T, N, D)  # dX_t = dA_t Uᵀ
         return dX
+
+    def _input_weight_grads(self, X_tm, dA2):
+        """dU and db after the loop, one product each; dA2 is dA as (T·N, G·H)."""
+        TN, D = dA2.shape[0], self.input_size
+        np.matmul(X_tm.reshape(TN, D).T, dA2, out=self.grads["U"])  # dU = Xᵀ dA: (D, T·N) @ (T·N, G·H)
+        np.matmul(self._ones(TN, dA2.dtype), dA2, out=self.grads["b"])  # db = Σ_t Σ_i dA_t,i = 1ᵀ dA
 
     def _flush(self, g, scratch, t):
         """g with every entry of magnitude below the smallest normal number set to zero, in place, at every
