@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import pathlib
 import subprocess
@@ -99,50 +98,18 @@ def export_revision(rev: str, dest: pathlib.Path) -> str:
     return commit
 
 
-class Worker:
+class Worker(common.WorkerProcess):
     """The driver's end of one version's worker process, asked for one epoch at a time."""
 
     def __init__(self, name: str, src: pathlib.Path, argv: list[str]):
-        self.name, self.src = name, src
-        self.times: list[float] = []
-        self.stderr = tempfile.TemporaryFile("w+")  # read back only if the worker fails
+        self.src = src
         env = common.worker_env()
         env["PYTHONPATH"] = str(src)
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, *argv, "--worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            text=True,
-            env=env,
-        )
-
-    def receive(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.stderr.seek(0)
-            raise RuntimeError(
-                f"the {self.name} worker exited with status {self.proc.wait()}:\n{self.stderr.read()[-4000:]}"
-            )
-        return json.loads(line)
-
-    def request(self, command: str) -> dict:
-        try:
-            self.proc.stdin.write(command + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # the worker has exited: receive() says why
-        return self.receive()
+        super().__init__(name, [sys.executable, __file__, *argv, "--worker"], env)
 
     def train_epoch(self) -> float:
         self.times.append(self.request("go")["seconds"])
         return self.times[-1]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:  # still running after an error elsewhere
-            self.proc.kill()
-            self.proc.wait()
-        self.stderr.close()
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -128,3 +129,46 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
     print("-|-".join("-" * w for w in widths))
     for row in rows:
         print(" | ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+class WorkerProcess:
+    """The driver's end of a benchmark worker: a process started once, then asked one JSON line at a time.
+
+    ``argv`` runs the worker (``[sys.executable, script, ...]``); it answers each line it reads on stdin
+    with one JSON line on stdout. ``times`` collects what the driver records (one value per round)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict | None = None):
+        self.name = name
+        self.times: list[float] = []
+        self.stderr = tempfile.TemporaryFile("w+")  # read back only if the worker fails
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=env if env is not None else worker_env(),
+        )
+
+    def receive(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stderr.seek(0)
+            raise RuntimeError(
+                f"the {self.name} worker exited with status {self.proc.wait()}:\n{self.stderr.read()[-4000:]}"
+            )
+        return json.loads(line)
+
+    def request(self, command: str) -> dict:
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker has exited: receive() says why
+        return self.receive()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:  # still running after an error elsewhere
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()

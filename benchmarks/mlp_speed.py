@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -254,41 +253,14 @@ WORKERS = {"handgrad": worker_handgrad, "pytorch": worker_torch, "scikit-learn":
 # The driver's side.
 
 
-class Worker:
+class Worker(common.WorkerProcess):
     """The driver's end of one library's worker process: started once, then asked for one epoch at a time."""
 
     def __init__(self, name: str, argv: list[str]):
-        self.name = name
-        self.times: list[float] = []  # seconds of each epoch, one per round
-        self.stderr = tempfile.TemporaryFile("w+")  # read back only if the worker fails
-        self.proc = subprocess.Popen(
-            [sys.executable, *argv, "--worker", name],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            text=True,
-            env=common.worker_env(),
-        )
-
-    def receive(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.stderr.seek(0)
-            raise RuntimeError(
-                f"the {self.name} worker exited with status {self.proc.wait()}:\n{self.stderr.read()[-4000:]}"
-            )
-        return json.loads(line)
-
-    def request(self, command: str) -> dict:
-        try:
-            self.proc.stdin.write(command + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # the worker has exited: receive() says why
-        return self.receive()
+        super().__init__(name, [sys.executable, *argv, "--worker", name])
 
     def train_epoch(self) -> float:
-        self.times.append(self.request("epoch")["seconds"])
+        self.times.append(self.request("epoch")["seconds"])  # seconds of each epoch, one per round
         return self.times[-1]
 
     def finish(self) -> dict:
@@ -296,12 +268,6 @@ class Worker:
         result = self.request("stop")
         self.proc.wait()
         return result
-
-    def close(self) -> None:
-        if self.proc.poll() is None:  # still running after an error elsewhere
-            self.proc.kill()
-            self.proc.wait()
-        self.stderr.close()
 
 
 def steady(values: list) -> list:
