@@ -44,7 +44,7 @@ nothing links the two batches) and ``reset_state()`` starts afresh, e.g. at each
     >>> whole = RNN(3, 4, rng=0).forward(text)
     >>> bool(np.allclose(H, whole[:, 5:], atol=1e-6))
     True
-    >>> rnn.reset_state()                          # the next text starts from zeros
+    >>> _ = rnn.reset_state()                      # the next text starts from zeros
 
 Inside chapter 6's ``Sequential`` (whose forward takes one argument) a layer starts from zeros, or from
 ``initial_state`` / its carried state.
