@@ -2,13 +2,15 @@
 
     seed every RNG → load train / validation / test → build and initialise the model → per epoch:
     shuffle and iterate mini-batches (ch. 5 ``batch_iterator``) → forward → softmax cross-entropy →
-    backward → + λw (ch. 7 ``add_l2_grad_``) → optimiser step (ch. 8, learning rate from the schedule
+    backward → [clip the gradient's norm (ch. 10 ``clip_grad_norm``)] → + λw (ch. 7 ``add_l2_grad_``)
+    → optimiser step (ch. 8, learning rate from the schedule
     per step) → evaluate on validation and test → keep the best parameters by validation accuracy.
 
 ``train`` runs it in three steps over one ``RunState``: ``prepare`` (a new run, or a resumed one restored
 from its ``last.npz``) → ``run_epoch`` as often as the epochs, early stopping or ``on_epoch_end`` allow →
 ``finish`` (the best parameters back from ``best.npz``, the test metrics, the plots, the summary line).
-The optimiser and the schedule come by name from :mod:`handgrad.app.recipes`.
+The optimiser and the schedule come by name from :mod:`handgrad.app.recipes`. A language-model run
+(``config.trains_text``) has its own loop over a stream of characters, :mod:`handgrad.app.language_model`.
 
 With ``augment`` each training batch is replaced by a randomly shifted and rotated copy (ch. 7 §7.4,
 ``augment_batch``) drawn from the run's generator — the same one that shuffles and draws dropout masks —
@@ -53,6 +55,7 @@ from .. import __version__
 from ..ch05_ml_basics import CSVLogger, batch_iterator, confusion_matrix, f1_score, set_all_seeds
 from ..ch06_feedforward import SoftmaxCrossEntropy
 from ..ch07_regularization import EarlyStopping, add_l2_grad_, augment_batch
+from ..ch10_sequence import clip_grad_norm
 from .checkpoint import CheckpointError, load_checkpoint, restore_into, save_checkpoint
 from .config import DEFAULT_DATASET, FALLBACK_DATASET, ConfigError, TrainConfig
 from .evaluation import evaluate_arrays
@@ -99,6 +102,7 @@ class TrainResult:
     fell_back: bool = False  # trained on mnist-sample because MNIST was not found
     stopped_early: bool = False  # on_epoch_end asked to stop before the configured epochs
     stopped_by_patience: bool = False  # early stopping (--patience) ended the run before its epochs
+    test_bits_per_char: float | None = None  # language models: the test loss in bits per character
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -226,6 +230,10 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     """
     started = time.perf_counter()
     config, resume_dir = _settle_config(config)
+    if config.trains_text:
+        from .language_model import train_text
+
+        return train_text(config, resume_dir, on_epoch_end=on_epoch_end, stdout=stdout, started=started)
     stream = stdout or sys.stdout
 
     def log(msg=""):
@@ -370,6 +378,7 @@ def _describe_run(run: RunState) -> str:
             + (f", augmentation ±{config.augment_shift} px ±{config.augment_degrees:g}°"
                if config.augment else "")
             + (f", patience {config.patience}" if config.patience else "")
+            + (f", gradient norm clipped at {config.clip_grad_norm:g}" if config.clip_grad_norm else "")
             + f", {config.epochs} epochs -> {run.run_dir}")
 
 
@@ -434,6 +443,7 @@ def _train_batches(run: RunState, epoch: int, t0: float):
     """The epoch's mini-batch steps; (summed loss, correct predictions, images seen)."""
     model, optimizer, schedule, params, grads = run.model, run.optimizer, run.schedule, run.params, run.grads
     loss_fn, weight_decay, augment = SoftmaxCrossEntropy().reuse_buffers(), run.weight_decay, run.augment
+    clip = run.config.clip_grad_norm  # None or 0: off
     steps_per_epoch, step = run.steps_per_epoch, run.step
     loss_sum, correct, seen = 0.0, 0, 0
     bar = _progress(steps_per_epoch, f"epoch {epoch}/{run.config.epochs}", run.bar_disabled)
@@ -458,6 +468,8 @@ def _train_batches(run: RunState, epoch: int, t0: float):
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             seen += n
             model.backward(loss_fn.backward(), need_input_grad=False)
+            if clip:
+                clip_grad_norm(grads, clip)  # of the loss's gradient, before weight decay (as torch's)
             if weight_decay:
                 add_l2_grad_(params, grads, weight_decay)
             optimizer.step(params, grads)
