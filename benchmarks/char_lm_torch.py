@@ -174,11 +174,14 @@ def main(argv=None):
     parser.add_argument("--sample-length", type=int, default=400)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--out", help="handgrad's run folder (default: a temporary one)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="BLAS threads (1 is faster on a machine other jobs keep busy)"
+    )
     args = parser.parse_args(argv)
-    pin_threads()
+    pin_threads(args.threads)
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     for line in machine_header():
         print(line)
     print(

@@ -132,8 +132,11 @@ def main(argv=None):
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", default="long_term.png", help="where to draw the figure ('' for none)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="BLAS threads (1 is faster on a machine other jobs keep busy)"
+    )
     args = parser.parse_args(argv)
-    pin_threads()
+    pin_threads(args.threads)
     for line in machine_header():
         print(line)
     print(

@@ -48,7 +48,7 @@ def run(model, seed, args):
         command += ["--epochs", str(args.epochs)]
     if (out / "last.npz").exists():
         command = [sys.executable, "-m", "handgrad", "train", "--resume", str(out), "--no-plots", "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), OPENBLAS_NUM_THREADS=str(THREADS))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
     if args.data_dir:
         env["HANDGRAD_DATA"] = args.data_dir
     print("  " + " ".join(command[2:]), flush=True)
@@ -67,6 +67,12 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (default: the recipe's)")
     parser.add_argument("--data-dir", help="folder holding mnist/ (default: $HANDGRAD_DATA)")
     parser.add_argument("--out", default="runs/bench-seq")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=THREADS,
+        help="BLAS threads per run (1 is faster on a machine other jobs keep busy)",
+    )
     args = parser.parse_args(argv)
     for line in machine_header():
         print(line)
