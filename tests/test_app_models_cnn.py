@@ -94,7 +94,7 @@ def test_bad_cnn_architectures_are_refused(change, message):
 @pytest.mark.parametrize("change, message", [
     (dict(model="cnn", channels=()), "channels"), (dict(channels=(8,)), "channels"), (dict(dropout=1.0), "dropout"),
     (dict(patience=0), "patience"), (dict(lr_gamma=1.5), "lr_gamma"), (dict(augment_shift=9), "augment_shift"),
-    (dict(model="rnn"), "model"), (dict(optimizer="lbfgs"), "optimizer"), (dict(batch_norm=1), "batch_norm"),
+    (dict(model="transformer"), "model"), (dict(optimizer="lbfgs"), "optimizer"), (dict(batch_norm=1), "batch_norm"),
 ])
 def test_bad_settings_are_config_errors(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -237,7 +237,8 @@ def test_help_shows_the_new_options(capsys):
     code, out, _ = run(capsys, "train", "--help")
     text = " ".join(out.split())
     assert code == 0
-    for option in ("--model {mlp,cnn}", "--channels", "--dropout P", "--batch-norm, --no-batch-norm",
+    for option in ("--model {mlp,cnn,rnn,lstm,gru}", "--channels", "--dropout P",
+                   "--batch-norm, --no-batch-norm",
                    "--augment, --no-augment", "--optimizer {sgd,momentum,adam,adamw,rmsprop,adagrad}",
                    "--schedule {constant,cosine,step,exponential}", "--lr-step-epochs", "--lr-gamma", "--patience N",
                    "on for cnn", "Options given explicitly override the chosen model's defaults"):
@@ -247,7 +248,7 @@ def test_help_shows_the_new_options(capsys):
 @pytest.mark.parametrize("argv, fragment, status", [
     (["--dropout", "x"], "argument --dropout: invalid float value: 'x'", 2),
     (["--channels", "a"], "argument --channels: expected comma-separated sizes", 2),
-    (["--model", "rnn"], "model must be one of mlp, cnn; got 'rnn'", 1),
+    (["--model", "transformer"], "model must be one of mlp, cnn, rnn, lstm, gru; got 'transformer'", 1),
     (["--dropout", "1"], "dropout must be in [0, 1), got 1.0", 1),
     (["--channels", "16,0"], "channels must be zero or more positive sizes, got (16, 0)", 1),
     (["--patience", "0"], "patience must be a positive integer, got 0", 1),
