@@ -18,12 +18,11 @@ The recipes (``defaults`` below), one per cell, chosen for few epochs on a CPU: 
 one warmup epoch then cosine annealing to 0, no weight decay, dropout or augmentation, and the gradient's
 global norm clipped (§10.11.1, ``TrainConfig.clip_grad_norm``) between the backward pass and the step:
 
-    lstm   hidden 128, lr 2e-3, clip 1.0, 12 epochs
-    gru    hidden 128, lr 2e-3, clip 1.0, 12 epochs
-    rnn    hidden 128, lr 5e-4, clip 1.0, 16 epochs  (tanh; a lower rate, as its gradient explodes and
-           vanishes more easily, §10.7)
+    lstm, gru, rnn   hidden 128, lr 2e-3, clip 1.0; 12 epochs (lstm, gru), 16 (rnn, the tanh RNN, which
+                     learns more slowly: its gradient vanishes and explodes more easily, §10.7)
 
-``benchmarks/seq_mnist.py`` measures them (README, "Sequence models").
+The tanh RNN at lr 5e-4 (an earlier recipe) reached 96.28% and 96.43% for seeds 0 and 1; at 2e-3,
+97.87% for seed 0. ``benchmarks/seq_mnist.py`` measures them (README, "Sequence models").
 
 The architecture dict, stored in every checkpoint::
 
@@ -69,7 +68,7 @@ _SHARED = dict(
 RNN_DEFAULTS = {
     "lstm": dict(_SHARED, epochs=12, lr=2e-3),
     "gru": dict(_SHARED, epochs=12, lr=2e-3),
-    "rnn": dict(_SHARED, epochs=16, lr=5e-4),
+    "rnn": dict(_SHARED, epochs=16, lr=2e-3),
 }
 
 
