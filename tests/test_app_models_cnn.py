@@ -94,7 +94,8 @@ def test_bad_cnn_architectures_are_refused(change, message):
 @pytest.mark.parametrize("change, message", [
     (dict(model="cnn", channels=()), "channels"), (dict(channels=(8,)), "channels"), (dict(dropout=1.0), "dropout"),
     (dict(patience=0), "patience"), (dict(lr_gamma=1.5), "lr_gamma"), (dict(augment_shift=9), "augment_shift"),
-    (dict(model="transformer"), "model"), (dict(optimizer="lbfgs"), "optimizer"), (dict(batch_norm=1), "batch_norm"),
+    (dict(model="transformer"), "model"), (dict(optimizer="lbfgs"), "optimizer"),
+    (dict(batch_norm=1), "batch_norm"),
 ])
 def test_bad_settings_are_config_errors(change, message):
     with pytest.raises(ConfigError, match=message):
