@@ -191,9 +191,9 @@ def test_flushing_subnormals_changes_the_gradients_by_less_than_the_smallest_nor
         results[flush] = [dX.copy(), rnn.state_grad.copy(), *(g.copy() for g in rnn.grads.values())]
         dA = rnn._buffers["dA"]
         counts[flush] = int(((dA != 0) & (np.abs(dA) < tiny)).sum())  # subnormal entries of dA
-    # flushed, dh_next is zero once it would be subnormal: only in the step where a row crosses tiny can
-    # dA = dh ⊙ (1 − h²) be subnormal; unflushed, they go on for many steps
-    assert counts[False] > 100 and counts[True] < counts[False] / 10, counts
+    # flushed (every flush_every-th step), a subnormal in dh_next lives a few steps and then is zero, as
+    # everything after it; unflushed, the gradient takes many steps to decay through the subnormal range
+    assert counts[False] > 100 and counts[True] < counts[False] / 3, counts
     for a, b in zip(results[True], results[False]):
         assert np.abs(a.astype(np.float64) - b).max() < tiny
 

@@ -116,3 +116,39 @@ def test_matches_torch(make, shape, with_state):
     if with_state:
         for ours, theirs in zip(ours_sg, st):
             np.testing.assert_allclose(ours, theirs.grad.numpy()[0], rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("make", LAYERS, ids=["rnn-tanh", "rnn-relu", "lstm", "gru"])
+def test_weights_convert_from_torch_and_back(make):
+    """A torch module's state_dict() read into the layer (from_torch) gives torch's outputs, and to_torch
+    gives an equivalent state_dict back (the biases may be split differently, their sum is the same)."""
+    layer = make(3, 4, 0)
+    module = torch_module(layer)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-1, 1)
+    from_torch(layer, module.state_dict())
+    X = np.random.default_rng(0).standard_normal((2, 5, 3))
+    np.testing.assert_allclose(layer.forward(X), module(torch.from_numpy(X))[0].detach().numpy(), atol=TOL)
+    back = torch_module(layer)
+    back.load_state_dict(to_torch(layer))
+    np.testing.assert_allclose(back(torch.from_numpy(X))[0].detach().numpy(), layer.forward(X), atol=TOL)
+
+
+def test_the_books_gru_is_a_different_function_from_torchs():
+    """reset_after=False (eq. 10.46) with the same weights does not give torch.nn.GRU's outputs, and
+    reset_after=True does: the two forms are not interchangeable."""
+    rng = np.random.default_rng(1)
+    book, cudnn = GRU(3, 4, reset_after=False, dtype=np.float64), GRU(3, 4, dtype=np.float64)
+    module = torch.nn.GRU(3, 4, batch_first=True).double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-1, 1)
+        module.bias_hh_l0[8:] = 0  # b_hn = 0, so that the book's form has every parameter torch has
+    from_torch(cudnn, module.state_dict())
+    for k in book.params:
+        book.params[k][...] = cudnn.params[k]
+    X = rng.standard_normal((2, 6, 3))
+    expected = module(torch.from_numpy(X))[0].detach().numpy()
+    np.testing.assert_allclose(cudnn.forward(X), expected, atol=TOL)
+    assert np.abs(book.forward(X) - expected).max() > 1e-3

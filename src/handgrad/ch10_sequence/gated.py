@@ -7,9 +7,10 @@ by the forget gate), which the simple RNN of §10.2 cannot do. Both layers share
 conventions (module ``recurrent``): batch-first input, parameters U, W, b in PyTorch's gate order,
 ``final_state``, ``state_grad`` and the carried state for truncated BPTT.
 
-The sigmoid of several gates and the tanh of the candidate are one tanh over the whole row of
-pre-activations, σ(a) = (1 + tanh(a/2)) / 2 with per-column constants (``_gate_activations``): four
-element-wise passes over (N, G·H) instead of four per gate. A test checks it against chapter 4's sigmoid.
+The LSTM computes the sigmoid of three gates and the tanh of the candidate as one tanh over the whole
+row of pre-activations, σ(a) = (1 + tanh(a/2)) / 2, with per-column constants (the ½ folded into the
+columns of U, W and b once per forward): three element-wise passes over (N, 4H) per step instead of
+four per gate. Tests check it against chapter 4's sigmoid and PyTorch.
 """
 
 import numpy as np
@@ -83,13 +84,15 @@ class LSTM(Recurrent):
         C_tm = self._buffer("C_tm", (T + 1, N, H), dtype)
         tanh_C = self._buffer("tanh_C", (T, N, H), dtype)
         H_tm[0], C_tm[0] = state
-        gates = self._input_part(X_tm, self._buffer("gates", (T, N, 4 * H), dtype))  # X_t U + b
+        # the gates' activations are one tanh: σ(a) = ½ tanh(½ a) + ½ on i, f, o and tanh(a) on g. The
+        # ½ is folded into the columns of U, W and b (A_t diag(s) = X_t U diag(s) + H_{t−1} W diag(s) + …)
         scale, offset = self._scale.astype(dtype), self._offset.astype(dtype)
+        U_s, W_s, b_s = self.params["U"] * scale, W * scale, self.params["b"] * scale
+        gates = self._input_part(X_tm, self._buffer("gates", (T, N, 4 * H), dtype), U_s, b_s)
         recurrent, ig = self._buffer("HW", (N, 4 * H), dtype), self._buffer("ig", (N, H), dtype)
         for t in range(T):
             a = gates[t]
-            np.add(a, np.matmul(H_tm[t], W, out=recurrent), out=a)  # A_t = X_t U + b + H_{t−1} W
-            np.multiply(a, scale, out=a)  # the gate activations in place: σ on i, f, o and tanh on g
+            np.add(a, np.matmul(H_tm[t], W_s, out=recurrent), out=a)  # A_t diag(s), s = ½ or 1 per column
             np.tanh(a, out=a)
             np.multiply(a, scale, out=a)
             np.add(a, offset, out=a)
@@ -128,8 +131,8 @@ class LSTM(Recurrent):
             d[:, :H] *= np.multiply(dC, g, out=tmp)  # dA_i = dC ⊙ G ⊙ σ′
             d[:, H : 2 * H] *= np.multiply(dC, C_tm[t], out=tmp)  # dA_f = dC ⊙ C_{t−1} ⊙ σ′
             d[:, 2 * H : 3 * H] *= np.multiply(dC, i, out=tmp)  # dA_g = dC ⊙ I ⊙ (1 − G²)
-            self._flush(np.multiply(dC, f, out=dc_next), tmp)  # dc_next = dC ⊙ F
-            self._flush(np.matmul(d, W.T, out=dh_next), tmp)  # dh_next = dA_t Wᵀ: (N, 4H) @ (4H, H)
+            self._flush(np.multiply(dC, f, out=dc_next), tmp, t)  # dc_next = dC ⊙ F
+            self._flush(np.matmul(d, W.T, out=dh_next), tmp, t)  # dh_next = dA_t Wᵀ: (N, 4H) @ (4H, H)
         H_prev = H_tm[:-1].reshape(T * N, H)
         np.matmul(H_prev.T, dA.reshape(T * N, -1), out=self.grads["W"])  # dW = Σ_t H_{t−1}ᵀ dA_t
         self.state_grad = (dh_next, dc_next)
@@ -253,7 +256,7 @@ class GRU(Recurrent):
                 np.matmul(d[:, : 2 * H], W_rz_T, out=dh_next)
                 dh_next += np.multiply(dS[t], r, out=tmp)  # + d(R ⊙ H) ⊙ R
             dh_next += np.multiply(dh, z, out=tmp)  # + dh ⊙ Z (the direct path of eq. 10.45)
-            self._flush(dh_next, tmp)
+            self._flush(dh_next, tmp, t)
         H_prev = H_tm[:-1].reshape(T * N, H)
         dA2 = dA.reshape(T * N, 3 * H)
         self.grads["W"][:, : 2 * H] = H_prev.T @ dA2[:, : 2 * H]  # Σ_t H_{t−1}ᵀ [dA_r, dA_z]

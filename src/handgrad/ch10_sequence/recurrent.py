@@ -16,10 +16,15 @@ are in ``gated``. Three things make the layers fast without changing the page:
   inside the loops run only the recurrent product and the gate arithmetic. The steps are stored
   time-major, (T, N, ·), so that every step reads and writes contiguous rows;
 - float32 gradients that decay over hundreds of steps end up as subnormal numbers (below
-  ``np.finfo(float32).tiny`` ≈ 1.2e-38), and products with subnormals are several times slower on most
-  CPUs. The backward loops therefore flush entries of the carried gradients (dh_next, dc_next) whose
-  magnitude is below the smallest normal number to zero (``_flush``), which changes each of them by less
-  than that tiny amount. ``flush_subnormals = False`` on a layer (or the class) switches it off;
+  ``np.finfo(float32).tiny`` ≈ 1.2e-38), and arithmetic on subnormals is many times slower on CPUs that
+  handle them in microcode (many Intel cores; the AMD EPYC these layers were timed on shows no penalty,
+  ``benchmarks/rnn_speed.py`` measures it). The backward loops therefore flush entries of the carried
+  gradients (dh_next, dc_next) whose magnitude is below the smallest normal number to zero
+  (``_flush``), which changes each of them by less than that tiny amount; once a gradient has decayed
+  to zero it stays zero, and zeros cost nothing extra. The flush is three passes over (N, H), so it runs
+  at every ``flush_every`` = 4th step: a subnormal lives at most 3 steps instead of the dozens it takes
+  to decay through the subnormal range, and the cost is a quarter. ``flush_subnormals = False`` on a
+  layer (or the class) switches it off;
 - the logistic sigmoid is computed as σ(x) = (1 + tanh(x/2)) / 2, one tanh that cannot overflow, equal
   to chapter 4's stable ``sigmoid`` to rounding (a test checks it).
 
@@ -27,7 +32,9 @@ are in ``gated``. Three things make the layers fast without changing the page:
 ``layer.initial_state`` when no state is passed, or from zeros when that is None too. After the forward
 ``layer.final_state`` holds h_T (``(h_T, c_T)``), a copy; after ``backward``, ``layer.state_grad`` holds
 dh_0 (``(dh_0, dc_0)``), the gradient of the loss with respect to the initial state, which a caller
-stacking layers in time (or checking gradients) passes on.
+stacking layers in time (or checking gradients) passes on. When the loss uses the final state too (an
+encoder whose h_T starts a decoder), ``backward(dH, dstate)`` takes its gradient: the carried gradient
+of the last step then starts from it instead of zero.
 
 **Truncated back-propagation through time.** A long text is cut into batches of T steps; the state
 travels from one batch to the next, the gradient does not (it stops at the cut). With ``stateful=True``
@@ -82,7 +89,8 @@ class Recurrent(Layer):
     """
 
     gates = 1
-    flush_subnormals = True  # in the backward loops (module docstring)
+    flush_subnormals = True  # in the backward loops, at every flush_every-th step (module docstring)
+    flush_every = 4
 
     def __init__(self, input_size, hidden_size, rng=None, dtype=np.float32, stateful=False):
         super().__init__()
@@ -185,18 +193,20 @@ class Recurrent(Layer):
         dX.transpose(1, 0, 2)[...] = (dA2 @ self.params["U"].T).reshape(T, N, D)  # dX_t = dA_t Uᵀ
         return dX
 
-    def _flush(self, g, scratch):
-        """g with every entry of magnitude below the smallest normal number set to zero, in place."""
-        if self.flush_subnormals:
+    def _flush(self, g, scratch, t):
+        """g with every entry of magnitude below the smallest normal number set to zero, in place, at every
+        ``flush_every``-th step t (module docstring)."""
+        if self.flush_subnormals and t % self.flush_every == 0:
             np.abs(g, out=scratch)
             np.copyto(g, 0, where=scratch < np.finfo(g.dtype).tiny)
         return g
 
-    def _input_part(self, X_tm, G_tm):
+    def _input_part(self, X_tm, G_tm, U=None, b=None):
         """G_tm ← X_t U + b for every step in one product (T·N, D) @ (D, G·H) (before the loop)."""
         T, N, D = X_tm.shape
-        np.matmul(X_tm.reshape(T * N, D), self.params["U"], out=G_tm.reshape(T * N, -1))
-        G_tm += self.params["b"]
+        U = self.params["U"] if U is None else U
+        np.matmul(X_tm.reshape(T * N, D), U, out=G_tm.reshape(T * N, -1))
+        G_tm += self.params["b"] if b is None else b
         return G_tm
 
     def _final(self):
@@ -274,7 +284,7 @@ class RNN(Recurrent):
             else:
                 np.multiply(dh, h > 0, out=dh)  # dA_t = dh ⊙ [A_t > 0]
             np.matmul(dA[t], W.T, out=dh_next)  # dh_next = dA_t Wᵀ: (N, H) @ (H, H)
-            self._flush(dh_next, scratch)
+            self._flush(dh_next, scratch, t)
         H_prev = H_tm[:-1].reshape(T * N, -1)
         np.matmul(H_prev.T, dA.reshape(T * N, -1), out=self.grads["W"])  # dW = Σ_t H_{t−1}ᵀ dA_t
         self.state_grad = dh_next
