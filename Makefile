@@ -13,9 +13,10 @@ $(VENV)/.app-installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[app]'
 	touch $@
 
-# The tests add PyTorch (CPU build) and scikit-learn as oracles, and a real browser for the web page.
+# The tests add PyTorch (CPU build) and scikit-learn as oracles, a real browser for the web page, and MPI
+# (mpi4py, MPICH) for the two-rank tests of chapter 12.
 $(VENV)/.test-installed: $(VENV)/.app-installed scripts/install_browser.sh
-	$(BIN)/python -m pip install --quiet -e '.[app,test]'
+	$(BIN)/python -m pip install --quiet -e '.[app,test,mpi]'
 	scripts/install_browser.sh $(BIN)/python
 	touch $@
 

@@ -783,6 +783,6 @@ def test_training_on_a_full_disk_ends_in_one_line_naming_the_checkpoint(tmp_path
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith(f"handgrad: error: cannot write checkpoint {out}")
-    assert "No space left on device" in lines[0]
+    assert lines[0] == (f"handgrad: error: cannot write {out / 'best.npz'}: No space left on device; no checkpoint "
+                        "was written yet; free space and start the run again with a new --out")
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))

@@ -20,7 +20,8 @@ from handgrad.app.models import (ArchitectureError, arch_from_config, build_mode
 from handgrad.app.training import lr_schedule, make_optimizer
 from handgrad.ch07_regularization import Dropout
 from handgrad.ch08_optimization import Adam, BatchNorm1D
-from handgrad.ch09_convolution import Conv2D
+from handgrad.ch06_feedforward import Sequential
+from handgrad.ch09_convolution import Conv2D, FusedSequential
 from handgrad.cli import main
 from handgrad.datasets import load_splits
 
@@ -152,6 +153,28 @@ def test_checkpoint_round_trip_restores_batch_norm_statistics_exactly(tmp_path, 
     x = rng.random((7, 1, 28, 28), dtype=np.float32)
     model.eval()
     assert np.array_equal(loaded.forward(x), model.forward(x))  # eval mode uses the restored statistics
+
+
+def test_a_checkpoint_of_the_unfused_cnn_loads_into_the_fused_one_with_the_same_predictions(tmp_path, rng):
+    """Checkpoints written before the fused blocks (a plain Sequential of the same layers) load unchanged
+    and predict the same classes, with logits equal to float32 rounding."""
+    arch = arch_from_config(TrainConfig(model="cnn"), 10, (28, 28))  # the recipe's architecture
+    fused = build_model(arch, rng)
+    assert isinstance(fused, FusedSequential) and [n for n, _ in fused.stages[:3]] == [4, 4, 4]
+    plain = Sequential(*fused.layers)  # what build_cnn returned before: the same layers, unfused
+    plain.train()
+    for _ in range(3):  # trained statistics, and γ of both signs
+        plain.forward(rng.random((32, 1, 28, 28), dtype=np.float32))
+    plain.layers[1].params["gamma"][::3] *= -1
+    save_checkpoint(tmp_path / "old.npz", plain, {"arch": arch})
+    loaded, _ = load_model(tmp_path / "old.npz")
+    assert isinstance(loaded, FusedSequential)
+    assert [n for n, _, _ in loaded.parameters()] == [n for n, _, _ in plain.parameters()]
+    x = prepare_inputs(arch, load_splits("mnist-sample").test[0][:200])
+    plain.eval()
+    logits, ref = loaded.forward(x), plain.forward(x)
+    assert np.abs(logits - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert np.array_equal(logits.argmax(axis=1), ref.argmax(axis=1))
 
 
 def test_resume_with_dropout_augmentation_adam_and_batch_norm_is_bit_for_bit(tmp_path):

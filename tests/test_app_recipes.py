@@ -113,3 +113,20 @@ def test_an_unknown_name_is_a_config_error_naming_the_choices():
     with pytest.raises(ConfigError, match="schedule must be one of constant, cosine, step, exponential; "
                                           "got 'linear'"):
         lr_schedule(dataclasses.replace(TrainConfig(), schedule="linear"), 10)
+
+
+def test_linear_scaling_rule_with_gradual_warmup():
+    """Goyal et al. 2017: lr is the rate for batches of lr_batch; batch B trains at lr·B/lr_batch after a
+    linear climb from lr over the warmup, then the schedule (cosine here) from the scaled peak."""
+    from handgrad.app.recipes import make_optimizer, scaled_lr
+
+    config = TrainConfig(lr=0.1, batch_size=1024, lr_batch=256, warmup_epochs=1, schedule="cosine",
+                         epochs=4).validate()
+    assert scaled_lr(config) == pytest.approx(0.4) and make_optimizer(config).lr == pytest.approx(0.4)
+    schedule = lr_schedule(config, steps_per_epoch=10)
+    assert [round(schedule(t), 12) for t in (0, 5, 10)] == [0.1, 0.25, 0.4]
+    assert schedule(40 - 1) < 0.01  # cosine to 0 at the end
+    plain = TrainConfig(lr=0.1, batch_size=1024, epochs=4).validate()
+    assert scaled_lr(plain) == 0.1 and lr_schedule(plain, 10) is None  # off by default
+    with pytest.raises(ConfigError, match="lr_batch must be a positive integer"):
+        TrainConfig(lr_batch=0).validate()

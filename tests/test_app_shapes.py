@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import math
+import pathlib
 import tempfile
 
 import numpy as np
@@ -234,7 +235,8 @@ def test_train_checkpoint_evaluate_predict_on_colour_images(model, tmp_path):
     assert report.dataset == "synthetic-color" and report.n == 600 and report.classes == COLOR_CLASSES
     assert report.accuracy == pytest.approx(result.test_accuracy)
     assert np.array(report.confusion).shape == (4, 4) and np.sum(report.confusion) == 600
-    assert len(report.plots) == 2
+    assert sorted(pathlib.Path(p).name for p in report.plots) == ["confusion.png", "coverage.png",
+                                                                   "misclassified.png"]
 
     paths = [colour_png(tmp_path / f"class{k}.png", k) for k in range(4)]
     answers = predict(result.run_dir, paths)

@@ -2,6 +2,8 @@
 the layer contract.
 """
 
+import threading
+
 import numpy as np
 import pytest
 from gradcheck import check_layer_gradients, check_owned_outputs
@@ -97,3 +99,66 @@ def test_batch_norm_bad_input_and_hyperparameters():
         BatchNorm1D(3, dtype=np.int64)
     with pytest.raises(RuntimeError, match="backward called before forward"):
         BatchNorm1D(3).backward(np.zeros((2, 3)))
+
+
+class _Replicas:
+    """K threads standing for K processes: ``hook(k)`` is replica k's ``sum_across``, which waits for every
+    replica's array and returns their sum (what an MPI all-reduce does)."""
+
+    def __init__(self, K):
+        self.barrier, self.slots = threading.Barrier(K), [None] * K
+
+    def hook(self, k):
+        def sum_across(a):
+            self.slots[k] = np.array(a, copy=True)
+            self.barrier.wait()
+            total = sum(self.slots[1:], self.slots[0].copy())
+            self.barrier.wait()
+            return total
+        return sum_across
+
+
+@pytest.mark.parametrize("cls, shape, split", [(BatchNorm1D, (8, 3), 5), (BatchNorm2D, (3, 2, 4, 4), 1)])
+def test_batch_norm_replicas_with_summed_statistics_compute_the_whole_batch(cls, shape, split, rng):
+    """Two parts of a batch (unequal), each in its own layer whose hook sums over both, give the rows of
+    the whole batch's y and dx; their own dγ, dβ add up to the whole batch's; running statistics agree."""
+    X, dY = rng.standard_normal(shape) * 3 + 1, rng.standard_normal(shape)
+    gamma, beta = rng.uniform(0.5, 2.0, shape[1]), rng.standard_normal(shape[1])
+
+    def layer():
+        bn = cls(shape[1], dtype=np.float64)
+        bn.params["gamma"][...], bn.params["beta"][...] = gamma, beta
+        return bn
+
+    whole = layer()
+    Y, dX = whole.forward(X), whole.backward(dY)
+    replicas, parts = _Replicas(2), [layer(), layer()]
+    for k, bn in enumerate(parts):
+        bn.sum_across = replicas.hook(k)
+    rows = [slice(0, split), slice(split, None)]
+    out = [None, None]
+
+    def run(k):
+        y = parts[k].forward(X[rows[k]])
+        out[k] = (y.copy(), parts[k].backward(dY[rows[k]]).copy())
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    np.testing.assert_allclose(np.concatenate([o[0] for o in out]), Y, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([o[1] for o in out]), dX, rtol=0, atol=1e-12)
+    for name in ("gamma", "beta"):
+        np.testing.assert_allclose(parts[0].grads[name] + parts[1].grads[name], whole.grads[name], atol=1e-12)
+    for name in ("running_mean", "running_var"):
+        for bn in parts:
+            np.testing.assert_allclose(bn.state[name], whole.state[name], rtol=0, atol=1e-12)
+    # without the hook each part normalises with its own statistics: a different answer
+    alone = layer()
+    assert np.abs(alone.forward(X[rows[0]]) - Y[rows[0]]).max() > 1e-3
+
+
+def test_batch_norm_sum_across_is_the_identity_by_default():
+    a = np.arange(3.0)
+    assert BatchNorm1D.sum_across(a) is a and BatchNorm2D(2).sum_across(a) is a

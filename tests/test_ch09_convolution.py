@@ -86,6 +86,34 @@ def test_col2im_is_the_adjoint_of_im2col(case, rng):
     assert np.sum(cols * G) == pytest.approx(np.sum(X * col2im(G, X.shape, k, s, p)), rel=1e-12)
 
 
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_input_gradient_by_kernel_offset_equals_col2im_of_the_product(case, rng):
+    """dX̃ = col2im(dY_mat @ W_mat) (the book's form) against the kh·kw per-offset products Conv2D uses."""
+    from handgrad.ch09_convolution.convolution import _geometry, _input_grad_nhwc
+
+    layer, X = make_conv(case, rng)
+    padded, out_hw = _geometry(X.shape, layer.kernel_size, layer.stride, layer.padding)
+    dY_mat = rng.standard_normal((X.shape[0] * out_hw[0] * out_hw[1], layer.out_channels))
+    W = layer.params["W"]
+    W_mat = W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+    book = col2im(dY_mat @ W_mat, X.shape, layer.kernel_size, layer.stride, layer.padding)
+    dXp = _input_grad_nhwc(dY_mat, W, layer.stride, out_hw, np.full(padded, np.nan),
+                           np.empty((dY_mat.shape[0], X.shape[1])))
+    (ph, pw), (H, Wd) = layer.padding, X.shape[2:]
+    fast = dXp[:, ph : ph + H, pw : pw + Wd].transpose(0, 3, 1, 2)
+    assert relative_error(fast, book) < 1e-12
+
+
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[1] == 1] + [(4, 1, 16, 28, 28, 3, 1, 1)])
+def test_one_channel_columns_as_contiguous_rows_equal_im2col(case, rng):
+    """With C_in = 1 the layer writes its column matrix as kh·kw contiguous rows: the same matrix."""
+    layer, X = make_conv(case, rng)
+    layer.forward(X)
+    cols = layer._cache[0]
+    assert not cols.flags.c_contiguous and cols.T.flags.c_contiguous
+    np.testing.assert_array_equal(cols, im2col(X, layer.kernel_size, layer.stride, layer.padding))
+
+
 def test_col2im_counts_how_many_windows_cover_each_pixel():
     X = np.zeros((1, 1, 4, 4))
     cover = col2im(np.ones_like(im2col(X, 3)), X.shape, 3)

@@ -59,3 +59,14 @@ def test_pool_validates_hyperparameters_and_order():
         AvgPool2D(2, stride="2")
     with pytest.raises(RuntimeError, match="backward called before forward"):
         MaxPool2D(2).backward(np.zeros((1, 1, 1, 1)))
+
+
+def test_max_pool_eval_mode_builds_no_masks_yet_its_backward_equals_training_modes(rng):
+    X = rng.standard_normal((2, 3, 7, 6))
+    X[0, 0, :2, :2] = 1.5  # a tie: the first maximum gets the gradient in both modes
+    train, ev = MaxPool2D(2), MaxPool2D(2).eval()
+    Y = train.forward(X)
+    np.testing.assert_array_equal(ev.forward(X), Y)
+    assert ev._cache[0] is None and "masks" not in ev._buffers
+    G = rng.standard_normal(Y.shape)
+    np.testing.assert_array_equal(ev.backward(G), train.backward(G))

@@ -101,7 +101,8 @@ def test_evaluate_json_and_plots(ckpt, tmp_path, capsys):
     assert report["n"] == 1000 and report["dataset"] == "mnist-sample"
     assert np.array(report["confusion"]).sum() == 1000
     assert report["accuracy"] == pytest.approx(np.trace(report["confusion"]) / 1000)
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["confusion.png", "misclassified.png"]
+    drawn = sorted(p.name for p in (tmp_path / "p").iterdir())
+    assert drawn == ["confusion.png", "coverage.png", "misclassified.png"]
 
 
 def test_predict_json_on_digit_pngs(ckpt, digits, capsys):
@@ -266,7 +267,7 @@ def test_train_options_are_the_config_fields(capsys):
 
     parser = build_parser()
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(TRAIN_OPTIONS.values()) == names - set(NOT_TRAIN_OPTIONS) and len(names) == 34
+    assert set(TRAIN_OPTIONS.values()) == names - set(NOT_TRAIN_OPTIONS) and len(names) == 37
     assert TRAIN_OPTIONS["--no-plots"] == "plots" and TRAIN_OPTIONS["-q"] == "quiet"
     args = parser.parse_args(["train", "--hidden", "64,32", "--no-batch-norm", "--lr", "0.5", "--no-plots"])
     assert (args.hidden, args.batch_norm, args.lr, args.plots) == ((64, 32), False, 0.5, False)

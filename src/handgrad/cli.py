@@ -7,6 +7,7 @@
     handgrad serve [CHECKPOINT]                 the draw-a-digit page
     handgrad train --model lstm --text FILE     a character language model (also rnn, gru)
     handgrad sample CHECKPOINT [--length N] [--temperature T] [--prime TEXT] [--seed S]
+    handgrad gradcheck [model options]          back-propagation against finite differences (§11.5)
 
 Success exits 0. A user error (a bad path, a file that is not a checkpoint, an unreadable image, a bad
 option value, a diverged run) prints one line ``handgrad: error: ...`` to stderr and exits 1 — 2 for a
@@ -140,6 +141,9 @@ def _train_help(datasets):
                          f"{_per_model('warmup_epochs', number)})",
         "lr_step_epochs": "step schedule: multiply the rate by --lr-gamma every E epochs (default: a third "
                           "of the epochs)",
+        "lr_batch": "linear scaling rule (Goyal et al. 2017): --lr is the rate for batches of N, and a "
+                    "--batch-size of B trains at lr x B/N, warming up from lr over --warmup-epochs; for a "
+                    "global batch grown with the ranks of mpiexec (default: off)",
         "lr_gamma": "decay factor in (0, 1]: per step of the step schedule (default 0.1), per epoch for the "
                     "exponential one (default 0.9)",
         "patience": "early stopping: stop after N epochs without a better validation accuracy (default: off)",
@@ -156,6 +160,11 @@ def _train_help(datasets):
                    f"through time (default: {MODEL_DEFAULTS['char-lstm']['seq_len']})",
         "embedding_dim": "language models: the size of each character's embedding (default: "
                          f"{MODEL_DEFAULTS['char-lstm']['embedding_dim']})",
+        "overfit": "debugging check (book 11.5): train on the first N training images only, without "
+                   "augmentation or dropout unless given, and report whether 100%% training accuracy is "
+                   "reached (exit 1 if not)",
+        "monitor": "log per layer and epoch the activation mean/std, dead ReLU units, gradient norm and "
+                   "update ratio |dtheta|/|theta| into monitor.csv (and monitor.png), with warnings",
         "plots": "do not draw the PNG plots",
         "quiet": "no progress bar or per-epoch lines, only the summary",
     }
@@ -166,9 +175,9 @@ NOT_TRAIN_OPTIONS = ("eval_batch_size",)
 _METAVARS = {"dataset": "NAME", "data_dir": "DIR", "out": "DIR", "epochs": "N", "batch_size": "N",
              "hidden": "512[,256...]", "channels": "16,32,64", "dropout": "P", "augment_shift": "PX",
              "augment_degrees": "DEG", "lr": "LR", "momentum": "BETA", "weight_decay": "LAMBDA",
-             "warmup_epochs": "E", "lr_step_epochs": "E", "lr_gamma": "G", "patience": "N", "seed": "S",
-             "resume": "RUN_DIR", "limit": "N", "clip_grad_norm": "NORM", "text": "FILE", "seq_len": "T",
-             "embedding_dim": "E"}
+             "warmup_epochs": "E", "lr_step_epochs": "E", "lr_batch": "N", "lr_gamma": "G", "patience": "N",
+             "seed": "S", "resume": "RUN_DIR", "limit": "N", "overfit": "N", "clip_grad_norm": "NORM",
+             "text": "FILE", "seq_len": "T", "embedding_dim": "E"}
 _SHORT_FLAGS = {"quiet": ("-q",)}
 
 
@@ -178,8 +187,9 @@ def _kind(annotation):
     return text.replace(" ", "").split("|")[0]
 
 
-def _add_train_options(parser):
-    """One option per TrainConfig field: its type from the annotation, its default from the dataclass.
+def _add_train_options(parser, skip=()):
+    """One option per TrainConfig field: its type from the annotation, its default from the dataclass
+    (the fields named in ``skip`` left out: the tools that take train's options but not all of them).
 
     argparse only parses (int, float, comma-separated sizes); ``TrainConfig.validate`` checks the values,
     so a bad one is a one-line ConfigError. A bool field is a flag: ``--x`` (default False), ``--no-x``
@@ -196,8 +206,9 @@ def _add_train_options(parser):
         raise RuntimeError(f"train options and TrainConfig fields differ: {sorted(set(helps) ^ set(fields))}")
     choices = {"model": MODELS, "activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
     parse = {"int": int, "float": float, "str": str}
-    TRAIN_OPTIONS.clear()
     for name, help_text in helps.items():
+        if name in skip:
+            continue
         field, flag = fields[name], "--" + name.replace("_", "-")
         kind = _kind(field.type)
         kwargs = {"help": help_text, "default": field.default}
@@ -219,6 +230,7 @@ def _add_train_options(parser):
 def build_parser():
     from .datasets import DATASET_NAMES
 
+    TRAIN_OPTIONS.clear()
     parser = _Parser(prog=PROG, formatter_class=_Formatter, allow_abbrev=False,
                      description="Deep learning from the Goodfellow-Bengio-Courville book in NumPy: train, "
                                  "evaluate and use image classifiers (MNIST, Fashion-MNIST, and any registered dataset).")
@@ -256,6 +268,9 @@ def build_parser():
                         "corpus the checkpoint was trained on)")
     e.add_argument("--plots", metavar="DIR", help="also write confusion.png and misclassified.png into DIR")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--worst", type=int, default=0, metavar="K",
+                   help="also list the K test examples the model got wrong with the highest confidence "
+                        "(with --plots: worst.png)")
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files", formatter_class=_Formatter, allow_abbrev=False,
@@ -288,7 +303,128 @@ def build_parser():
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")
     s.add_argument("--port", type=lambda v: _port(v), default=8000, help="port to listen on (0: any free port)")
     s.set_defaults(func=cmd_serve)
+    _add_tool_parsers(sub)
+    _add_gradcheck_parser(sub)
     return parser
+
+
+# ----------------------------------------------------------------------------------------------------
+# Chapter 11's tools (handgrad.app.tools): train's model, data and optimiser options, and their own
+# ----------------------------------------------------------------------------------------------------
+
+# Train options a tool does not take: where and how verbosely a run goes (each tool has its own --out),
+# and for lr-find everything the ramp replaces (the rate, its schedule, the epochs).
+_TOOL_SKIP = ("out", "resume", "quiet")
+_LR_FIND_SKIP = (*_TOOL_SKIP, "plots", "lr", "epochs", "schedule", "warmup_epochs", "lr_step_epochs",
+                 "lr_gamma", "patience")
+
+
+def _tool_parser(sub, name, help_text, description, skip):
+    parser = sub.add_parser(name, help=help_text, description=description, formatter_class=_Formatter,
+                            allow_abbrev=False)
+    _add_train_options(parser.add_argument_group(f"model, data and optimiser (as for '{PROG} train')"),
+                       skip=skip)
+    return parser
+
+
+def _integer(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _add_tool_parsers(sub):
+    from .app.tools.search import SPACE_HELP
+
+    f = _tool_parser(sub, "lr-find", "the learning-rate range test: loss against an exponential ramp of lr",
+                     "The learning-rate range test (book §11.4.1): from the initialisation train would use, "
+                     "one mini-batch step per learning rate, growing exponentially from --min-lr to --max-lr "
+                     "over --steps; the loss smoothed by a debiased moving average (beta 0.98); stopped when "
+                     "it passes 4x its minimum. Prints two suggestions: the steepest descent of the "
+                     "smoothed loss (central differences on log10 lr, before its minimum) and the learning "
+                     "rate at the minimum / 10. Writes OUT/lr_find.csv and OUT/lr_find.png; keeps no model.",
+                     _LR_FIND_SKIP)
+    f.add_argument("--min-lr", type=float, default=1e-6, metavar="LR", help="first learning rate")
+    f.add_argument("--max-lr", type=float, default=10.0, metavar="LR", help="last learning rate")
+    f.add_argument("--steps", type=_integer, default=100, metavar="N", help="mini-batch steps")
+    f.add_argument("--out", default="lr-find", metavar="DIR", help="folder for lr_find.csv and lr_find.png")
+    f.add_argument("--json", action="store_true",
+                   help='print {"suggestion", "min_loss_lr", "steps", "diverged"} as JSON: the '
+                        "steepest-descent suggestion, the learning rate at the smoothed minimum (the other "
+                        "suggestion is a tenth of it), the steps taken, whether it stopped on divergence")
+    f.set_defaults(func=cmd_lr_find)
+
+    s = _tool_parser(sub, "search", "random or grid search over train's options, one run per trial",
+                     "Random search (book §11.4.4) or grid search (§11.4.3) over train's options. Each trial "
+                     "is a train run in its own folder under --out; the same command again continues the "
+                     "search (finished trials are read back, an interrupted one resumed). Trials are ranked "
+                     "by validation accuracy (test accuracy only shown, as a monitor) in OUT/results.csv and "
+                     "the printed table; OUT/search.png plots validation accuracy against each "
+                     "hyperparameter; the best trial's train command is printed. SPACE: " + SPACE_HELP,
+                     _TOOL_SKIP)
+    s.add_argument("space", metavar="SPACE", nargs="*", help="the search space: NAME=KIND(ARGS) ... (quoted)")
+    s.add_argument("--method", choices=("random", "grid"), default="random", help="how trials are chosen")
+    s.add_argument("--trials", type=_integer, metavar="N",
+                   help="trials to run (default: 10 for random, every point of a grid)")
+    s.add_argument("--grid-points", type=_integer, default=3, metavar="K",
+                   help="grid: values taken of each log/uniform/int range")
+    s.add_argument("--search-seed", type=_integer, default=0, metavar="S",
+                   help="random: seed of the draws (--seed is each trial's training seed)")
+    s.add_argument("--jobs", type=_integer, default=1, metavar="N",
+                   help="trials run at once, in processes with one BLAS thread each")
+    s.add_argument("--out", metavar="DIR",
+                   help="the search folder (default: runs/search-<hash of the search>)")
+    s.set_defaults(func=cmd_search)
+
+    c = _tool_parser(sub, "learning-curve", "training and validation error against training-set size",
+                     "Learning curve (book §11.3, whether to gather more data): trains on log-spaced "
+                     "fractions of the training set (the first N images; the same validation set) and "
+                     "measures each best model's error on its training images and on the validation set. "
+                     "Writes OUT/learning_curve.csv and OUT/learning_curve.png; re-running continues.",
+                     _TOOL_SKIP)
+    c.add_argument("--points", type=_integer, default=5, metavar="K", help="training-set sizes")
+    c.add_argument("--min-fraction", type=float, default=0.01, metavar="F",
+                   help="smallest fraction of the training set (the largest is all of it, or --limit)")
+    c.add_argument("--jobs", type=_integer, default=1, metavar="N",
+                   help="sizes trained at once, in processes with one BLAS thread each")
+    c.add_argument("--out", default="learning-curve", metavar="DIR", help="folder for the runs, CSV and plot")
+    c.set_defaults(func=cmd_learning_curve)
+
+
+GRADCHECK_MODEL_OPTIONS = ("dataset", "data_dir", "model", "hidden", "channels", "activation", "batch_norm",
+                           "seed")
+
+
+def _add_gradcheck_parser(sub):
+    """``handgrad gradcheck``: the model options of ``train`` (same help), and the check's own."""
+    from .app.config import ACTIVATIONS, MODELS
+    from .app.tools.gradcheck import TOLERANCE
+    from .datasets import DATASET_NAMES
+
+    g = sub.add_parser("gradcheck", help="check back-propagation against finite differences (book 11.5)",
+                       formatter_class=_Formatter, allow_abbrev=False,
+                       description="Build the model the same options give 'handgrad train' in float64 "
+                                   "(dropout off), and compare its back-propagated gradients with central "
+                                   "differences on a few training images: the largest relative error of each "
+                                   "parameter array; exit status 1 above the tolerance "
+                                   f"(default {TOLERANCE:g}).")
+    helps = _train_help(", ".join(DATASET_NAMES))
+    kinds = {"dataset": dict(metavar="NAME"), "data_dir": dict(metavar="DIR"),
+             "model": dict(choices=MODELS, default="mlp"), "hidden": dict(type=_size_list("512[,256...]"),
+                                                                         metavar="512[,256...]"),
+             "channels": dict(type=_size_list("16,32,64"), metavar="16,32,64"),
+             "activation": dict(choices=ACTIVATIONS, default="relu"),
+             "batch_norm": dict(action=argparse.BooleanOptionalAction), "seed": dict(type=int, default=0)}
+    for name in GRADCHECK_MODEL_OPTIONS:
+        g.add_argument("--" + name.replace("_", "-"), dest=name, help=helps[name], **kinds[name])
+    g.add_argument("--examples", type=int, default=4, metavar="N", help="training images in the batch")
+    g.add_argument("--entries", type=int, default=12, metavar="K",
+                   help="entries checked per parameter array at most (a random subset of larger ones)")
+    g.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="TOL",
+                   help="largest relative error that passes")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.set_defaults(func=cmd_gradcheck)
 
 
 def _port(text):
@@ -323,7 +459,7 @@ def cmd_train(args, argv):
     # Options not given are None and take the chosen model's default (TrainConfig.__post_init__).
     fields = {dest: getattr(args, dest) for dest in set(TRAIN_OPTIONS.values())}
     if args.resume is not None:
-        ignored = sorted(typed - {"epochs", "data_dir", "plots", "quiet", "resume"})
+        ignored = sorted(typed - {"epochs", "data_dir", "plots", "quiet", "resume", "monitor"})
         if ignored:
             names = ", ".join("--" + k.replace("_", "-") for k in ignored)
             print(f"note: {names} ignored with --resume: the run's config.json applies", file=sys.stderr)
@@ -332,14 +468,50 @@ def cmd_train(args, argv):
     elif "text" in typed and "model" not in typed:
         fields["model"] = "lstm"  # --text alone: the LSTM language model
     result = train(TrainConfig(**fields))
+    if result is not None and result.overfit_reached is False:
+        return 1  # --overfit N: the check failed (its line is printed)
     return 0 if result is not None else 1
+
+
+def _train_fields(args):
+    """The TrainConfig fields a tool's command line gives (None: the model's default)."""
+    return {dest: getattr(args, dest) for dest in set(TRAIN_OPTIONS.values()) if hasattr(args, dest)}
+
+
+def cmd_lr_find(args, argv):
+    from .app import TrainConfig
+    from .app.tools.lr_find import format_report, lr_find
+
+    result = lr_find(TrainConfig(**_train_fields(args)), min_lr=args.min_lr, max_lr=args.max_lr,
+                     steps=args.steps, out=args.out, log=lambda msg="": print(msg, file=sys.stderr))
+    print(json.dumps(result.to_json()) if args.json else format_report(result, args.min_lr, args.max_lr))
+    return 0
+
+
+def cmd_search(args, argv):
+    from .app.tools.search import format_table, search
+
+    result = search(args.space, _train_fields(args), method=args.method, trials=args.trials,
+                    grid_points=args.grid_points, seed=args.search_seed, out=args.out, jobs=args.jobs,
+                    plot=args.plots)
+    print(format_table(result))
+    return 0
+
+
+def cmd_learning_curve(args, argv):
+    from .app.tools.learning_curve import format_table, learning_curve
+
+    result = learning_curve(_train_fields(args), points=args.points, min_fraction=args.min_fraction,
+                            out=args.out, jobs=args.jobs, plot=args.plots)
+    print(format_table(result))
+    return 0
 
 
 def cmd_evaluate(args, argv):
     from .app.evaluation import evaluate, format_report
 
     result = evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, plots_dir=args.plots,
-                      text=args.text)
+                      worst=args.worst, text=args.text)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_report(result))
     return 0
 
@@ -364,6 +536,20 @@ def cmd_sample(args, argv):
 
     print(sample(args.checkpoint, length=args.length, temperature=args.temperature, prime=args.prime,
                  seed=args.seed))
+    return 0
+
+
+def cmd_gradcheck(args, argv):
+    from .app import TrainConfig
+    from .app.tools.gradcheck import format_gradcheck, gradcheck
+
+    config = TrainConfig(**{name: getattr(args, name) for name in GRADCHECK_MODEL_OPTIONS})
+    result = gradcheck(config, examples=args.examples, entries=args.entries, tolerance=args.tolerance)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_gradcheck(result))
+    if not result.passed:
+        worst = max(result.params, key=lambda p: p["error"])
+        return _error(f"gradient check failed: {worst['name']} has relative error {worst['error']:.2e} > "
+                      f"{result.tolerance:g}; the backward pass of a layer is wrong", 1)
     return 0
 
 
@@ -408,6 +594,8 @@ def main(argv=None) -> int:
         hint = ""
         if args.command == "train":
             hint = " (a run continues from its last finished epoch with: handgrad train --resume RUN_DIR)"
+        elif args.command in ("search", "learning-curve"):
+            hint = " (the same command continues it: finished runs are kept, an interrupted one resumed)"
         print(f"\n{PROG}: interrupted{hint}", file=sys.stderr)
         return 130
     except TrainingDiverged as err:

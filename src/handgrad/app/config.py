@@ -61,7 +61,10 @@ class TrainConfig:
     the full set) when MNIST is neither on disk nor downloadable; naming a dataset never falls back.
     ``out=None`` writes to ``runs/<timestamp>/``. ``resume`` names a run folder to continue: its saved
     configuration is used, and only ``epochs`` (when set), ``data_dir``, ``quiet`` and ``plots`` apply.
-    ``limit`` keeps the first N training examples; validation and test sets stay whole.
+    ``limit`` keeps the first N training examples; validation and test sets stay whole. ``overfit`` N
+    does the same for the "fit a tiny dataset" check of §11.5 and, unless they are given, switches
+    augmentation and dropout off; the run then reports whether it reached 100% training accuracy.
+    ``monitor`` logs per-layer activations, gradients and update ratios (``monitor.csv``).
     """
 
     dataset: str | None = None
@@ -86,11 +89,14 @@ class TrainConfig:
     schedule: str | None = None
     warmup_epochs: float | None = None
     lr_step_epochs: float | None = None  # step schedule: decay every this many epochs (None: a third of them)
+    lr_batch: int | None = None  # linear scaling rule: lr is the rate for batches of this size (Goyal et al.)
     lr_gamma: float | None = None  # decay factor: per step of the step schedule (0.1), per epoch (0.9) for exponential
     patience: int | None = None  # early stopping after this many epochs without a better val accuracy
     seed: int = 0
     resume: str | None = None
     limit: int | None = None
+    overfit: int | None = None  # train on the first N examples only, without augmentation or dropout (§11.5)
+    monitor: bool = False  # per-layer statistics into monitor.csv (handgrad.app.tools.monitor, §11.5)
     eval_batch_size: int | None = None
     clip_grad_norm: float | None = None  # clip the gradient's global norm (§10.11.1); None or 0: off
     text: str | None = None  # a UTF-8 text file: train a character language model (--model rnn|lstm|gru)
@@ -100,6 +106,9 @@ class TrainConfig:
     quiet: bool = False
 
     def __post_init__(self):
+        if self.overfit is not None:  # fit a tiny dataset: no regulariser that would hide a failure to fit
+            self.augment = False if self.augment is None else self.augment
+            self.dropout = 0.0 if self.dropout is None else self.dropout
         defaults = MODEL_DEFAULTS.get(self.model_type, MODEL_DEFAULTS["mlp"])
         for name, value in defaults.items():
             if getattr(self, name) is None and not (name == "epochs" and self.resume is not None):
@@ -132,9 +141,13 @@ class TrainConfig:
             raise ConfigError(f"dataset must be a dataset name, got {self.dataset!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             check_int(getattr(self, name), name, low=1, **err)
-        for name in ("limit", "patience"):  # None: all the training images; no early stopping
+        for name in ("limit", "patience", "overfit"):  # None: all the training images; no early stopping
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, low=1, **err)
+        if self.limit is not None and self.overfit is not None:
+            raise ConfigError("overfit already limits the training set: give --overfit N or --limit N, "
+                              "not both")
+        check_bool(self.monitor, "monitor", **err)
         check_choice(self.model, "model", MODELS, **err)
         check_sizes(self.hidden, "hidden", allow_empty=self.model == "cnn", **err)
         check_sizes(self.channels, "channels", allow_empty=self.model != "cnn", **err)
@@ -154,6 +167,8 @@ class TrainConfig:
         check_number(self.warmup_epochs, "warmup_epochs", low=0, **err)
         if self.lr_step_epochs is not None:
             check_number(self.lr_step_epochs, "lr_step_epochs", low=0, low_open=True, **err)
+        if self.lr_batch is not None:
+            check_int(self.lr_batch, "lr_batch", low=1, **err)
         if self.lr_gamma is not None:
             check_number(self.lr_gamma, "lr_gamma", low=0, high=1, low_open=True, **err)
         if self.warmup_epochs > self.epochs:

@@ -3,6 +3,14 @@
 ``evaluate_arrays`` is what the training loop calls after every epoch (large batches, eval mode, no
 gradient); ``evaluate`` is ``handgrad evaluate CHECKPOINT``: it rebuilds the model from the checkpoint, loads
 the dataset it was trained on (or another one named) and reports on its test split.
+
+Coverage (book §11.1): a model that may abstain answers only when its confidence — the largest softmax
+probability — reaches a threshold t; its *coverage* is the fraction of examples it answers, and its accuracy
+is measured on those. Lowering t trades accuracy for coverage (at t = 0 it answers everything, with the
+plain accuracy). ``evaluate`` reports the largest coverage at which the answered examples are 99% and 99.5%
+right (the book's Street View example asks for human-level 98% at 95% coverage), the threshold that gives
+it, and draws accuracy against coverage. ``worst_mistakes`` lists the wrong answers given with the highest
+confidence, the examples §11.5 suggests looking at first ("visualise the worst mistakes").
 """
 
 from __future__ import annotations
@@ -16,9 +24,12 @@ from ..ch05_ml_basics import confusion_matrix, f1_score
 from ..ch06_feedforward import cross_entropy_from_logits
 from .models import eval_batch_size, prepare_inputs
 
-__all__ = ["evaluate_arrays", "per_class_metrics", "EvalResult", "evaluate", "format_report"]
+__all__ = ["evaluate_arrays", "scores_arrays", "per_class_metrics", "coverage_curve", "coverage_at_threshold",
+           "coverage_at_accuracy", "worst_mistakes", "COVERAGE_TARGETS", "EvalResult", "evaluate",
+           "format_report"]
 
 EVAL_BATCH_SIZE = 2000
+COVERAGE_TARGETS = (0.99, 0.995)  # the accuracies at which evaluate reports the coverage
 
 
 def evaluate_arrays(model, X, y, batch_size=EVAL_BATCH_SIZE):
@@ -43,6 +54,78 @@ def evaluate_arrays(model, X, y, batch_size=EVAL_BATCH_SIZE):
     finally:
         model.train(was_training)
     return total / n, float(np.mean(preds == y)), preds
+
+
+def scores_arrays(model, X, y, batch_size=EVAL_BATCH_SIZE):
+    """(mean cross-entropy loss, predicted labels, confidences) of ``model`` on prepared inputs ``X``: as
+    ``evaluate_arrays``, with each prediction's confidence max_k softmax(z)_k = 1 / Σ_k exp(z_k − max z)."""
+    n = len(X)
+    preds, confidence = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for start in range(0, n, batch_size):
+            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            logits = model.forward(xb)
+            total += cross_entropy_from_logits(logits, yb) * len(yb)
+            z = logits.astype(np.float64)
+            z -= z.max(axis=1, keepdims=True)
+            preds[start:start + len(yb)] = logits.argmax(axis=1)
+            confidence[start:start + len(yb)] = 1.0 / np.exp(z).sum(axis=1)
+    finally:
+        model.train(was_training)
+    return (total / n if n else float("nan")), preds, confidence
+
+
+def coverage_curve(confidence, correct):
+    """(thresholds, coverage, accuracy) at each distinct confidence, highest first (§11.1).
+
+    With threshold t the model answers the examples of confidence ≥ t (ties are answered together):
+    coverage(t) = #{i : c_i ≥ t} / n and accuracy(t) = #{i : c_i ≥ t, correct_i} / #{i : c_i ≥ t}.
+    The last point is the lowest confidence: coverage 1 and the plain accuracy.
+    """
+    c = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    if c.shape != ok.shape or c.ndim != 1:
+        raise ValueError(f"confidence and correct must be vectors of one length, got {c.shape} and {ok.shape}")
+    if len(c) == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    order = np.argsort(-c, kind="stable")
+    c, ok = c[order], ok[order]
+    answered = np.arange(1, len(c) + 1)
+    right = np.cumsum(ok)
+    last_of_tie = np.flatnonzero(np.append(c[1:] != c[:-1], True))  # where the next confidence is lower
+    return c[last_of_tie], answered[last_of_tie] / len(c), right[last_of_tie] / answered[last_of_tie]
+
+
+def coverage_at_threshold(confidence, correct, threshold):
+    """(coverage, accuracy on the answered examples) when answering where confidence ≥ ``threshold``."""
+    c, ok = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=bool)
+    answered = c >= threshold
+    n = int(np.count_nonzero(answered))
+    return n / max(len(c), 1), (float(np.mean(ok[answered])) if n else float("nan"))
+
+
+def coverage_at_accuracy(confidence, correct, target):
+    """(largest coverage, its threshold) at which the answered examples are at least ``target`` right;
+    (0.0, None) when even the most confident examples alone fall short (§11.1)."""
+    thresholds, coverage, accuracy = coverage_curve(confidence, correct)
+    meets = np.flatnonzero(accuracy >= target - 1e-12)
+    if len(meets) == 0:
+        return 0.0, None
+    k = meets[-1]  # coverage grows along the curve
+    return float(coverage[k]), float(thresholds[k])
+
+
+def worst_mistakes(confidence, y_true, y_pred, k):
+    """The ``k`` wrong predictions of highest confidence, most confident first: dicts of index, true,
+    predicted and confidence (§11.5: the examples the model is most sure about and wrong on)."""
+    c, y_true, y_pred = np.asarray(confidence), np.asarray(y_true), np.asarray(y_pred)
+    wrong = np.flatnonzero(y_true != y_pred)
+    top = wrong[np.argsort(-c[wrong], kind="stable")[:k]]
+    return [{"index": int(i), "true": int(y_true[i]), "predicted": int(y_pred[i]), "confidence": float(c[i])}
+            for i in top]
 
 
 def per_class_metrics(cm):
@@ -77,6 +160,8 @@ class EvalResult:
     f1: list
     confusion: list  # rows true class, columns predicted class
     plots: list = dataclasses.field(default_factory=list)
+    coverage: list = dataclasses.field(default_factory=list)  # dicts: accuracy, coverage, threshold (§11.1)
+    worst: list = dataclasses.field(default_factory=list)  # worst_mistakes' dicts, with class names
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -89,7 +174,16 @@ def format_report(r: EvalResult) -> str:
 
         return format_text_report(r)
     lines = [f"{r.checkpoint} on {r.dataset} {r.split} ({r.n:,} images)",
-             f"loss {r.loss:.4f}   accuracy {100 * r.accuracy:.2f}%   macro-F1 {r.macro_f1:.4f}", ""]
+             f"loss {r.loss:.4f}   accuracy {100 * r.accuracy:.2f}%   macro-F1 {r.macro_f1:.4f}"]
+    for c in r.coverage:
+        target = f"{100 * c['accuracy']:g}%"
+        if c["threshold"] is None:
+            lines.append(f"coverage at {target} accuracy: 0% (even the most confident answers are less "
+                         "accurate)")
+        else:
+            lines.append(f"coverage at {target} accuracy: {100 * c['coverage']:.2f}% of the images answered "
+                         f"(abstaining below confidence {c['threshold']:.4f})")
+    lines.append("")
     width = max(5, *(len(c) for c in r.classes))
     lines.append(f"{'class':>{width}}  precision  recall     f1  support")
     for k, name in enumerate(r.classes):
@@ -102,15 +196,24 @@ def format_report(r: EvalResult) -> str:
     lines.append(" " * (width + 1) + " ".join(f"{c:>{cw}}" for c in short))
     for name, row in zip(r.classes, r.confusion):
         lines.append(f"{name:>{width}} " + " ".join(f"{v:>{cw}d}" for v in row))
+    if r.worst:
+        lines += ["", f"the {len(r.worst)} most confident mistakes"]
+        cw = max(9, *(len(w["true_class"]) for w in r.worst), *(len(w["predicted_class"]) for w in r.worst))
+        lines.append(f"{'index':>7}  {'true':>{cw}}  {'predicted':>{cw}}  confidence")
+        for w in r.worst:
+            lines.append(f"{w['index']:>7}  {w['true_class']:>{cw}}  {w['predicted_class']:>{cw}}  "
+                         f"{100 * w['confidence']:9.2f}%")
     for p in r.plots:
         lines.append(f"wrote {p}")
     return "\n".join(lines)
 
 
 def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="test",
-             batch_size=None, text=None) -> EvalResult:
+             batch_size=None, worst=0, text=None) -> EvalResult:
     """Evaluate a checkpoint (file or run folder) on a dataset's test split (default: the one it was
-    trained on). ``plots_dir`` also writes the confusion matrix and misclassified examples as PNG.
+    trained on), with the coverage at ``COVERAGE_TARGETS`` and the ``worst`` most confident mistakes.
+    ``plots_dir`` also writes the confusion matrix, misclassified examples, accuracy against coverage
+    (coverage.png) and, with ``worst``, the worst mistakes (worst.png) as PNG.
     ``batch_size`` defaults to the model type's (2,000 images for an MLP, 500 for a CNN).
 
     A character language model is evaluated in bits per character on its own corpus (or ``text``, a file,
@@ -122,7 +225,10 @@ def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="tes
     from ..datasets import DatasetError, load_splits
     from .checkpoint import load_model
     from .models import input_kind
+    from .config import ConfigError
 
+    if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
+        raise ConfigError(f"worst must be a number of examples (0 or more), got {worst!r}")
     model, ckpt = load_model(checkpoint)
     arch = ckpt.metadata["arch"]
     if input_kind(arch) == "text":
@@ -146,7 +252,18 @@ def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="tes
     if split not in ("test", "val", "train"):
         raise ValueError(f"split must be test, val or train, got {split!r}")
     X_img, y = getattr(splits, split)
-    loss, acc, preds = evaluate_arrays(model, prepare_inputs(arch, X_img), y, batch_size or eval_batch_size(arch))
+    loss, preds, confidence = scores_arrays(model, prepare_inputs(arch, X_img), y,
+                                            batch_size or eval_batch_size(arch))
+    acc = float(np.mean(preds == y)) if len(y) else float("nan")
+    correct = preds == y
+    coverage = []
+    for target in COVERAGE_TARGETS:
+        cov, threshold = coverage_at_accuracy(confidence, correct, target)
+        coverage.append({"accuracy": target, "coverage": cov, "threshold": threshold})
+    mistakes = worst_mistakes(confidence, y, preds, worst)
+    for w in mistakes:
+        w.update(true_class=str(splits.classes[w["true"]]),
+                 predicted_class=str(splits.classes[w["predicted"]]))
     n_classes = arch["n_classes"]
     cm = confusion_matrix(y, preds, n_classes)
     precision, recall, f1 = per_class_metrics(cm)
@@ -154,15 +271,19 @@ def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="tes
         checkpoint=str(ckpt.path), dataset=name, split=split, n=int(len(y)), loss=float(loss), accuracy=float(acc),
         macro_f1=float(f1_score(y, preds, average="macro", n_classes=n_classes)),
         classes=list(splits.classes), precision=precision.tolist(), recall=recall.tolist(), f1=f1.tolist(),
-        confusion=cm.tolist())
+        confusion=cm.tolist(), coverage=coverage, worst=mistakes)
     if plots_dir is not None:
         from . import plots
 
         out = pathlib.Path(plots_dir)
         out.mkdir(parents=True, exist_ok=True)
         title = f"{name} {split}: accuracy {100 * acc:.2f}%"
-        result.plots = [str(p) for p in (
-            plots.plot_confusion(cm, splits.classes, out / "confusion.png", title=title),
-            plots.plot_misclassified(X_img, y, preds, splits.classes, out / "misclassified.png"),
-        ) if p is not None]
+        _, cov_curve, acc_curve = coverage_curve(confidence, correct)
+        drawn = [plots.plot_confusion(cm, splits.classes, out / "confusion.png", title=title),
+                 plots.plot_misclassified(X_img, y, preds, splits.classes, out / "misclassified.png"),
+                 plots.plot_coverage(cov_curve, acc_curve, coverage, out / "coverage.png",
+                                     title=f"{name} {split}: accuracy against coverage")]
+        if mistakes:
+            drawn.append(plots.plot_worst(X_img, mistakes, out / "worst.png"))
+        result.plots = [str(p) for p in drawn if p is not None]
     return result

@@ -14,7 +14,8 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["available", "plot_curves", "plot_confusion", "plot_misclassified", "plot_first_layer"]
+__all__ = ["available", "plot_curves", "plot_confusion", "plot_misclassified", "plot_first_layer",
+           "plot_monitor", "plot_coverage", "plot_worst"]
 
 
 def _figure(width, height):
@@ -179,4 +180,87 @@ def plot_first_layer(W, path, input_shape, max_units=64):
     ax.imshow(mosaic, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     key = "RGB, grey = 0" if colour else "red +, blue −"
     fig.suptitle(f"first-layer weights: {len(tiles)} of {total} {what} ({key})", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_monitor(rows, path, title=None, healthy=1e-2):
+    """The training monitor (``handgrad train --monitor``, §11.5) per layer against the epoch: activation
+    standard deviation, dead ReLU units, gradient norm and update ratio ‖Δθ‖/‖θ‖ (log scale, with the
+    healthy ~1e-2 per step and the warning bounds ×10 and ÷100 marked). ``rows``: ``read_monitor``'s."""
+    fig = _figure(11, 7.5)
+    if fig is None or not rows:
+        return None
+    axes = fig.subplots(2, 2).ravel()
+    panels = (("act_std", "activation std (validation batch)", False),
+              ("dead_fraction", "dead units (fraction)", False),
+              ("grad_norm", "gradient norm ‖g‖ (mean per step)", True),
+              ("update_ratio", "update ratio ‖Δθ‖/‖θ‖ (mean per step)", True))
+    layers = sorted({(r["layer"], r["kind"]) for r in rows})
+    for ax, (key, label, log) in zip(axes, panels):
+        for layer, kind in layers:
+            pts = [(r["epoch"], r[key]) for r in rows if r["layer"] == layer and r[key] is not None]
+            if key == "act_std" and kind not in ("Linear", "Conv2D", "ReLU", "LeakyReLU", "Tanh", "Sigmoid"):
+                continue
+            if pts:
+                ax.plot(*zip(*pts), "-o", ms=3, label=f"{layer} {kind}")
+        if key == "update_ratio":
+            ax.axhline(healthy, color="green", lw=1, ls="--", label=f"healthy ~{healthy:g}")
+            for bound in (10 * healthy, healthy / 100):
+                ax.axhline(bound, color="crimson", lw=0.8, ls=":")
+        if log and ax.lines:
+            ax.set_yscale("log")
+        ax.set(xlabel="epoch", title=label)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_coverage(coverage, accuracy, marks, path, title=None):
+    """Accuracy of the answered examples against coverage (§11.1), the targets of ``marks`` (dicts of
+    accuracy, coverage, threshold, as ``evaluate`` reports them) drawn as dashed lines and dots."""
+    fig = _figure(6.5, 4.5)
+    if fig is None or len(coverage) == 0:
+        return None
+    ax = fig.subplots()
+    ax.plot(100 * np.asarray(coverage), 100 * np.asarray(accuracy), "-", lw=1.5, label="answer if confident")
+    for m in marks:
+        ax.axhline(100 * m["accuracy"], color="grey", lw=0.8, ls="--")
+        if m["threshold"] is not None:
+            ax.plot(100 * m["coverage"], 100 * m["accuracy"], "o", ms=5,
+                    label=f"{100 * m['accuracy']:g}%: coverage {100 * m['coverage']:.1f}% "
+                          f"(confidence ≥ {m['threshold']:.3f})")
+    ax.set(xlabel="coverage (% of examples answered)", ylabel="accuracy on the answered (%)",
+           xlim=(0, 100.5), title=title or "accuracy against coverage")
+    low = min(100 * float(np.min(accuracy)), 100 * min((m["accuracy"] for m in marks), default=1.0))
+    ax.set_ylim(max(0.0, low - 0.5), 100.1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_worst(images, mistakes, path, cols=6):
+    """The most confident mistakes (``worst_mistakes``' dicts with class names), each titled
+    'predicted confidence% (true)' and its index, most confident first (§11.5)."""
+    images = np.asarray(images)
+    if not mistakes:
+        return None
+    rows = max(1, math.ceil(len(mistakes) / cols))
+    fig = _figure(1.5 * cols, 1.7 * rows + 0.6)
+    if fig is None:
+        return None
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    tiles = np.clip(_pictures(images[[m["index"] for m in mistakes]], images.shape[1:]), 0.0, 1.0)
+    for ax in axes:
+        ax.axis("off")
+    for ax, tile, m in zip(axes, tiles, mistakes):
+        ax.imshow(tile, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        title = f"{m['predicted_class']} {100 * m['confidence']:.1f}% ({m['true_class']})\n#{m['index']}"
+        ax.set_title(title, fontsize=7, color="crimson")
+    fig.suptitle("most confident mistakes: predicted confidence (true), test index", fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)

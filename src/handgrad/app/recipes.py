@@ -10,6 +10,11 @@ parameter):
     "decoupled"  θ ← θ − lr λ θ inside the optimiser (AdamW)
     "l2"         the loop adds λθ to the gradients with chapter 7's ``add_l2_grad_`` before the step
 
+The linear scaling rule (Goyal et al. 2017, "Accurate, large minibatch SGD", §2.1–2.2), for a global
+batch that grows with the number of processes (chapter 12): with ``lr_batch`` N, ``lr`` η is the rate
+tuned for batches of N and a batch of B = kN trains at kη (``scaled_lr``); its gradual warmup climbs
+linearly from η to kη over ``warmup_epochs`` instead of from 0.
+
 ``SCHEDULE_RECIPES`` maps each ``--schedule`` name to the chapter 8 schedule it runs after the linear
 warmup (``with_warmup``, the same for every schedule). Adding an optimiser or a schedule is one entry here;
 ``TrainConfig`` takes its choices from these tables.
@@ -25,7 +30,7 @@ from ..ch08_optimization import (SGD, AdaGrad, Adam, Momentum, RMSProp, cosine_s
                                  step_schedule, with_warmup)
 
 __all__ = ["OptimizerRecipe", "OPTIMIZER_RECIPES", "SCHEDULE_RECIPES", "make_optimizer", "loop_weight_decay",
-           "lr_schedule"]
+           "lr_schedule", "scaled_lr"]
 
 DECAY_KINDS = ("step", "decoupled", "l2")
 
@@ -85,10 +90,16 @@ def _recipe(table, name, option):
     return table[check_choice(name, option, tuple(table), error=ConfigError)]
 
 
+def scaled_lr(config) -> float:
+    """The peak learning rate: ``lr``, or with ``lr_batch`` N the linear scaling rule's lr × B / N."""
+    lr_batch = getattr(config, "lr_batch", None)
+    return config.lr * config.batch_size / lr_batch if lr_batch else config.lr
+
+
 def make_optimizer(config):
     """The chapter 8 optimiser ``config.optimizer`` names, with its options from ``config``."""
     recipe = _recipe(OPTIMIZER_RECIPES, config.optimizer, "optimizer")
-    return recipe.cls(config.lr, **recipe.options(config))
+    return recipe.cls(scaled_lr(config), **recipe.options(config))
 
 
 def loop_weight_decay(config) -> float:
@@ -100,8 +111,9 @@ def loop_weight_decay(config) -> float:
 def lr_schedule(config, steps_per_epoch: int):
     """The learning rate per step t = 0, 1, …, or None when it stays ``config.lr`` throughout.
 
-    Linear warmup over ``warmup_epochs`` (η t / T_w, chapter 8's ``with_warmup``), then, counting steps from
-    the end of the warmup, the schedule ``config.schedule`` names: constant; cosine-annealed to 0 at the
+    Linear warmup over ``warmup_epochs`` (η t / T_w, chapter 8's ``with_warmup``; from η to kη under the
+    linear scaling rule, see the module docstring), then, counting steps from the end of the warmup, the
+    schedule ``config.schedule`` names: constant; cosine-annealed to 0 at the
     end; ``step``: multiplied by ``lr_gamma`` (default 0.1) every ``lr_step_epochs`` epochs (default a
     third of the epochs); ``exponential``: multiplied by ``lr_gamma`` (default 0.9) per epoch, smoothly
     (γ^(1/steps_per_epoch) per step).
@@ -109,10 +121,13 @@ def lr_schedule(config, steps_per_epoch: int):
     recipe = _recipe(SCHEDULE_RECIPES, config.schedule, "schedule")
     total = config.epochs * steps_per_epoch
     warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
-    lr = config.lr
+    lr = scaled_lr(config)
     after = recipe(config, steps_per_epoch, total - warmup, lr)
     if after is None:
         if warmup == 0:
             return None
         after = lambda t: lr  # noqa: E731
+    if lr != config.lr and warmup:  # Goyal et al.'s gradual warmup, η + (kη − η) t / T_w, then the schedule
+        base = config.lr
+        return lambda t: base + (lr - base) * t / warmup if t < warmup else after(t - warmup)
     return with_warmup(after, warmup, lr)

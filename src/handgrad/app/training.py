@@ -30,6 +30,17 @@ plots. The columns of ``metrics.csv`` (and of ``TrainResult.history``):
     lr                             the learning rate of the epoch's last step
     train_seconds, seconds         wall time of the mini-batch steps, and of the whole epoch with evaluation
 
+Under ``mpiexec -n K`` (K > 1) the same loop runs on every rank as synchronous data-parallel SGD (book
+§12.1.3): :mod:`handgrad.app.distributed`, imported only then, shards each batch, all-reduces the
+gradients, and lets rank 0 alone print and write; it enters the loop at the lines that test ``dist``.
+
+Hooks (``TrainingHook``) watch a run without copying the loop: ``train(config, hooks=[...])`` or
+``RunState.hooks``. Each is called at the start, before and after every optimiser step, with each epoch's
+row (to add columns to it), after each epoch and at the end; with no hooks the loop does one truth test
+per step. ``config.monitor`` adds chapter 11's training monitor (:mod:`handgrad.app.tools.monitor`) and
+``config.overfit`` the "fit a tiny dataset" check (:mod:`handgrad.app.tools.overfit`). A hook must not
+draw from the run's generator, so a run with hooks reaches bit-for-bit the parameters of one without.
+
 ``last.npz`` holds everything needed to continue — parameters, optimiser state, the generator's
 state, the epoch and history — and is rewritten after every epoch (and once before the first), so
 ``resume`` continues an interrupted run and reaches bit-for-bit the parameters of an uninterrupted one.
@@ -45,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import os
 import pathlib
 import sys
 import time
@@ -63,7 +75,7 @@ from .models import arch_from_config, build_model, describe, first_layer_weights
 from .recipes import loop_weight_decay, lr_schedule, make_optimizer
 
 __all__ = ["train", "prepare", "run_epoch", "finish", "RunState", "TrainResult", "TrainingDiverged",
-           "load_data", "make_optimizer", "lr_schedule", "FALLBACK_NOTICE"]
+           "TrainingHook", "load_data", "make_optimizer", "lr_schedule", "FALLBACK_NOTICE"]
 
 FALLBACK_NOTICE = """\
 ==============================================================================================
@@ -103,12 +115,46 @@ class TrainResult:
     stopped_early: bool = False  # on_epoch_end asked to stop before the configured epochs
     stopped_by_patience: bool = False  # early stopping (--patience) ended the run before its epochs
     test_bits_per_char: float | None = None  # language models: the test loss in bits per character
+    overfit_reached: bool | None = None  # with overfit N: whether 100% training accuracy was reached
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
     def __getitem__(self, key):  # result["test_accuracy"] works as for a dict
         return getattr(self, key)
+
+
+class TrainingHook:
+    """Something that watches a run (the training monitor, the overfitting check): every method a no-op.
+
+    ``start(run)`` once ``prepare`` is done; ``before_step(run)`` and ``after_step(run)`` around each
+    optimiser step (the gradients of the step are in ``run.grads``, the parameters in ``run.params``);
+    ``epoch_metrics(run, epoch, row)`` with the epoch's row before it is logged (a hook may add columns to
+    metrics.csv there); ``end_epoch(run, epoch, row)`` after the epoch's checkpoints and line; ``end(run)``
+    when the loop is left, also on an error (close files here); ``report(run, result)`` after the summary.
+    A hook must leave the parameters, the optimiser and the run's generator alone.
+    """
+
+    def start(self, run):
+        pass
+
+    def before_step(self, run):
+        pass
+
+    def after_step(self, run):
+        pass
+
+    def epoch_metrics(self, run, epoch, row):
+        pass
+
+    def end_epoch(self, run, epoch, row):
+        pass
+
+    def end(self, run):
+        pass
+
+    def report(self, run, result):
+        pass
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -206,6 +252,8 @@ class RunState:
     csv_log: object = None
     stopped_early: bool = False
     stopped_by_patience: bool = False
+    dist: object = None  # chapter 12's DataParallel under mpiexec (app.distributed), else None
+    hooks: list = dataclasses.field(default_factory=list)  # TrainingHook objects, called in order
 
     @property
     def best_epoch(self) -> int:
@@ -216,11 +264,47 @@ class RunState:
         return -1.0 if self.stopper.best_metric is None else self.stopper.best_metric
 
 
-def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) -> TrainResult:
+# Environment variables through which launchers tell a process how many ranks it has (MPICH's PMI, Open
+# MPI, MVAPICH, PMIx). Reading them costs nothing; importing mpi4py would start MPI in every process.
+MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+
+
+def launched_ranks(environ=None) -> int:
+    """The number of ranks ``mpiexec`` started this process among, or 1 without a launcher."""
+    environ = os.environ if environ is None else environ
+    for name in MPI_SIZE_VARIABLES:
+        try:
+            return max(1, int(environ[name]))
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
+def _data_parallel():
+    """Chapter 12's DataParallel context when ``mpiexec`` started K > 1 ranks, else None (one process)."""
+    if launched_ranks() < 2:
+        return None
+    from .distributed import context  # the only import of the MPI code
+
+    return context()
+
+
+def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None, hooks=()) -> TrainResult:
+    """``_train`` in one process; under mpiexec on every rank, where an error on any rank ends them all."""
+    dist = _data_parallel()
+    if dist is None:
+        return _train(config, on_epoch_end, stdout, hooks, None)
+    with dist.guard():
+        return _train(config, dist.agreed(on_epoch_end) if on_epoch_end else None, stdout, hooks, dist)
+
+
+def _train(config, on_epoch_end, stdout, hooks, dist) -> TrainResult:
     """Train a model as ``config`` says (defaults: the reference configuration) and return a TrainResult.
 
     ``on_epoch_end(epoch, row)`` is called after each epoch's checkpoints are written; returning False
-    stops the run there, as an interruption would (``resume`` continues it). Progress goes to ``stdout``
+    stops the run there, as an interruption would (``resume`` continues it). ``hooks`` are
+    ``TrainingHook`` objects (after the monitor and the overfitting check when the config asks for them).
+    Progress goes to ``stdout``
     (default ``sys.stdout``) and the progress bar to stderr when it is a terminal and not ``quiet``.
 
     Raises ConfigError (bad settings or run folder), DatasetError (data not loadable), CheckpointError
@@ -229,22 +313,30 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
     parameters so far).
     """
     started = time.perf_counter()
-    config, resume_dir = _settle_config(config)
+    config, resume_dir = _settle_config(config) if dist is None else dist.root_call(_settle_config, config)
     if config.trains_text:
+        if dist is not None:
+            raise ConfigError("a character language model trains in one process; run it without mpiexec")
         from .language_model import train_text
 
         return train_text(config, resume_dir, on_epoch_end=on_epoch_end, stdout=stdout, started=started)
     stream = stdout or sys.stdout
 
     def log(msg=""):
-        print(msg, file=stream, flush=True)
+        if dist is None or dist.is_root:
+            print(msg, file=stream, flush=True)
 
     def say(msg=""):
         if not config.quiet:
             log(msg)
 
-    run = prepare(config, resume_dir, log, say)
+    run = prepare(config, resume_dir, log, say, dist)
+    if dist is None or dist.is_root:  # hooks watch and write: under MPI rank 0 alone runs them
+        run.hooks.extend(_config_hooks(run))
+        run.hooks.extend(hooks)
     try:
+        for hook in run.hooks:
+            hook.start(run)
         # A diverging run overflows: the NaN/inf check on the loss reports it, not NumPy's warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(run.start_epoch + 1, config.epochs + 1):
@@ -257,7 +349,26 @@ def train(config: TrainConfig | None = None, *, on_epoch_end=None, stdout=None) 
                     break
     finally:
         run.csv_log.close()
-    return finish(run, started)
+        for hook in run.hooks:
+            hook.end(run)
+    result = finish(run, started) if dist is None else dist.root_call(finish, run, started)
+    for hook in run.hooks:
+        hook.report(run, result)
+    return result
+
+
+def _config_hooks(run):
+    """The hooks the configuration asks for (imported only then: chapter 11's tools sit above the loop)."""
+    hooks = []
+    if run.config.monitor:
+        from .tools.monitor import Monitor
+
+        hooks.append(Monitor())
+    if run.config.overfit is not None:
+        from .tools.overfit import OverfitCheck
+
+        hooks.append(OverfitCheck())
+    return hooks
 
 
 def _settle_config(config):
@@ -271,6 +382,7 @@ def _settle_config(config):
         saved = TrainConfig.load(resume_dir / "config.json")
         epochs = config.epochs if config.epochs is not None else saved.epochs
         keep = {"data_dir": config.data_dir or saved.data_dir, "quiet": config.quiet, "plots": config.plots,
+                "monitor": config.monitor,
                 "epochs": epochs, "resume": str(resume_dir), "out": str(resume_dir)}
         config = dataclasses.replace(saved, **keep)
     elif config.epochs is None:
@@ -278,13 +390,19 @@ def _settle_config(config):
     return config.validate(), resume_dir
 
 
-def prepare(config: TrainConfig, resume_dir, log=print, say=print) -> RunState:
-    """Load the data, build the model and optimiser, and start a new run folder or restore ``resume_dir``."""
+def prepare(config: TrainConfig, resume_dir, log=print, say=print, dist=None, *, files=True) -> RunState:
+    """Load the data, build the model and optimiser, and start a new run folder or restore ``resume_dir``.
+    Under MPI (``dist``) rank 0 alone touches the run folder and ``dist.start`` makes every rank its copy.
+
+    With ``files=False`` nothing is written: no run folder (``run_dir`` is None), no ``config.json``, no
+    checkpoints. That is the state, as ``train`` would start from it, for tools that only take steps
+    (``handgrad lr-find``) and then discard the model; ``run_epoch`` needs a run folder."""
     splits, fell_back = load_data(config.dataset, config.data_dir, log)
     dataset = splits.name
     X_train_img, y_train = splits.train
-    if config.limit is not None:
-        X_train_img, y_train = X_train_img[:config.limit], y_train[:config.limit]
+    if config.limit is not None or config.overfit is not None:  # --overfit N: the first N only (§11.5)
+        n = config.overfit if config.overfit is not None else config.limit
+        X_train_img, y_train = X_train_img[:n], y_train[:n]
     X_val_img, y_val = splits.val
     X_test_img, y_test = splits.test
     if len(y_train) == 0 or len(y_val) == 0:
@@ -302,7 +420,16 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print) -> RunState:
     saved_config.update(dataset=dataset, resume=None, out=None)
     base_meta = {"arch": arch, "dataset": dataset, "classes": list(splits.classes), "config": saved_config,
                  "handgrad_version": __version__}
-    run_dir = resume_dir if resume_dir is not None else _new_run_dir(config.out)
+    root = dist is None or dist.is_root
+    if resume_dir is not None:
+        run_dir = resume_dir
+    elif not files:
+        run_dir = None
+    elif dist is None:
+        run_dir = _new_run_dir(config.out)
+    else:  # one folder, made by rank 0
+        run_dir = pathlib.Path(dist.root_call(_new_run_dir, config.out))
+    local_rng = rng if dist is None else dist.rank_generator(config.seed)  # dropout, augmentation: per rank
     # Without --patience the stopper only keeps the best epoch: it never runs out.
     stopper = EarlyStopping(config.patience or sys.maxsize, mode="max")
     run = RunState(config=config, run_dir=run_dir, dataset=dataset, classes=tuple(splits.classes),
@@ -312,18 +439,25 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print) -> RunState:
                    schedule=lr_schedule(config, steps_per_epoch), weight_decay=loop_weight_decay(config),
                    params={name: p for name, p, _ in model.parameters()},
                    grads={name: g for name, _, g in model.parameters()},
-                   augment=_augmenter(config, arch, rng) if config.augment else None,
+                   augment=_augmenter(config, arch, local_rng) if config.augment else None,
                    stopper=stopper, base_meta=base_meta, say=say, log=log,
-                   bar_disabled=config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()))
-    if resume_dir is not None:
+                   bar_disabled=config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()),
+                   dist=dist)
+    if not files:
+        model.train()
+        return run
+    if resume_dir is not None and root:
         _restore(run)
-    TrainConfig.from_dict(saved_config).save(run_dir / "config.json")
-    run.csv_log = CSVLogger(run_dir / "metrics.csv")
+    if dist is not None:
+        dist.start(run, resumed=resume_dir is not None)
+    if root:
+        TrainConfig.from_dict(saved_config).save(run_dir / "config.json")
+    run.csv_log = CSVLogger(run_dir / "metrics.csv") if root else _NoLog()
     for row in run.history:
         run.csv_log.log(row)
     if resume_dir is None:
         # Epoch 0: the initial parameters are the best so far and a valid point to resume from.
-        _, val_acc, _ = evaluate_arrays(model, X_val, y_val, config.eval_batch_size)
+        _, val_acc, _ = _evaluate(run, X_val, y_val)
         stopper.step(val_acc, {}, epoch=0)
         _save(run, "best.npz", 0, {})
         _save(run, "last.npz", 0, {}, resumable=True)
@@ -332,6 +466,16 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print) -> RunState:
         run.stopped_by_patience, run.start_epoch = True, config.epochs
     model.train()
     return run
+
+
+class _NoLog:
+    """metrics.csv on a rank other than 0 under MPI: nothing is written."""
+
+    def log(self, row):
+        pass
+
+    def close(self):
+        pass
 
 
 def _restore(run: RunState) -> None:
@@ -388,6 +532,11 @@ def _save(run: RunState, name, epoch, row, resumable=False) -> None:
     meta = {**run.base_meta, "epoch": epoch, "steps": run.step, "metrics": row, "history": run.history,
             "best_epoch": run.best_epoch, "best_val_accuracy": run.best_val}
     state = (run.optimizer.state_dict(), run.rng.bit_generator.state) if resumable else ()
+    if run.dist is not None:  # every rank's dropout/augmentation stream goes in; rank 0 alone writes
+        meta.update(run.dist.checkpoint_meta(resumable))
+        if not run.dist.is_root:
+            run.saved[name] = epoch
+            return
     try:
         save_checkpoint(path, run.model, meta, *state)
     except (OSError, CheckpointError) as err:
@@ -419,12 +568,14 @@ def run_epoch(run: RunState, epoch: int) -> dict:
     t0 = time.perf_counter()
     loss_sum, correct, seen = _train_batches(run, epoch, t0)
     train_seconds = time.perf_counter() - t0
-    val_loss, val_acc, _ = evaluate_arrays(run.model, run.X_val, run.y_val, config.eval_batch_size)
-    test_loss, test_acc, _ = evaluate_arrays(run.model, run.X_test, run.y_test, config.eval_batch_size)
+    val_loss, val_acc, _ = _evaluate(run, run.X_val, run.y_val)
+    test_loss, test_acc, _ = _evaluate(run, run.X_test, run.y_test)
     row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
            "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
            "lr": run.optimizer.lr, "train_seconds": round(train_seconds, 4),
            "seconds": round(time.perf_counter() - t0, 4)}
+    for hook in run.hooks:
+        hook.epoch_metrics(run, epoch, row)
     run.history.append(row)
     run.csv_log.log(row)
     run.stopper.step(val_acc, {}, epoch=epoch)  # the best parameters are kept on disk (best.npz), not here
@@ -436,19 +587,31 @@ def run_epoch(run: RunState, epoch: int) -> dict:
             f"acc {100 * row['train_accuracy']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  "
             f"test acc (monitor) {100 * test_acc:.2f}%  lr {run.optimizer.lr:.3g}  {train_seconds:.1f} s "
             f"({seen / train_seconds:,.0f} img/s){'  *' if improved else ''}")
+    for hook in run.hooks:
+        hook.end_epoch(run, epoch, row)
     return row
+
+
+def _evaluate(run: RunState, X, y):
+    """(loss, accuracy, predictions) of the run's model; under MPI each rank takes a slice (no predictions
+    then)."""
+    if run.dist is not None:
+        return run.dist.evaluate(run.model, X, y, run.config.eval_batch_size)
+    return evaluate_arrays(run.model, X, y, run.config.eval_batch_size)
 
 
 def _train_batches(run: RunState, epoch: int, t0: float):
     """The epoch's mini-batch steps; (summed loss, correct predictions, images seen)."""
     model, optimizer, schedule, params, grads = run.model, run.optimizer, run.schedule, run.params, run.grads
+    dist = run.dist
     loss_fn, weight_decay, augment = SoftmaxCrossEntropy().reuse_buffers(), run.weight_decay, run.augment
     clip = run.config.clip_grad_norm  # None or 0: off
-    steps_per_epoch, step = run.steps_per_epoch, run.step
+    steps_per_epoch, step, hooks = run.steps_per_epoch, run.step, run.hooks
     loss_sum, correct, seen = 0.0, 0, 0
     bar = _progress(steps_per_epoch, f"epoch {epoch}/{run.config.epochs}", run.bar_disabled)
     try:
-        batches = batch_iterator(run.X_train, run.y_train, run.config.batch_size, shuffle=True, rng=run.rng)
+        batches = (batch_iterator(run.X_train, run.y_train, run.config.batch_size, shuffle=True, rng=run.rng)
+                   if dist is None else dist.shards(run.X_train, run.y_train, run.config.batch_size, run.rng))
         for b, (xb, yb) in enumerate(batches, 1):
             if schedule is not None:
                 optimizer.lr = schedule(step)
@@ -467,12 +630,23 @@ def _train_batches(run: RunState, epoch: int, t0: float):
             loss_sum += loss * n
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             seen += n
-            model.backward(loss_fn.backward(), need_input_grad=False)
+            dlogits = loss_fn.backward()
+            if dist is not None:
+                dlogits *= dist.shard_weight  # B_k / B: the shards' gradients then sum to the batch's mean
+            model.backward(dlogits, need_input_grad=False)
+            if dist is not None:
+                dist.allreduce_grads(run)  # Σ_k over the ranks: every rank steps with the whole batch's g
             if clip:
                 clip_grad_norm(grads, clip)  # of the loss's gradient, before weight decay (as torch's)
             if weight_decay:
                 add_l2_grad_(params, grads, weight_decay)
+            if hooks:
+                for hook in hooks:
+                    hook.before_step(run)
             optimizer.step(params, grads)
+            if hooks:
+                for hook in hooks:
+                    hook.after_step(run)
             step += 1
             if bar is not None:
                 bar.update(1)
@@ -483,6 +657,8 @@ def _train_batches(run: RunState, epoch: int, t0: float):
         run.step = step
         if bar is not None:
             bar.close()
+    if dist is not None:
+        return dist.sum_counts(loss_sum, correct, seen)
     return loss_sum, correct, seen
 
 

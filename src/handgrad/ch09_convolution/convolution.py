@@ -68,12 +68,30 @@ def _pad_nhwc(X, padding, out):
 
 
 def _im2col_nhwc(Xp, kernel, stride, out_hw, out):
-    """Copy every receptive field of the padded NHWC batch Xp into ``out`` (N·OH·OW, kh·kw·C)."""
+    """Copy every receptive field of the padded NHWC batch Xp into ``out`` (N·OH·OW, kh·kw·C).
+
+    ``out`` may be the transpose of a C-contiguous (kh·kw·C, N·OH·OW) array (``_columns``): with one input
+    channel each kernel offset is then one contiguous row, written by one copy of a strided slab.
+    """
     (kh, kw), (sh, sw), (OH, OW), (N, C) = kernel, stride, out_hw, (Xp.shape[0], Xp.shape[3])
+    if C == 1 and out.T.flags.c_contiguous:  # nine row copies instead of one copy with stride kh·kw
+        rows = out.T.reshape(kh * kw, N, OH, OW)
+        for m in range(kh):
+            for n in range(kw):
+                rows[m * kw + n] = Xp[:, m : m + sh * (OH - 1) + 1 : sh, n : n + sw * (OW - 1) + 1 : sw, 0]
+        return out
     win = sliding_window_view(Xp, kernel, axis=(1, 2))  # (N, H̃−kh+1, W̃−kw+1, C, kh, kw), a view
     win = win[:, : (OH - 1) * sh + 1 : sh, : (OW - 1) * sw + 1 : sw]  # (N, OH, OW, C, kh, kw)
     np.copyto(out.reshape(N, OH, OW, kh, kw, C), win.transpose(0, 1, 2, 4, 5, 3))
     return out
+
+
+def _columns(layer, M, K, dtype):
+    """The column matrix buffer (M, K) of a layer; for K = kh·kw (one input channel) the transpose of a
+    (K, M) buffer, so that each kernel offset is one contiguous row (``_im2col_nhwc``)."""
+    if layer.in_channels == 1:
+        return layer._buffer("colsT", (K, M), dtype).T
+    return layer._buffer("cols", (M, K), dtype)
 
 
 def _col2im_nhwc(dcols, kernel, stride, out_hw, out):
@@ -88,6 +106,27 @@ def _col2im_nhwc(dcols, kernel, stride, out_hw, out):
     for m in range(kh):
         for n in range(kw):
             out[:, m : m + sh * (OH - 1) + 1 : sh, n : n + sw * (OW - 1) + 1 : sw] += c6[:, :, :, m, n]
+    return out
+
+
+def _input_grad_nhwc(dY_mat, W, stride, out_hw, out, scratch):
+    """dX̃ = col2im(dY_mat @ W_mat) computed one kernel offset at a time, into ``out`` (N, H̃, W̃, C_in).
+
+    col2im is linear, so the product with all of W_mat followed by col2im equals the sum over the kernel
+    offsets (m, n) of the product with that offset's block of W_mat, added onto its slab:
+
+        dX̃[:, s_h·i + m, s_w·j + n, :] += dY_mat @ W[:, :, m, n]      (N·OH·OW, C_out) @ (C_out, C_in)
+
+    kh·kw products of (N·OH·OW, C_in) results in a reused ``scratch`` instead of one (N·OH·OW, kh·kw·C_in)
+    matrix written and read back: the same sums in another order (a test checks the two).
+    """
+    (_, C_in, kh, kw), (sh, sw), (OH, OW), N = W.shape, stride, out_hw, out.shape[0]
+    out[...] = 0
+    part = scratch.reshape(N, OH, OW, C_in)
+    for m in range(kh):
+        for n in range(kw):
+            np.matmul(dY_mat, W[:, :, m, n], out=scratch)  # (N·OH·OW, C_out) @ (C_out, C_in)
+            out[:, m : m + sh * (OH - 1) + 1 : sh, n : n + sw * (OW - 1) + 1 : sw] += part
     return out
 
 
@@ -152,8 +191,12 @@ class Conv2D(Layer):
 
     Backward (eqs. 9.11–9.13), for upstream gradient dY:
         dW_mat = dY_matᵀ @ cols                      (C_out, N·OH·OW) @ (N·OH·OW, K)
-        db_o   = Σ_{b,i,j} dY[b, o, i, j]
+        db_o   = Σ_{b,i,j} dY[b, o, i, j]            computed as 1ᵀ dY_mat (BLAS, every core)
         dX     = col2im(dY_mat @ W_mat)              (N·OH·OW, C_out) @ (C_out, K)
+
+    The last line is computed as kh·kw products dY_mat @ W[:, :, m, n], each added onto its kernel offset's
+    slab of the padded input (``_input_grad_nhwc``): the same sum, without the (N·OH·OW, K) matrix. With one
+    input channel the column matrix is built as kh·kw contiguous rows (``_im2col_nhwc``).
 
     Shapes: X (N, C_in, H, W) -> Y (N, C_out, OH, OW), OH = ⌊(H + 2p_h − kh) / s_h⌋ + 1 (OW alike);
             W (C_out, C_in, kh, kw) as PyTorch's ``weight``; b (C_out,).
@@ -184,7 +227,7 @@ class Conv2D(Layer):
         self.params["b"] = np.zeros(self.out_channels, dtype)
         self.grads["W"] = np.zeros_like(self.params["W"])
         self.grads["b"] = np.zeros_like(self.params["b"])
-        self._cache = None  # (cols, W_mat, input shape, output shape)
+        self._cache = None  # (cols, input shape, output shape)
 
     def __repr__(self):
         extra = f", stride={self.stride}" if self.stride != (1, 1) else ""
@@ -199,7 +242,7 @@ class Conv2D(Layer):
         padded, (OH, OW) = _geometry(X.shape, self.kernel_size, self.stride, self.padding)
         N, C_out = X.shape[0], self.out_channels
         Xp = _pad_nhwc(X, self.padding, self._buffer("Xp", padded, dtype))
-        cols = self._buffer("cols", (N * OH * OW, W[0].size), dtype)
+        cols = _columns(self, N * OH * OW, W[0].size, dtype)
         _im2col_nhwc(Xp, self.kernel_size, self.stride, (OH, OW), out=cols)
         W_mat = W.transpose(0, 2, 3, 1).reshape(C_out, -1)  # (C_out, kh·kw·C_in), the column order
         Y_mat = self._buffer("Y_mat", (N * OH * OW, C_out), dtype)
@@ -207,11 +250,11 @@ class Conv2D(Layer):
         Y_mat += b
         Y = self._output("Y", (N, C_out, OH, OW), dtype)
         np.copyto(Y, Y_mat.reshape(N, OH, OW, C_out).transpose(0, 3, 1, 2))  # NHWC -> NCHW
-        self._cache = (cols, W_mat, X.shape, Y.shape)
+        self._cache = (cols, X.shape, Y.shape)
         return Y
 
     def backward(self, dY):
-        cols, W_mat, x_shape, y_shape = self._cached(self._cache)
+        cols, x_shape, y_shape = self._cached(self._cache)
         dY = self._check_dY(dY, y_shape)
         (N, C_out, OH, OW), (kh, kw), C_in = y_shape, self.kernel_size, self.in_channels
         dY_mat = self._buffer("dY_mat", (N * OH * OW, C_out), np.result_type(dY, cols))
@@ -219,16 +262,16 @@ class Conv2D(Layer):
         dW_matT = self._buffer("dW_matT", (cols.shape[1], C_out), dY_mat.dtype)
         np.matmul(cols.T, dY_mat, out=dW_matT)  # dW_matᵀ = colsᵀ dY_mat: (K, N·OH·OW) @ (N·OH·OW, C_out)
         np.copyto(self.grads["W"], dW_matT.reshape(kh, kw, C_in, C_out).transpose(3, 2, 0, 1))
-        np.sum(dY_mat, axis=0, out=self.grads["b"])  # db_o = Σ_{b,i,j} dY[b, o, i, j]
+        np.matmul(self._ones(dY_mat.shape[0], dY_mat.dtype), dY_mat, out=self.grads["b"])  # db = 1ᵀ dY_mat
         if not self.input_grad:
             return None
-        dcols = self._buffer("dcols", cols.shape, dY_mat.dtype)
-        np.matmul(dY_mat, W_mat, out=dcols)  # (N·OH·OW, C_out) @ (C_out, K) -> (N·OH·OW, K)
         padded, out_hw = _geometry(x_shape, self.kernel_size, self.stride, self.padding)
-        dXp = self._buffer("dXp", padded, dcols.dtype)
-        _col2im_nhwc(dcols, self.kernel_size, self.stride, out_hw, out=dXp)
+        dXp = self._buffer("dXp", padded, dY_mat.dtype)
+        scratch = self._buffer("dX_part", (dY_mat.shape[0], C_in), dY_mat.dtype)
+        _input_grad_nhwc(dY_mat, self.params["W"].astype(dY_mat.dtype, copy=False), self.stride, out_hw, dXp,
+                         scratch)  # dX̃ = col2im(dY_mat @ W_mat), one kernel offset at a time
         (ph, pw), (H, W) = self.padding, x_shape[2:]
-        dX = self._output("dX", x_shape, dcols.dtype)
+        dX = self._output("dX", x_shape, dY_mat.dtype)
         np.copyto(dX, dXp[:, ph : ph + H, pw : pw + W].transpose(0, 3, 1, 2))  # NHWC -> NCHW
         return dX
 

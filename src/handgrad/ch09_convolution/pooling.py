@@ -55,7 +55,8 @@ class MaxPool2D(_Pool2D):
 
     Computed as a running ``np.maximum`` over the kh·kw offset slabs, then one boolean mask per offset
     recording which windows route their gradient there (the first offset equal to the maximum), so the
-    backward pass is kh·kw products dX_slab += dY ⊙ mask.
+    backward pass is kh·kw products dX_slab += dY ⊙ mask. In eval mode no masks are built: the forward
+    keeps its input, and a backward after it (rare in evaluation) builds them then.
 
     Shapes: X (N, C, H, W) -> Y (N, C, OH, OW), OH = ⌊(H − kh) / s_h⌋ + 1; the stride defaults to the kernel
     size (non-overlapping windows). Computes in the input's dtype.
@@ -68,8 +69,16 @@ class MaxPool2D(_Pool2D):
         Y[...] = X[offsets[0][1]]
         for _, where in offsets[1:]:
             np.maximum(Y, X[where], out=Y)  # propagates NaN, as PyTorch does
-        masks = self._buffer("masks", (len(offsets),) + y_shape, np.bool_)
-        claimed = self._buffer("claimed", y_shape, np.bool_)  # windows whose maximum is already placed
+        if not self.training:  # evaluation: no masks; a backward (rare in eval mode) builds them from X
+            self._cache = (None, X, y_shape)
+            return Y
+        self._cache = (self._masks(X, Y, offsets), X.shape, y_shape)
+        return Y
+
+    def _masks(self, X, Y, offsets):
+        """One boolean mask per window offset: the windows that route their gradient there (first maximum)."""
+        masks = self._buffer("masks", (len(offsets), *Y.shape), np.bool_)
+        claimed = self._buffer("claimed", Y.shape, np.bool_)  # windows whose maximum is already placed
         claimed[...] = False
         for k, where in offsets:
             np.equal(X[where], Y, out=masks[k])
@@ -80,16 +89,21 @@ class MaxPool2D(_Pool2D):
                 nan = np.isnan(X[where]) & ~claimed
                 masks[k] |= nan
                 claimed |= nan
-        self._cache = (masks, X.shape)
-        return Y
+        return masks
 
     def backward(self, dY):
-        masks, x_shape = self._cached(self._cache)
-        dY = self._check_dY(dY, masks.shape[1:])
+        masks, x_shape, y_shape = self._cached(self._cache)
+        dY = self._check_dY(dY, y_shape)
         if not self.input_grad:
             return None
+        if masks is None:  # after an eval-mode forward, which kept the input instead
+            X, offsets = x_shape, list(self._offsets(y_shape[2:]))
+            Y = X[offsets[0][1]].copy()
+            for _, where in offsets[1:]:
+                np.maximum(Y, X[where], out=Y)
+            masks, x_shape = self._masks(X, Y, offsets), X.shape
         dX = self._output("dX", x_shape, dY.dtype)
-        (kh, kw), (sh, sw), (OH, OW) = self.kernel_size, self.stride, masks.shape[3:]
+        (kh, kw), (sh, sw), (OH, OW) = self.kernel_size, self.stride, y_shape[2:]
         if sh < kh or sw < kw:  # overlapping windows: a pixel may collect from several windows
             dX[...] = 0
             for k, where in self._offsets((OH, OW)):

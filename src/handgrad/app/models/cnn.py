@@ -11,6 +11,10 @@ Architecture (the defaults of ``handgrad train --model cnn``; ``TrainConfig``'s 
         Linear(d, h) -> BatchNorm1D(h) -> ReLU -> Dropout(0.25)
     Linear(h, 10) -> logits
 
+The network is a ``FusedSequential`` (``ch09_convolution.fused``): each convolution, batch norm, ReLU
+and max-pool run as one channels-last block, with the numbers of the four layers (to rounding; tests) and
+their parameter names, so checkpoints are those of the plain ``Sequential`` of the same layers.
+
 Convolutions use He-normal weights (§9; fan-in C_in·3·3, suited to ReLU), dense layers Glorot-uniform.
 Each block halves the resolution with a 2×2 max-pool (§9.3) and the channel count grows as it shrinks,
 the classic pattern that keeps the work per block roughly even. Without ``batch_norm`` the BatchNorm layers
@@ -42,12 +46,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ... import ShapeError
 from ..._checks import check_int, check_sizes
-from ...ch06_feedforward import Sequential
 from ...ch07_regularization import Dropout
 from ...ch08_optimization import BatchNorm2D
-from ...ch09_convolution import Conv2D, Flatten, MaxPool2D
+from ...ch09_convolution import Conv2D, Flatten, FusedSequential, MaxPool2D
 from ...datasets.registry import get_spec
 from .dense import (ACTIVATION_LAYERS, check_dense_head, check_input_shape, check_keys, dense_layers,
                     dense_parameter_count, regulariser_text)
@@ -103,20 +108,21 @@ def _validate(arch):
                                 "nothing; use fewer channels entries")
 
 
-def build_cnn(arch, rng):
-    """A freshly initialised CNN for ``arch`` (module docstring); ``rng`` draws weights and dropout masks."""
+def build_cnn(arch, rng, dtype=np.float32):
+    """A freshly initialised CNN for ``arch`` (module docstring); ``rng`` draws weights and dropout masks;
+    the parameters have ``dtype``."""
     k, layers, c_in = arch["kernel_size"], [], _image_shape(arch)[0]
     for c in arch["channels"]:
-        layers.append(Conv2D(c_in, c, k, padding=k // 2, rng=rng, init="he_normal"))
+        layers.append(Conv2D(c_in, c, k, padding=k // 2, rng=rng, init="he_normal", dtype=dtype))
         if arch["batch_norm"]:
-            layers.append(BatchNorm2D(c))
+            layers.append(BatchNorm2D(c, dtype=dtype))
         layers += [ACTIVATION_LAYERS[arch["activation"]](), MaxPool2D(2)]
         c_in = c
     layers.append(Flatten())
     if arch["dropout"]:
         layers.append(Dropout(arch["dropout"], rng=rng))
     sizes = [math.prod(_feature_size(arch)), *arch["hidden"], arch["n_classes"]]
-    return Sequential(*layers, *dense_layers(sizes, arch, rng))
+    return FusedSequential(*layers, *dense_layers(sizes, arch, rng, dtype))
 
 
 def _count(arch):

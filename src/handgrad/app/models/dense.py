@@ -9,6 +9,8 @@ their form).
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..._checks import check_bool, check_choice, check_int, check_number, check_sizes
 from ...ch06_feedforward import INITIALISERS, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from ...ch07_regularization import Dropout
@@ -26,15 +28,16 @@ ACTIVATION_LAYERS = {
 }
 
 
-def dense_layers(sizes, arch, rng):
+def dense_layers(sizes, arch, rng, dtype=np.float32):
     """Linear layers through ``sizes`` (d_in, h_1, …, n_classes), each hidden one followed by
-    [BatchNorm1D] activation [Dropout] as ``arch`` asks; the last Linear gives the logits."""
+    [BatchNorm1D] activation [Dropout] as ``arch`` asks; the last Linear gives the logits. The parameters
+    have ``dtype`` (the same random draws in either precision)."""
     layers = []
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(Linear(d_in, d_out, init=arch["init"], rng=rng))
+        layers.append(Linear(d_in, d_out, init=arch["init"], rng=rng, dtype=dtype))
         if i < len(sizes) - 2:
             if arch.get("batch_norm"):
-                layers.append(BatchNorm1D(d_out))
+                layers.append(BatchNorm1D(d_out, dtype=dtype))
             layers.append(ACTIVATION_LAYERS[arch["activation"]]())
             if arch.get("dropout"):
                 layers.append(Dropout(arch["dropout"], rng=rng))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ... import ShapeError
 from ...ch06_feedforward import Sequential
 from ...datasets.registry import get_spec
@@ -57,8 +59,8 @@ def _validate(arch):
         raise ArchitectureError("an mlp needs one or more hidden layers, got hidden []")
 
 
-def _build(arch, rng):
-    return Sequential(*dense_layers(_sizes(arch), arch, rng))
+def _build(arch, rng, dtype=np.float32):
+    return Sequential(*dense_layers(_sizes(arch), arch, rng, dtype))
 
 
 def _flatten(arch, X):

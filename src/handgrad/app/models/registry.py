@@ -38,7 +38,9 @@ class ModelType:
 
     name            the architecture's ``"type"`` and ``handgrad train --model``'s value
     defaults        the recipe: ``TrainConfig`` field -> value for the fields left unset
-    build           (arch, rng: np.random.Generator) -> a chapter 6 ``Sequential``
+    build           (arch, rng: np.random.Generator, dtype=np.float32) -> a chapter 6 ``Sequential``
+                    whose parameters have ``dtype`` (float64 for gradient checks, §11.5); ``build_model``
+                    passes ``dtype`` only when it is not float32, so a builder of (arch, rng) still trains
     validate        (arch) -> None, or ArchitectureError naming the bad key
     from_config     (config, input_shape, n_classes) -> arch
     describe        (arch) -> a short text such as "mlp 784-512-10 relu"
@@ -92,11 +94,16 @@ def validate_arch(arch) -> dict:
     return arch
 
 
-def build_model(arch, rng=None):
-    """A freshly initialised network for ``arch``; ``rng`` (a Generator or seed) draws its weights."""
+def build_model(arch, rng=None, dtype=np.float32):
+    """A freshly initialised network for ``arch``; ``rng`` (a Generator or seed) draws its weights, in
+    ``dtype`` (float32 for training; float64 for ``handgrad gradcheck``, whose finite differences need it)."""
     validate_arch(arch)
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    return _model_type(arch).build(arch, rng)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    build = _model_type(arch).build
+    return build(arch, rng) if dtype == np.float32 else build(arch, rng, dtype=dtype)
 
 
 def prepare_inputs(arch, X) -> np.ndarray:
