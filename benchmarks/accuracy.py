@@ -42,10 +42,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-import mlp_speed  # noqa: E402
-
-import numpy as np  # noqa: E402
+import common
+import mlp_speed
+import numpy as np
 
 TARGETS = {"mnist": 0.982, "fashion-mnist": 0.890}
 LIBRARIES = ["handgrad", "pytorch"]
@@ -59,8 +58,12 @@ def run_handgrad(args, dataset: str, seed: int) -> dict:
         with contextlib.redirect_stdout(io.StringIO()):
             result, times = mlp_speed.train_with_epoch_times(config)
         wall = time.perf_counter() - t0
-    return {"test_accuracy": result.test_accuracy, "best_epoch": result.best_epoch, "epoch_times": times,
-            "wall": wall}
+    return {
+        "test_accuracy": result.test_accuracy,
+        "best_epoch": result.best_epoch,
+        "epoch_times": times,
+        "wall": wall,
+    }
 
 
 def worker_torch(data_dir: str | None, dataset: str, seed: int, epochs: int) -> dict:
@@ -85,12 +88,25 @@ def worker_torch(data_dir: str | None, dataset: str, seed: int, epochs: int) -> 
         if val_acc > best_val:  # strictly higher: the earliest epoch wins a tie
             best_epoch, best_val = epoch, val_acc
             test_acc = mlp_speed.torch_accuracy(model, *s.test)
-    return {"test_accuracy": test_acc, "best_epoch": best_epoch, "epoch_times": times,
-            "wall": time.perf_counter() - t_start}
+    return {
+        "test_accuracy": test_acc,
+        "best_epoch": best_epoch,
+        "epoch_times": times,
+        "wall": time.perf_counter() - t_start,
+    }
 
 
 def run_torch(args, dataset: str, seed: int) -> dict:
-    worker_args = ["--worker", "pytorch", "--datasets", dataset, "--seed", str(seed), "--epochs", str(args.epochs)]
+    worker_args = [
+        "--worker",
+        "pytorch",
+        "--datasets",
+        dataset,
+        "--seed",
+        str(seed),
+        "--epochs",
+        str(args.epochs),
+    ]
     if args.data_dir:
         worker_args += ["--data-dir", args.data_dir]
     return common.run_worker(os.path.abspath(__file__), worker_args)
@@ -101,10 +117,14 @@ RUNNERS = {"handgrad": run_handgrad, "pytorch": run_torch}
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None, help="folder holding mnist/ and fashion-mnist/ (default: HANDGRAD_DATA)")
+    p.add_argument(
+        "--data-dir", default=None, help="folder holding mnist/ and fashion-mnist/ (default: HANDGRAD_DATA)"
+    )
     p.add_argument("--datasets", default="mnist,fashion-mnist", help="comma-separated (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0, 1, …, N−1 (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=20, help="epochs per run (default: %(default)s, the reference)")
+    p.add_argument(
+        "--epochs", type=int, default=20, help="epochs per run (default: %(default)s, the reference)"
+    )
     p.add_argument("--only", choices=LIBRARIES, action="append", help="run only this library (repeatable)")
     p.add_argument("--worker", choices=["pytorch"], help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # the worker's one seed
@@ -121,8 +141,11 @@ def main(argv=None) -> int:
 
     for line in common.machine_header():
         print(line)
-    print(f"reference configuration, {args.epochs} epochs, seeds 0..{args.seeds - 1}, "
-          f"{' and '.join(libraries)}\n", flush=True)
+    print(
+        f"reference configuration, {args.epochs} epochs, seeds 0..{args.seeds - 1}, "
+        f"{' and '.join(libraries)}\n",
+        flush=True,
+    )
 
     rows = []
     for dataset in datasets:
@@ -131,34 +154,55 @@ def main(argv=None) -> int:
             for name in libraries:
                 r = RUNNERS[name](args, dataset, seed)
                 runs[name].append(r)
-                print(f"  {dataset} seed {seed} {name:<8}: test accuracy {100 * r['test_accuracy']:.2f}% "
-                      f"(best epoch {r['best_epoch']}), {np.median(r['epoch_times']):.3f} s/epoch, "
-                      f"{r['wall']:.1f} s in all", flush=True)
+                print(
+                    f"  {dataset} seed {seed} {name:<8}: test accuracy {100 * r['test_accuracy']:.2f}% "
+                    f"(best epoch {r['best_epoch']}), {np.median(r['epoch_times']):.3f} s/epoch, "
+                    f"{r['wall']:.1f} s in all",
+                    flush=True,
+                )
         means = {name: np.mean([r["test_accuracy"] for r in runs[name]]) for name in libraries}
         for name in libraries:
             acc = np.array([r["test_accuracy"] for r in runs[name]])
             epoch_times = np.concatenate([r["epoch_times"] for r in runs[name]])
             target = TARGETS.get(dataset) if name == "handgrad" else None
-            verdict = "-" if target is None or args.epochs < 20 or args.seeds < 3 else (
-                "met" if acc.mean() >= target else "NOT met")
+            verdict = (
+                "-"
+                if target is None or args.epochs < 20 or args.seeds < 3
+                else ("met" if acc.mean() >= target else "NOT met")
+            )
             diff = "-"
             if name == "handgrad" and "pytorch" in means:
                 diff = f"{100 * (means['handgrad'] - means['pytorch']):+.2f} pp"
-            rows.append([
-                dataset,
-                name,
-                str(args.seeds),
-                f"{100 * acc.mean():.2f}%",
-                f"{100 * acc.min():.2f}%",
-                f"{100 * acc.max():.2f}%",
-                diff,
-                f"≥ {100 * target:.1f}% ({verdict})" if target else "-",
-                f"{np.median(epoch_times):.3f}",
-                f"{sum(r['wall'] for r in runs[name]):.1f}",
-            ])
+            rows.append(
+                [
+                    dataset,
+                    name,
+                    str(args.seeds),
+                    f"{100 * acc.mean():.2f}%",
+                    f"{100 * acc.min():.2f}%",
+                    f"{100 * acc.max():.2f}%",
+                    diff,
+                    f"≥ {100 * target:.1f}% ({verdict})" if target else "-",
+                    f"{np.median(epoch_times):.3f}",
+                    f"{sum(r['wall'] for r in runs[name]):.1f}",
+                ]
+            )
     print()
-    common.print_table(["dataset", "library", "seeds", "mean acc", "min", "max", "handgrad − PyTorch", "target",
-                        "s/epoch (train)", "total s"], rows)
+    common.print_table(
+        [
+            "dataset",
+            "library",
+            "seeds",
+            "mean acc",
+            "min",
+            "max",
+            "handgrad − PyTorch",
+            "target",
+            "s/epoch (train)",
+            "total s",
+        ],
+        rows,
+    )
     return 0
 
 

@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from common import THREADS, machine_header, print_table  # noqa: E402
+from common import THREADS, machine_header, print_table
 
 JOBS = {
     # name: (options after "handgrad train", target test accuracy)
@@ -34,13 +34,54 @@ JOBS = {
     "fashion-cnn": (["--model", "cnn", "--dataset", "fashion-mnist"], 0.925),
     "fashion-cnn-norot": (["--model", "cnn", "--dataset", "fashion-mnist", "--augment-degrees", "0"], 0.925),
     # The recipe underfits clothing (train accuracy on augmented batches ~ test accuracy): twice the channels.
-    "fashion-cnn-wide": (["--model", "cnn", "--dataset", "fashion-mnist", "--channels", "32,64,128", "--hidden", "256",
-                          "--augment-shift", "1", "--augment-degrees", "0", "--epochs", "10"], 0.925),
+    "fashion-cnn-wide": (
+        [
+            "--model",
+            "cnn",
+            "--dataset",
+            "fashion-mnist",
+            "--channels",
+            "32,64,128",
+            "--hidden",
+            "256",
+            "--augment-shift",
+            "1",
+            "--augment-degrees",
+            "0",
+            "--epochs",
+            "10",
+        ],
+        0.925,
+    ),
     # Clothing is not rotated the way handwriting is: shifts of one pixel only. (Shifts of 2 px with
     # rotations of 5°, dropout 0.3 and momentum SGD at lr 0.2 over 40 epochs reached only ~88%.)
-    "fashion-mlp": (["--dataset", "fashion-mnist", "--hidden", "1024,512", "--batch-norm", "--dropout", "0.2",
-                     "--augment", "--augment-shift", "1", "--augment-degrees", "0", "--optimizer", "adam", "--lr", "1e-3",
-                     "--weight-decay", "0", "--schedule", "cosine", "--epochs", "30"], 0.90),
+    "fashion-mlp": (
+        [
+            "--dataset",
+            "fashion-mnist",
+            "--hidden",
+            "1024,512",
+            "--batch-norm",
+            "--dropout",
+            "0.2",
+            "--augment",
+            "--augment-shift",
+            "1",
+            "--augment-degrees",
+            "0",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1e-3",
+            "--weight-decay",
+            "0",
+            "--schedule",
+            "cosine",
+            "--epochs",
+            "30",
+        ],
+        0.90,
+    ),
 }
 
 
@@ -50,13 +91,19 @@ def command(job, seed, out):
 
 def start(job, seed, root, threads):
     out = root / f"{job}-seed{seed}"
-    argv = command(job, seed, out)[2:] + ["--quiet"]
+    argv = [*command(job, seed, out)[2:], "--quiet"]
     if (out / "config.json").exists():
         argv = ["--resume", str(out), "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        OPENBLAS_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+    )
     log = open(root / f"{job}-seed{seed}.log", "a")
-    proc = subprocess.Popen([sys.executable, "-m", "handgrad.cli", "train", *argv], stdout=log, stderr=subprocess.STDOUT,
-                            env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handgrad.cli", "train", *argv], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
     return proc, out, log
 
 
@@ -97,11 +144,15 @@ def main():
                 log.close()
                 running.remove(item)
                 if proc.returncode != 0:
-                    failed.append(f"{job} seed {seed}: exit {proc.returncode}, see {root / f'{job}-seed{seed}.log'}")
+                    failed.append(
+                        f"{job} seed {seed}: exit {proc.returncode}, see {root / f'{job}-seed{seed}.log'}"
+                    )
 
     for line in machine_header():
         print(line)
-    print(f"runs at once: {args.jobs}, {threads} BLAS thread(s) each; wall time {time.perf_counter() - started:.0f} s")
+    print(
+        f"runs at once: {args.jobs}, {threads} BLAS thread(s) each; wall time {time.perf_counter() - started:.0f} s"
+    )
     print()
     rows, results = [], {}
     for job in jobs:
@@ -118,10 +169,23 @@ def main():
         mean = sum(accs) / len(accs)
         target = JOBS[job][1]
         results[job] = {"test_accuracy": accs, "mean": mean, "seconds_per_epoch": secs}
-        rows.append([job, " ".join(map(str, args.seeds[:len(accs)])), f"{100 * mean:.2f}%", f"{100 * min(accs):.2f}%",
-                     f"{100 * max(accs):.2f}%", "/".join(map(str, sorted(epochs))), f"{sum(secs) / len(secs):.1f}",
-                     f">= {100 * target:.1f}%", "yes" if mean >= target else "NO"])
-    print_table(["job", "seeds", "mean test acc", "min", "max", "epochs", "s/epoch (train+eval)", "target", "met"], rows)
+        rows.append(
+            [
+                job,
+                " ".join(map(str, args.seeds[: len(accs)])),
+                f"{100 * mean:.2f}%",
+                f"{100 * min(accs):.2f}%",
+                f"{100 * max(accs):.2f}%",
+                "/".join(map(str, sorted(epochs))),
+                f"{sum(secs) / len(secs):.1f}",
+                f">= {100 * target:.1f}%",
+                "yes" if mean >= target else "NO",
+            ]
+        )
+    print_table(
+        ["job", "seeds", "mean test acc", "min", "max", "epochs", "s/epoch (train+eval)", "target", "met"],
+        rows,
+    )
     print()
     for job in jobs:
         print(f"{job}: " + " ".join(command(job, "S", root / f"{job}-seedS")))

@@ -95,12 +95,19 @@ def torch_side(batch, spans, seed=0):
     layers = []
     for c_in, c_out in ((1, 16), (16, 32), (32, 64)):
         layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
-    layers += [nn.Flatten(), nn.Dropout(0.25), nn.Linear(576, 128), nn.BatchNorm1d(128), nn.ReLU(),
-               nn.Dropout(0.25), nn.Linear(128, 10)]
+    layers += [
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(576, 128),
+        nn.BatchNorm1d(128),
+        nn.ReLU(),
+        nn.Dropout(0.25),
+        nn.Linear(128, 10),
+    ]
     model = nn.Sequential(*layers).train()
     stages, start = [], 0
     for n in spans:
-        stages.append(nn.Sequential(*layers[start:start + n]))
+        stages.append(nn.Sequential(*layers[start : start + n]))
         start += n
     if start != len(layers):
         raise RuntimeError(f"handgrad's stages cover {start} layers, the PyTorch network has {len(layers)}")
@@ -134,6 +141,7 @@ def torch_side(batch, spans, seed=0):
 
         def bwd():
             state[i].backward(dy)
+
         return fwd, bwd
 
     def loss():
@@ -210,7 +218,11 @@ def main():
     for side in ("handgrad", "torch"):
         procs[side] = subprocess.Popen(
             [sys.executable, __file__, "--worker", side, "--batch-size", str(args.batch_size)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env())
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=worker_env(),
+        )
         heads[side] = json.loads(procs[side].stdout.readline())
     rows = heads["handgrad"]["rows"]
     if [tuple(r) for r in heads["torch"]["rows"]] != [tuple(r) for r in rows]:
@@ -229,25 +241,43 @@ def main():
         proc.stdin.close()
         proc.wait()
     h_all, t_all = np.array(times["handgrad"]), np.array(times["torch"])  # (rounds, rows)
-    print(f"network: the CNN recipe, batch {args.batch_size}, float32, {THREADS} threads each, one process "
-          f"per library; {heads['torch']['version']}; {args.rounds} rounds (+{args.warmup} warm-up)")
+    print(
+        f"network: the CNN recipe, batch {args.batch_size}, float32, {THREADS} threads each, one process "
+        f"per library; {heads['torch']['version']}; {args.rounds} rounds (+{args.warmup} warm-up)"
+    )
     print()
     table = []
     for k, (label, kind) in enumerate(rows):
         h, t = h_all[:, k], t_all[:, k]
-        table.append([label, kind, f"{1000 * np.median(h):.2f}", f"{1000 * np.median(t):.2f}",
-                      f"{np.median(h / t):.2f}x"])
+        table.append(
+            [
+                label,
+                kind,
+                f"{1000 * np.median(h):.2f}",
+                f"{1000 * np.median(t):.2f}",
+                f"{np.median(h / t):.2f}x",
+            ]
+        )
     hs, ts = h_all[:, :-1].sum(axis=1), t_all[:, :-1].sum(axis=1)
     whole = table.pop()
-    table.append(["sum of the rows", "", f"{1000 * np.median(hs):.2f}", f"{1000 * np.median(ts):.2f}",
-                  f"{np.median(hs / ts):.2f}x"])
+    table.append(
+        [
+            "sum of the rows",
+            "",
+            f"{1000 * np.median(hs):.2f}",
+            f"{1000 * np.median(ts):.2f}",
+            f"{np.median(hs / ts):.2f}x",
+        ]
+    )
     table.append(whole)
     print_table(["stage", "pass", "handgrad ms", "PyTorch ms", "handgrad / PyTorch"], table)
     print()
     med = np.median(h_all[:, :-1], axis=0)
     share = sorted(zip(med / med.sum(), rows[:-1]), reverse=True)[:5]
-    print("handgrad's largest shares of the sum: "
-          + ", ".join(f"{lab} {kind} {100 * s:.0f}%" for s, (lab, kind) in share))
+    print(
+        "handgrad's largest shares of the sum: "
+        + ", ".join(f"{lab} {kind} {100 * s:.0f}%" for s, (lab, kind) in share)
+    )
     print(load_average_line("at end"))
     return 0
 

@@ -90,7 +90,7 @@ def handgrad_contender(batch, warmup, eval_batch):
         for _ in range(k):
             i = position[0] % n_batches
             position[0] += 1
-            xb, yb = X[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+            xb, yb = X[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]
             t0 = time.perf_counter()
             loss_fn.forward(model.forward(xb), yb)
             model.backward(loss_fn.backward(), need_input_grad=False)
@@ -102,7 +102,7 @@ def handgrad_contender(batch, warmup, eval_batch):
         model.eval()
         t0 = time.perf_counter()
         for s in range(0, EVAL_IMAGES, eval_batch):
-            model.forward(X[s:s + eval_batch])
+            model.forward(X[s : s + eval_batch])
         return time.perf_counter() - t0
 
     def predict_one():
@@ -115,7 +115,7 @@ def handgrad_contender(batch, warmup, eval_batch):
     aug = []
     for i in range(10):
         t0 = time.perf_counter()
-        augment_batch(X[i * batch:(i + 1) * batch], rng, config.augment_shift, config.augment_degrees)
+        augment_batch(X[i * batch : (i + 1) * batch], rng, config.augment_shift, config.augment_degrees)
         aug.append(time.perf_counter() - t0)
     return train_steps, evaluate, predict_one, {"source": source, "augment_seconds": median(aug)}
 
@@ -130,9 +130,18 @@ def torch_contender(batch, warmup, eval_batch):
     def block(c_in, c_out):
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
 
-    model = nn.Sequential(*block(1, 16), *block(16, 32), *block(32, 64), nn.Flatten(), nn.Dropout(0.25),
-                          nn.Linear(64 * 3 * 3, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.25),
-                          nn.Linear(128, 10))
+    model = nn.Sequential(
+        *block(1, 16),
+        *block(16, 32),
+        *block(32, 64),
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(64 * 3 * 3, 128),
+        nn.BatchNorm1d(128),
+        nn.ReLU(),
+        nn.Dropout(0.25),
+        nn.Linear(128, 10),
+    )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     X, y, source = images(max(EVAL_IMAGES, 64 * batch))
     X, y = torch.from_numpy(X), torch.from_numpy(y)
@@ -144,7 +153,7 @@ def torch_contender(batch, warmup, eval_batch):
         for _ in range(k):
             i = position[0] % n_batches
             position[0] += 1
-            xb, yb = X[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+            xb, yb = X[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(model(xb), yb).backward()
@@ -157,7 +166,7 @@ def torch_contender(batch, warmup, eval_batch):
         t0 = time.perf_counter()
         with torch.no_grad():
             for s in range(0, EVAL_IMAGES, eval_batch):
-                model(X[s:s + eval_batch])
+                model(X[s : s + eval_batch])
         return time.perf_counter() - t0
 
     def predict_one():
@@ -168,8 +177,12 @@ def torch_contender(batch, warmup, eval_batch):
         return time.perf_counter() - t0
 
     train_steps(warmup)
-    return train_steps, evaluate, predict_one, {"source": source, "torch": torch.__version__,
-                                                "torch_threads": torch.get_num_threads()}
+    return (
+        train_steps,
+        evaluate,
+        predict_one,
+        {"source": source, "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+    )
 
 
 def serve(name, args):
@@ -200,8 +213,12 @@ def main():
     parser.add_argument("--round", type=int, default=10, help="steps per contender and round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--eval-rounds", type=int, default=3, help="evaluations of the 10,000 images each")
-    parser.add_argument("--eval-batch", type=int, default=None,
-                        help="images per forward pass in evaluation (default: the CNN model's eval batch)")
+    parser.add_argument(
+        "--eval-batch",
+        type=int,
+        default=None,
+        help="images per forward pass in evaluation (default: the CNN model's eval batch)",
+    )
     parser.add_argument("--worker", choices=["handgrad", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.eval_batch is None:
@@ -215,12 +232,22 @@ def main():
     pin_threads()
     for line in machine_header():
         print(line)
-    common = ["--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
-              "--eval-batch", str(args.eval_batch)]
+    common = [
+        "--batch-size",
+        str(args.batch_size),
+        "--warmup",
+        str(args.warmup),
+        "--eval-batch",
+        str(args.eval_batch),
+    ]
     names = ("handgrad", "torch")
     argv = [sys.executable, __file__, "--worker"]
-    procs = {name: subprocess.Popen([*argv, name, *common], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    text=True, env=worker_env()) for name in names}
+    procs = {
+        name: subprocess.Popen(
+            [*argv, name, *common], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env()
+        )
+        for name in names
+    }
     info = {name: json.loads(procs[name].stdout.readline()) for name in names}
 
     def ask(name, request):
@@ -238,7 +265,7 @@ def main():
             steps[name] += got[name]
         round_ratios.append(median(got["handgrad"]) / median(got["torch"]))
     for r in range(args.eval_rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             evals[name].append(ask(name, "eval"))
     predict = {name: ask(name, "predict 50") for name in names}
     rss = {name: ask(name, "rss")["peak_rss_mb"] for name in names}
@@ -252,34 +279,60 @@ def main():
 
 def report(args, info, steps, round_ratios, evals, predict, rss, rounds):
     epoch_steps = math.ceil(TRAIN_IMAGES / args.batch_size)
-    print(f"network: the CNN recipe (conv 16-32-64 + BN + ReLU + max-pool, dense 128 + BN, dropout 0.25), "
-          f"Adam, float32, batch {args.batch_size}, {THREADS} threads each; inputs: "
-          f"{info['handgrad']['source']}")
-    print(f"{rounds} rounds of {args.round} steps per contender, alternating; epoch = {epoch_steps} steps "
-          f"({TRAIN_IMAGES:,} images) from the median step; evaluation: {EVAL_IMAGES:,} images in batches of "
-          f"{args.eval_batch}, best of {args.eval_rounds}; one-image prediction: median of 50")
+    print(
+        f"network: the CNN recipe (conv 16-32-64 + BN + ReLU + max-pool, dense 128 + BN, dropout 0.25), "
+        f"Adam, float32, batch {args.batch_size}, {THREADS} threads each; inputs: "
+        f"{info['handgrad']['source']}"
+    )
+    print(
+        f"{rounds} rounds of {args.round} steps per contender, alternating; epoch = {epoch_steps} steps "
+        f"({TRAIN_IMAGES:,} images) from the median step; evaluation: {EVAL_IMAGES:,} images in batches of "
+        f"{args.eval_batch}, best of {args.eval_rounds}; one-image prediction: median of 50"
+    )
     print()
     rows = []
     for name in ("handgrad", "torch"):
         m = median(steps[name])
-        rows.append([name, f"{1000 * m:.1f}", f"{m * epoch_steps:.1f}", f"{min(evals[name]):.2f}",
-                     f"{1000 * predict[name]:.2f}", f"{rss[name]:.0f}"])
+        rows.append(
+            [
+                name,
+                f"{1000 * m:.1f}",
+                f"{m * epoch_steps:.1f}",
+                f"{min(evals[name]):.2f}",
+                f"{1000 * predict[name]:.2f}",
+                f"{rss[name]:.0f}",
+            ]
+        )
     step_ratio = median(round_ratios)
     eval_ratio = min(evals["handgrad"]) / min(evals["torch"])
     spread = f"rounds {min(round_ratios):.2f}-{max(round_ratios):.2f}"
-    rows.append(["handgrad / torch", f"{step_ratio:.2f}x ({spread})", "", f"{eval_ratio:.2f}x",
-                 f"{predict['handgrad'] / predict['torch']:.2f}x", ""])
-    print_table(["contender", "median ms/step", "s/epoch", "eval s (10k imgs)", "predict 1 image ms",
-                 "peak RSS MB"], rows)
+    rows.append(
+        [
+            "handgrad / torch",
+            f"{step_ratio:.2f}x ({spread})",
+            "",
+            f"{eval_ratio:.2f}x",
+            f"{predict['handgrad'] / predict['torch']:.2f}x",
+            "",
+        ]
+    )
+    print_table(
+        ["contender", "median ms/step", "s/epoch", "eval s (10k imgs)", "predict 1 image ms", "peak RSS MB"],
+        rows,
+    )
     print()
     aug = info["handgrad"]["augment_seconds"]
-    print(f"handgrad's augmentation (shift ±2 px, rotation ±10°) of one batch of {args.batch_size}: "
-          f"{1000 * aug:.1f} ms (+{aug * epoch_steps:.1f} s per epoch, not in the table)")
+    print(
+        f"handgrad's augmentation (shift ±2 px, rotation ±10°) of one batch of {args.batch_size}: "
+        f"{1000 * aug:.1f} ms (+{aug * epoch_steps:.1f} s per epoch, not in the table)"
+    )
     peak = max(rss.values())
-    print(f"targets: step <= 1.5x PyTorch's (aim 1.25x) -> {step_ratio:.2f}x: "
-          f"{'met' if step_ratio <= 1.5 else 'NOT met'}; evaluation <= 1.1x -> {eval_ratio:.2f}x: "
-          f"{'met' if eval_ratio <= 1.1 else 'NOT met'}; peak memory < 1 GB -> {peak:.0f} MB: "
-          f"{'met' if peak < 1024 else 'NOT met'}")
+    print(
+        f"targets: step <= 1.5x PyTorch's (aim 1.25x) -> {step_ratio:.2f}x: "
+        f"{'met' if step_ratio <= 1.5 else 'NOT met'}; evaluation <= 1.1x -> {eval_ratio:.2f}x: "
+        f"{'met' if eval_ratio <= 1.1 else 'NOT met'}; peak memory < 1 GB -> {peak:.0f} MB: "
+        f"{'met' if peak < 1024 else 'NOT met'}"
+    )
     print(load_average_line("at end"))
 
 

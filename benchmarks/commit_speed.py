@@ -35,10 +35,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from mlp_speed import PAUSE, send, steady  # noqa: E402
-
-import numpy as np  # noqa: E402
+import common
+import numpy as np
+from mlp_speed import PAUSE, send, steady
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -64,8 +63,16 @@ def worker(args) -> None:
     if not next_go():  # train() starts epoch 1 right after its setup: start it on the first "go"
         return
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        config = TrainConfig(model=args.model, dataset="mnist", data_dir=args.data_dir, epochs=args.rounds,
-                             limit=args.limit, out=os.path.join(tmp, "run"), plots=False, quiet=True)
+        config = TrainConfig(
+            model=args.model,
+            dataset="mnist",
+            data_dir=args.data_dir,
+            epochs=args.rounds,
+            limit=args.limit,
+            out=os.path.join(tmp, "run"),
+            plots=False,
+            quiet=True,
+        )
         train(config, on_epoch_end=on_epoch_end)
     send({"peak_mb": common.peak_rss_mb()})
 
@@ -81,8 +88,9 @@ def git(*argv: str) -> str:
 def export_revision(rev: str, dest: pathlib.Path) -> str:
     """Write ``src/`` as it is at git revision `rev` under `dest`; return the full commit hash."""
     commit = git("rev-parse", "--verify", f"{rev}^{{commit}}")
-    tar = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit, "src"],
-                         check=True, capture_output=True).stdout
+    tar = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", commit, "src"], check=True, capture_output=True
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.8.17+ point releases
             archive.extractall(dest, filter="data")
@@ -100,15 +108,22 @@ class Worker:
         self.stderr = tempfile.TemporaryFile("w+")  # read back only if the worker fails
         env = common.worker_env()
         env["PYTHONPATH"] = str(src)
-        self.proc = subprocess.Popen([sys.executable, __file__, *argv, "--worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, *argv, "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=env,
+        )
 
     def receive(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
             self.stderr.seek(0)
-            raise RuntimeError(f"the {self.name} worker exited with status {self.proc.wait()}:\n"
-                               f"{self.stderr.read()[-4000:]}")
+            raise RuntimeError(
+                f"the {self.name} worker exited with status {self.proc.wait()}:\n{self.stderr.read()[-4000:]}"
+            )
         return json.loads(line)
 
     def request(self, command: str) -> dict:
@@ -135,12 +150,21 @@ def main(argv=None) -> int:
     p.add_argument("--base", required=True, help="git revision to compare the working tree against")
     p.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: HANDGRAD_DATA)")
     p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="(default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=20,
-                   help="epochs per version, one per round (default: %(default)s)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="train on the first N images only, to keep an epoch short (the CNN: e.g. 6400)")
-    p.add_argument("--threads", type=int, default=common.THREADS,
-                   help="BLAS/OpenMP threads for both versions (default: %(default)s)")
+    p.add_argument(
+        "--rounds", type=int, default=20, help="epochs per version, one per round (default: %(default)s)"
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="train on the first N images only, to keep an epoch short (the CNN: e.g. 6400)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=common.THREADS,
+        help="BLAS/OpenMP threads for both versions (default: %(default)s)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rounds < 1 or args.threads < 1 or (args.limit is not None and args.limit < 1):
@@ -154,8 +178,16 @@ def main(argv=None) -> int:
 
     for line in common.machine_header():
         print(line)
-    worker_argv = ["--base", args.base, "--model", args.model, "--rounds", str(args.rounds),
-                   "--threads", str(args.threads)]
+    worker_argv = [
+        "--base",
+        args.base,
+        "--model",
+        args.model,
+        "--rounds",
+        str(args.rounds),
+        "--threads",
+        str(args.threads),
+    ]
     worker_argv += ["--data-dir", args.data_dir] if args.data_dir else []
     worker_argv += ["--limit", str(args.limit)] if args.limit else []
     with tempfile.TemporaryDirectory(prefix="handgrad-base-") as tmp:
@@ -164,19 +196,21 @@ def main(argv=None) -> int:
         print(f"base: {args.base} = {commit[:12]}, exported to {tmp}")
         print(f"new:  the working tree at {git('rev-parse', '--short=12', 'HEAD')}{dirty}")
         versions = {"base": pathlib.Path(tmp) / "src", "new": REPO / "src"}
-        print(f"starting both workers ({args.model}, {args.rounds} rounds, limit {args.limit}) ...",
-              flush=True)
+        print(
+            f"starting both workers ({args.model}, {args.rounds} rounds, limit {args.limit}) ...", flush=True
+        )
         workers = {name: Worker(name, src, worker_argv) for name, src in versions.items()}
         try:
             for name, w in workers.items():
                 ready = w.receive()
                 if not pathlib.Path(ready["handgrad"]).resolve().is_relative_to(w.src.resolve()):
-                    raise RuntimeError(f"the {name} worker imported {ready['handgrad']}, "
-                                       f"not the code under {w.src}")
+                    raise RuntimeError(
+                        f"the {name} worker imported {ready['handgrad']}, not the code under {w.src}"
+                    )
                 print(f"  {name}: {ready['handgrad']}; BLAS: {ready['blas']}")
             names = list(workers)
             for r in range(args.rounds):
-                order = names[r % 2:] + names[:r % 2]
+                order = names[r % 2 :] + names[: r % 2]
                 parts = []
                 for name in order:
                     time.sleep(PAUSE)
@@ -197,8 +231,10 @@ def main(argv=None) -> int:
         spread = f"{min(times):.3f}–{max(times):.3f}"
         rows.append([name, f"{np.median(times):.3f}", spread, f"{peaks[name]:.0f}"])
     common.print_table(["version", "s/epoch (median)", "spread", "peak MB"], rows)
-    print(f"\nnew/base time per round, {rounds}: median {np.median(ratios):.3f}, "
-          f"min–max {min(ratios):.3f}–{max(ratios):.3f}  (below 1: the working tree is faster)")
+    print(
+        f"\nnew/base time per round, {rounds}: median {np.median(ratios):.3f}, "
+        f"min–max {min(ratios):.3f}–{max(ratios):.3f}  (below 1: the working tree is faster)"
+    )
     print(common.load_average_line("at the end"))
     return 0
 

@@ -41,8 +41,9 @@ def worker(model, limit, out):
         return dist
 
     training._data_parallel = capture
-    config = TrainConfig(dataset="mnist-sample", model=model, limit=limit, epochs=1, out=out, plots=False,
-                         quiet=True)
+    config = TrainConfig(
+        dataset="mnist-sample", model=model, limit=limit, epochs=1, out=out, plots=False, quiet=True
+    )
     with open(os.devnull, "w") as quiet:
         result = training.train(config, stdout=quiet)
     dist = contexts[0]
@@ -56,8 +57,14 @@ def worker(model, limit, out):
 
 def run(model, limit, ranks):
     threads = "1" if ranks > 1 else "2"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "shm",
-           "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "MPIR_CVAR_CH4_NETMOD": "ofi",
+        "FI_PROVIDER": "shm",
+        "OPENBLAS_NUM_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+    }
     out = tempfile.mkdtemp(prefix="hg-dist-")
     cmd = [sys.executable, __file__, "--worker", model, str(limit), out + "/run"]
     if ranks > 1:
@@ -87,16 +94,21 @@ def main():
         one, two = run(model, limits[model], 1), run(model, limits[model], 2)
         for name, r in (("1 process x 2 threads", one), ("2 ranks x 1 thread", two)):
             step = r["train_seconds"] / r["steps"]
-            comm = (f"{1e3 * r['allreduce_seconds'] / r['steps']:.2f} ms "
-                    f"({100 * r['allreduce_seconds'] / r['train_seconds']:.0f}%)" if "bytes" in r else "-")
+            comm = (
+                f"{1e3 * r['allreduce_seconds'] / r['steps']:.2f} ms "
+                f"({100 * r['allreduce_seconds'] / r['train_seconds']:.0f}%)"
+                if "bytes" in r
+                else "-"
+            )
             sent = f"{r['bytes']:,}" if "bytes" in r else "-"  # ring: 2(K-1)/K x S = S at K = 2
             rate = r["images"] / r["train_seconds"]
-            print(f"| {model} | {name} | {rate:,.0f} | {1e3 * step:.1f} ms | {comm} "
-                  f"| {sent} |")
+            print(f"| {model} | {name} | {rate:,.0f} | {1e3 * step:.1f} ms | {comm} | {sent} |")
         rows.append((model, one["train_seconds"] / one["steps"], two["bytes"]))
     bw = args.bandwidth_gbit * 1e9 / 8
-    print(f"\nScaling model: ring all-reduce at {args.bandwidth_gbit:g} Gbit/s, {args.latency_us:g} us per "
-          "message, compute per step = the measured 1-process step (per-machine batch fixed)")
+    print(
+        f"\nScaling model: ring all-reduce at {args.bandwidth_gbit:g} Gbit/s, {args.latency_us:g} us per "
+        "message, compute per step = the measured 1-process step (per-machine batch fixed)"
+    )
     print("| K | " + " | ".join(f"{m} step (ms) | {m} efficiency" for m, _, _ in rows) + " |")
     print("| --- |" + " --- | --- |" * len(rows))
     for K in (1, 2, 4, 8, 16, 32, 64):
@@ -105,9 +117,11 @@ def main():
             t_K = t + 2 * (K - 1) / K * S / bw + 2 * (K - 1) * args.latency_us * 1e-6
             cells.append(f"{1e3 * t_K:.1f} | {100 * t / t_K:.0f}%")
         print(f"| {K} | " + " | ".join(cells) + " |")
-    print("\nPublished anchors: Goyal et al. 2017, ~90% scaling efficiency from 8 to 256 GPUs (ResNet-50); "
-          "Horovod (Sergeev & Del Balso 2018), 90% for Inception V3 and ResNet-101, 68% for VGG-16 "
-          "on 512 GPUs.")
+    print(
+        "\nPublished anchors: Goyal et al. 2017, ~90% scaling efficiency from 8 to 256 GPUs (ResNet-50); "
+        "Horovod (Sergeev & Del Balso 2018), 90% for Inception V3 and ResNet-101, 68% for VGG-16 "
+        "on 512 GPUs."
+    )
 
 
 if __name__ == "__main__":

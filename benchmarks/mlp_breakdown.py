@@ -34,13 +34,23 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from mlp_speed import BATCH, BETA, HIDDEN, LAM, LR, gemm_flops_per_epoch, load_flat_splits, steady  # noqa: E402
+import common
+import numpy as np
+from mlp_speed import BATCH, BETA, HIDDEN, LAM, LR, gemm_flops_per_epoch, load_flat_splits, steady
 
-import numpy as np  # noqa: E402
-
-PARTS = ("gather", "forward X·W1", "bias + ReLU", "layer 2 forward", "softmax + loss gradient",
-         "layer 2 backward", "ReLU backward", "backward Xᵀ·dZ", "bias gradient", "update W1", "update the rest")
+PARTS = (
+    "gather",
+    "forward X·W1",
+    "bias + ReLU",
+    "layer 2 forward",
+    "softmax + loss gradient",
+    "layer 2 backward",
+    "ReLU backward",
+    "backward Xᵀ·dZ",
+    "bias gradient",
+    "update W1",
+    "update the rest",
+)
 TARGET = 0.75  # the fraction of the GEMM peak
 
 
@@ -54,8 +64,13 @@ def library_epoch(X, y, seed):
     from handgrad.ch06_feedforward import SoftmaxCrossEntropy
 
     config = TrainConfig()
-    assert (config.hidden, config.batch_size, config.lr, config.momentum, config.weight_decay) == \
-        ((HIDDEN,), BATCH, LR, BETA, LAM), "the reference configuration changed: update mlp_speed's settings"
+    assert (config.hidden, config.batch_size, config.lr, config.momentum, config.weight_decay) == (
+        (HIDDEN,),
+        BATCH,
+        LR,
+        BETA,
+        LAM,
+    ), "the reference configuration changed: update mlp_speed's settings"
     rng = set_all_seeds(seed)
     model = build_model(arch_from_config(config, 10, (28, 28)), rng)
     model.reuse_buffers()  # as the application's training loop does
@@ -88,9 +103,17 @@ class PlainMLP:
         self.step = np.empty_like(self.params[0])  # scratch for g + λW and lr·v, as Momentum's
         f32, shape = np.float32, (BATCH, HIDDEN)
         # per-batch arrays (sliced for the last, smaller batch): Z, H, dH, mask, zeros, L, P, ones, rows
-        self.buffers = (np.empty(shape, f32), np.empty(shape, f32), np.empty(shape, f32), np.empty(shape, bool),
-                        np.zeros(shape, f32), np.empty((BATCH, 10), f32), np.empty((BATCH, 10), f32),
-                        np.ones(BATCH, f32), np.arange(BATCH))
+        self.buffers = (
+            np.empty(shape, f32),
+            np.empty(shape, f32),
+            np.empty(shape, f32),
+            np.empty(shape, bool),
+            np.zeros(shape, f32),
+            np.empty((BATCH, 10), f32),
+            np.empty((BATCH, 10), f32),
+            np.ones(BATCH, f32),
+            np.arange(BATCH),
+        )
         self.rng = np.random.default_rng(seed)
 
     def update(self, i):
@@ -118,7 +141,7 @@ class PlainMLP:
 
         perm = self.rng.permutation(len(X))
         for start in range(0, len(X), BATCH):
-            idx = perm[start:start + BATCH]
+            idx = perm[start : start + BATCH]
             xb, yb, b = X[idx], y[idx], len(idx)
             Z, H, dH, mask, zeros, L, P, ones, rows = (a[:b] for a in self.buffers)
             t = lap("gather", t)
@@ -193,7 +216,11 @@ def time_products_alone(n, rounds):
     X = rng.random((BATCH, 784), dtype=np.float32)
     W1 = rng.standard_normal((784, HIDDEN), dtype=np.float32)
     W2 = rng.standard_normal((HIDDEN, 10), dtype=np.float32)
-    H, dH, dW1 = np.empty((BATCH, HIDDEN), np.float32), np.empty((BATCH, HIDDEN), np.float32), np.empty_like(W1)
+    H, dH, dW1 = (
+        np.empty((BATCH, HIDDEN), np.float32),
+        np.empty((BATCH, HIDDEN), np.float32),
+        np.empty_like(W1),
+    )
     L, dW2 = np.empty((BATCH, 10), np.float32), np.empty_like(W2)
     sizes = [min(BATCH, n - start) for start in range(0, n, BATCH)]
     out = []
@@ -213,7 +240,9 @@ def time_products_alone(n, rounds):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: HANDGRAD_DATA)")
-    p.add_argument("--rounds", type=int, default=6, help="epochs of each loop, alternated (default: %(default)s)")
+    p.add_argument(
+        "--rounds", type=int, default=6, help="epochs of each loop, alternated (default: %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.rounds < 1:
@@ -241,14 +270,21 @@ def main(argv=None) -> int:
         plain_acc = plain.epoch(X, y, parts)
         plain_times.append(time.perf_counter() - t0)
         part_times.append(parts)
-        print(f"  round {r + 1}: handgrad {lib_times[-1]:.3f} s (train acc {100 * lib_acc:.2f}%), "
-              f"plain {plain_times[-1]:.3f} s ({100 * plain_acc:.2f}%)", flush=True)
+        print(
+            f"  round {r + 1}: handgrad {lib_times[-1]:.3f} s (train acc {100 * lib_acc:.2f}%), "
+            f"plain {plain_times[-1]:.3f} s ({100 * plain_acc:.2f}%)",
+            flush=True,
+        )
     lib, bare = float(np.median(steady(lib_times))), float(np.median(steady(plain_times)))
-    print(f"  median over {over}: handgrad {lib:.3f} s/epoch, plain NumPy {bare:.3f} s/epoch, "
-          f"handgrad/plain {lib / bare:.3f}")
+    print(
+        f"  median over {over}: handgrad {lib:.3f} s/epoch, plain NumPy {bare:.3f} s/epoch, "
+        f"handgrad/plain {lib / bare:.3f}"
+    )
 
     peak_after = common.gemm_peak_gflops()
-    print(f"  GEMM peak measured again after the epochs: {peak_after:.1f} GFLOP/s; the higher of the two is used")
+    print(
+        f"  GEMM peak measured again after the epochs: {peak_after:.1f} GFLOP/s; the higher of the two is used"
+    )
     peak = max(peak, peak_after)
 
     print(f"\nB. the plain epoch part by part (median s/epoch over {over}):\n")
@@ -263,23 +299,33 @@ def main(argv=None) -> int:
     flops = gemm_flops_per_epoch(n)
     target = flops / 1e9 / peak / TARGET
     big = med["forward X·W1"] + med["backward Xᵀ·dZ"]
-    print(f"  {TARGET:.0%} of the peak on {flops / 1e9:.1f} GFLOP per epoch needs an epoch of {target:.3f} s;")
-    print(f"  the two large products take {big:.3f} s of it, leaving {target - big:.3f} s for everything else "
-          f"(now {bare - big:.3f} s)")
+    print(
+        f"  {TARGET:.0%} of the peak on {flops / 1e9:.1f} GFLOP per epoch needs an epoch of {target:.3f} s;"
+    )
+    print(
+        f"  the two large products take {big:.3f} s of it, leaving {target - big:.3f} s for everything else "
+        f"(now {bare - big:.3f} s)"
+    )
 
     alone, after = time_momentum_update()
     print("\nC. the momentum update of W1 (784×512 float32, Momentum.step, 6 passes), median ms per step:")
-    print(f"  on its own, arrays hot in cache: {alone:.3f} ms; right after the 256×784×512 product: "
-          f"{after:.3f} ms ({after / alone:.2f}×)")
+    print(
+        f"  on its own, arrays hot in cache: {alone:.3f} ms; right after the 256×784×512 product: "
+        f"{after:.3f} ms ({after / alone:.2f}×)"
+    )
 
     print(f"\nD. an epoch of nothing but its products, alternated with the 2048³ peak, {args.rounds} rounds:")
     fractions = []
     for seconds, round_peak in time_products_alone(n, args.rounds):
         fractions.append(flops / 1e9 / seconds / round_peak)
-        print(f"  {seconds:.3f} s, {flops / 1e9 / seconds:.1f} GFLOP/s; peak {round_peak:.1f} GFLOP/s: "
-              f"{100 * fractions[-1]:.0f}% of it")
-    print(f"  median {100 * np.median(fractions):.0f}%, best {100 * max(fractions):.0f}%: the most an epoch that also "
-          f"does its element-wise work can reach here (target {TARGET:.0%})")
+        print(
+            f"  {seconds:.3f} s, {flops / 1e9 / seconds:.1f} GFLOP/s; peak {round_peak:.1f} GFLOP/s: "
+            f"{100 * fractions[-1]:.0f}% of it"
+        )
+    print(
+        f"  median {100 * np.median(fractions):.0f}%, best {100 * max(fractions):.0f}%: the most an epoch that also "
+        f"does its element-wise work can reach here (target {TARGET:.0%})"
+    )
     print(common.load_average_line("at the end"))
     return 0
 

@@ -50,9 +50,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import itertools
 
-import numpy as np  # noqa: E402
+import common
+import numpy as np
 
 HIDDEN, BATCH, LR, BETA, LAM = 512, 256, 0.2, 0.9, 1e-4
 PAUSE = 0.3  # seconds the driver waits before each epoch; an idle BLAS thread spins for about 0.1 s
@@ -62,7 +63,7 @@ def gemm_flops_per_epoch(n_examples: int, sizes=(784, HIDDEN, 10)) -> float:
     """2·M·N·K per product: forward XW for each layer, backward XᵀdZ for each layer, and dZWᵀ for every
     layer but the first (nobody needs the gradient with respect to the pixels)."""
     flops = 0.0
-    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (d_in, d_out) in enumerate(itertools.pairwise(sizes)):
         flops += 2 * n_examples * d_in * d_out  # forward
         flops += 2 * n_examples * d_in * d_out  # weight gradient
         if i > 0:
@@ -77,8 +78,11 @@ def load_flat_splits(data_dir: str | None, dataset: str):
 
     s = load_splits(dataset, data_dir=data_dir, download=False)
     flat = lambda X: np.ascontiguousarray(X.reshape(len(X), -1), dtype=np.float32)  # noqa: E731
-    return s._replace(train=(flat(s.train[0]), s.train[1]), val=(flat(s.val[0]), s.val[1]),
-                      test=(flat(s.test[0]), s.test[1]))
+    return s._replace(
+        train=(flat(s.train[0]), s.train[1]),
+        val=(flat(s.val[0]), s.val[1]),
+        test=(flat(s.test[0]), s.test[1]),
+    )
 
 
 def load_data(data_dir: str | None, dataset: str):
@@ -209,9 +213,15 @@ def handgrad_config(args, out_dir, epochs=None, seed=None, dataset=None):
     """The reference configuration (the application's defaults) for a benchmark run: no plots, no output."""
     from handgrad.app import TrainConfig
 
-    return TrainConfig(dataset=dataset or args.dataset, data_dir=args.data_dir, out=out_dir,
-                       epochs=epochs or args.epochs, seed=args.seed if seed is None else seed,
-                       plots=False, quiet=True)
+    return TrainConfig(
+        dataset=dataset or args.dataset,
+        data_dir=args.data_dir,
+        out=out_dir,
+        epochs=epochs or args.epochs,
+        seed=args.seed if seed is None else seed,
+        plots=False,
+        quiet=True,
+    )
 
 
 def worker_handgrad(args) -> dict:
@@ -251,16 +261,21 @@ class Worker:
         self.times: list[float] = []  # seconds of each epoch, one per round
         self.stderr = tempfile.TemporaryFile("w+")  # read back only if the worker fails
         self.proc = subprocess.Popen(
-            [sys.executable, *argv, "--worker", name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self.stderr, text=True, env=common.worker_env(),
+            [sys.executable, *argv, "--worker", name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=common.worker_env(),
         )
 
     def receive(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
             self.stderr.seek(0)
-            raise RuntimeError(f"the {self.name} worker exited with status {self.proc.wait()}:\n"
-                               f"{self.stderr.read()[-4000:]}")
+            raise RuntimeError(
+                f"the {self.name} worker exited with status {self.proc.wait()}:\n{self.stderr.read()[-4000:]}"
+            )
         return json.loads(line)
 
     def request(self, command: str) -> dict:
@@ -302,11 +317,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: HANDGRAD_DATA)")
     p.add_argument("--dataset", default="mnist")
-    p.add_argument("--epochs", type=int, default=5, help="epochs per library, one per round (default: %(default)s)")
+    p.add_argument(
+        "--epochs", type=int, default=5, help="epochs per library, one per round (default: %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=sorted(WORKERS), action="append", help="run only these contenders")
-    p.add_argument("--threads", type=int, default=common.THREADS,
-                   help="BLAS/OpenMP threads for every contender (default: %(default)s, the issue's setting)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=common.THREADS,
+        help="BLAS/OpenMP threads for every contender (default: %(default)s, the issue's setting)",
+    )
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads < 1 or args.epochs < 1:
@@ -322,11 +343,22 @@ def main(argv=None) -> int:
         print(line)
     load1 = os.getloadavg()[0]
     if load1 > 0.5 * (os.cpu_count() or 1) / 2:
-        print(f"WARNING: load average {load1:.2f} on {os.cpu_count()} CPUs: other processes compete for the cores. "
-              f"A multi-threaded BLAS then waits for its descheduled threads and every contender's time can grow "
-              f"several-fold; rerun on a quiet machine (or compare with --threads 1).")
-    worker_argv = [__file__, "--dataset", args.dataset, "--epochs", str(args.epochs), "--seed", str(args.seed),
-                   "--threads", str(args.threads)]
+        print(
+            f"WARNING: load average {load1:.2f} on {os.cpu_count()} CPUs: other processes compete for the cores. "
+            f"A multi-threaded BLAS then waits for its descheduled threads and every contender's time can grow "
+            f"several-fold; rerun on a quiet machine (or compare with --threads 1)."
+        )
+    worker_argv = [
+        __file__,
+        "--dataset",
+        args.dataset,
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+    ]
     if args.data_dir:
         worker_argv += ["--data-dir", args.data_dir]
     names = list(dict.fromkeys(args.only or WORKERS))
@@ -336,11 +368,13 @@ def main(argv=None) -> int:
     try:
         ready = {name: workers[name].receive() for name in names}  # each has loaded its data
         n_train = ready[names[0]]["n_train"]
-        print(f"{args.epochs} rounds; in each, one epoch per library in turn, the order rotated each round:",
-              flush=True)
+        print(
+            f"{args.epochs} rounds; in each, one epoch per library in turn, the order rotated each round:",
+            flush=True,
+        )
         peaks = []  # the GEMM peak of each round, GFLOP/s
         for r in range(args.epochs):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             time.sleep(PAUSE)
             peaks.append(common.gemm_peak_gflops(repeats=3))
             parts = [f"peak {peaks[-1]:.0f} GFLOP/s"]
@@ -348,7 +382,9 @@ def main(argv=None) -> int:
                 time.sleep(PAUSE)
                 parts.append(f"{name} {workers[name].train_epoch():.3f} s")
             if both:
-                parts.append(f"handgrad/PyTorch {workers['handgrad'].times[-1] / workers['pytorch'].times[-1]:.3f}")
+                parts.append(
+                    f"handgrad/PyTorch {workers['handgrad'].times[-1] / workers['pytorch'].times[-1]:.3f}"
+                )
             print(f"  round {r + 1}: " + ", ".join(parts), flush=True)
         results = {name: workers[name].finish() for name in names}
     finally:
@@ -358,57 +394,85 @@ def main(argv=None) -> int:
     flops = gemm_flops_per_epoch(n_train)
     peak = max(peaks)
     rounds = f"rounds 2–{args.epochs}" if args.epochs > 1 else "round 1"
-    print(f"\n{args.epochs} epochs of {n_train} examples per library; GEMM work per epoch {flops / 1e9:.1f} GFLOP")
-    print(f"float32 GEMM peak (NumPy BLAS, 2048^3, best of 3, once per round), all {args.epochs} rounds: median "
-          f"{np.median(peaks):.1f} GFLOP/s, min–max {min(peaks):.1f}–{peak:.1f}; "
-          f"at the highest, {peak:.1f}, the products need {flops / peak / 1e9:.3f} s an epoch")
+    print(
+        f"\n{args.epochs} epochs of {n_train} examples per library; GEMM work per epoch {flops / 1e9:.1f} GFLOP"
+    )
+    print(
+        f"float32 GEMM peak (NumPy BLAS, 2048^3, best of 3, once per round), all {args.epochs} rounds: median "
+        f"{np.median(peaks):.1f} GFLOP/s, min–max {min(peaks):.1f}–{peak:.1f}; "
+        f"at the highest, {peak:.1f}, the products need {flops / peak / 1e9:.3f} s an epoch"
+    )
     if both:
         hg_ratios = round_ratios(workers, "handgrad", "pytorch")
-        print(f"handgrad/PyTorch time per round, {rounds}: median {np.median(hg_ratios):.3f}, "
-              f"min–max {min(hg_ratios):.3f}–{max(hg_ratios):.3f}")
-    print(f"s/epoch and spread over {rounds}; time vs PyTorch: the median of the per-round ratios over {rounds}\n")
+        print(
+            f"handgrad/PyTorch time per round, {rounds}: median {np.median(hg_ratios):.3f}, "
+            f"min–max {min(hg_ratios):.3f}–{max(hg_ratios):.3f}"
+        )
+    print(
+        f"s/epoch and spread over {rounds}; time vs PyTorch: the median of the per-round ratios over {rounds}\n"
+    )
     medians = {name: float(np.median(steady(w.times))) for name, w in workers.items()}
     vs_torch = {}  # the headline: median of the per-round ratios
     if "pytorch" in names:
         vs_torch = {name: float(np.median(round_ratios(workers, name, "pytorch"))) for name in names}
     # fraction of the GEMM peak: the median of each round's (epoch rate / that round's peak)
-    of_peak = {name: float(np.median([flops / 1e9 / t / pk for t, pk in zip(steady(w.times), steady(peaks))]))
-               for name, w in workers.items()}
+    of_peak = {
+        name: float(np.median([flops / 1e9 / t / pk for t, pk in zip(steady(w.times), steady(peaks))]))
+        for name, w in workers.items()
+    }
     of_highest = {name: flops / 1e9 / medians[name] / peak for name in workers}  # the conservative figure
     rows = []
     for name, r in results.items():
         times = steady(workers[name].times)
         med = medians[name]
-        rows.append([
-            name,
-            f"{med:.3f}",
-            f"{min(times):.3f}–{max(times):.3f}",
-            f"{vs_torch[name]:.2f}x" if name in vs_torch else "-",
-            f"{100 * r['accuracy']:.2f}%",
-            f"{r['peak_mb']:.0f}",
-            f"{100 * of_peak[name]:.0f}%",
-            f"{100 * of_highest[name]:.0f}%",
-        ])
+        rows.append(
+            [
+                name,
+                f"{med:.3f}",
+                f"{min(times):.3f}–{max(times):.3f}",
+                f"{vs_torch[name]:.2f}x" if name in vs_torch else "-",
+                f"{100 * r['accuracy']:.2f}%",
+                f"{r['peak_mb']:.0f}",
+                f"{100 * of_peak[name]:.0f}%",
+                f"{100 * of_highest[name]:.0f}%",
+            ]
+        )
     common.print_table(
-        ["library", "s/epoch (median)", "spread", "time vs PyTorch", "test acc", "peak MB", "of GEMM peak",
-         "of highest peak"],
+        [
+            "library",
+            "s/epoch (median)",
+            "spread",
+            "time vs PyTorch",
+            "test acc",
+            "peak MB",
+            "of GEMM peak",
+            "of highest peak",
+        ],
         rows,
     )
-    print("of GEMM peak: the median over the rounds of the epoch's rate / its round's peak; of highest peak: "
-          "the median epoch against the highest peak of the run")
+    print(
+        "of GEMM peak: the median over the rounds of the epoch's rate / its round's peak; of highest peak: "
+        "the median epoch against the highest peak of the run"
+    )
     if "handgrad" in results:
         print("\ntargets (issue 6):")
         if "handgrad" in vs_torch:
             ratio = vs_torch["handgrad"]
-            print(f"  handgrad / PyTorch time   {ratio:.2f}  (≤ 0.90: {'met' if ratio <= 0.9 else 'NOT met'}; "
-                  f"median of the per-round ratios)")
+            print(
+                f"  handgrad / PyTorch time   {ratio:.2f}  (≤ 0.90: {'met' if ratio <= 0.9 else 'NOT met'}; "
+                f"median of the per-round ratios)"
+            )
         frac = of_peak["handgrad"]
-        print(f"  of the GEMM peak          {100 * frac:.0f}%  (≥ 75%: {'met' if frac >= 0.75 else 'NOT met'}; "
-              f"against the highest peak of the run {100 * of_highest['handgrad']:.0f}%)")
+        print(
+            f"  of the GEMM peak          {100 * frac:.0f}%  (≥ 75%: {'met' if frac >= 0.75 else 'NOT met'}; "
+            f"against the highest peak of the run {100 * of_highest['handgrad']:.0f}%)"
+        )
         if "scikit-learn" in results:
             sk = float(np.median(round_ratios(workers, "scikit-learn", "handgrad")))
-            print(f"  scikit-learn / handgrad   {sk:.2f}  (≥ 1.5: {'met' if sk >= 1.5 else 'NOT met'}; "
-                  f"median of the per-round ratios)")
+            print(
+                f"  scikit-learn / handgrad   {sk:.2f}  (≥ 1.5: {'met' if sk >= 1.5 else 'NOT met'}; "
+                f"median of the per-round ratios)"
+            )
         mb = results["handgrad"]["peak_mb"]
         print(f"  handgrad peak memory      {mb:.0f} MB  (< 1000 MB: {'met' if mb < 1000 else 'NOT met'})")
     print(common.load_average_line("at the end"))

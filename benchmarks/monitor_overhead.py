@@ -27,8 +27,14 @@ def main():
         for run in range(args.runs):
             for monitor in (False, True):
                 out = f"{tmp}/{run}-{monitor}"
-                config = TrainConfig(dataset=args.dataset, epochs=args.epochs, monitor=monitor, out=out,
-                                     plots=False, quiet=True)
+                config = TrainConfig(
+                    dataset=args.dataset,
+                    epochs=args.epochs,
+                    monitor=monitor,
+                    out=out,
+                    plots=False,
+                    quiet=True,
+                )
                 train(config, stdout=devnull)
                 with open(f"{out}/metrics.csv", newline="") as f:
                     for row in csv.DictReader(f):
@@ -38,8 +44,10 @@ def main():
     print(f"{'':>12}  {'steps: fastest':>14}  {'median':>7}  {'epoch: fastest':>14}  {'median':>7}")
     for monitor in (False, True):
         t, s = times[monitor]["train_seconds"], times[monitor]["seconds"]
-        print(f"{'--monitor' if monitor else 'plain':>12}  {min(t):13.2f}s  {statistics.median(t):6.2f}s  "
-              f"{min(s):13.2f}s  {statistics.median(s):6.2f}s")
+        print(
+            f"{'--monitor' if monitor else 'plain':>12}  {min(t):13.2f}s  {statistics.median(t):6.2f}s  "
+            f"{min(s):13.2f}s  {statistics.median(s):6.2f}s"
+        )
     ratio = min(times[True]["seconds"]) / min(times[False]["seconds"])
     print(f"fastest epoch with the monitor / without: {ratio:.3f}")
 

@@ -161,18 +161,24 @@ def main():
         return worker(*args.worker)
 
     print("\n".join(common.machine_header()))
-    print(f"step: N={N} T={T} D={D} H={H}, Linear({H}, {K}), cross entropy, Adam; float32; "
-          f"{args.rounds} rounds x {args.steps} steps")
+    print(
+        f"step: N={N} T={T} D={D} H={H}, Linear({H}, {K}), cross entropy, Adam; float32; "
+        f"{args.rounds} rounds x {args.steps} steps"
+    )
     names = [(lib, kind) for kind in KINDS for lib in ("handgrad", "torch")]
     procs = {}
     for lib, kind in names:
         procs[lib, kind] = p = subprocess.Popen(
-            [sys.executable, __file__, "--worker", lib, kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, env=common.worker_env())
+            [sys.executable, __file__, "--worker", lib, kind],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=common.worker_env(),
+        )
         json.loads(p.stdout.readline())  # ready
     ms = {name: [] for name in names}
     for r in range(args.rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             time.sleep(PAUSE)
             procs[name].stdin.write(f"steps {args.steps}\n")
             procs[name].stdin.flush()
@@ -188,20 +194,32 @@ def main():
         ratios = [a / b for a, b in zip(ms["handgrad", kind], ms["torch", kind])]
         ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
         for lib in ("handgrad", "torch"):
-            rows.append([kind, lib, f"{statistics.median(ms[lib, kind]):.2f}",
-                         f"{min(ms[lib, kind]):.2f}-{max(ms[lib, kind]):.2f}",
-                         ratio if lib == "handgrad" else "1", f"{peak[lib, kind]:.0f}"])
+            rows.append(
+                [
+                    kind,
+                    lib,
+                    f"{statistics.median(ms[lib, kind]):.2f}",
+                    f"{min(ms[lib, kind]):.2f}-{max(ms[lib, kind]):.2f}",
+                    ratio if lib == "handgrad" else "1",
+                    f"{peak[lib, kind]:.0f}",
+                ]
+            )
     common.print_table(["layer", "library", "ms/step (median)", "range", "vs torch", "peak MB"], rows)
 
     timing = subnormal_timing()
     (on, sub_on), (off, sub_off) = timing[True], timing[False]
-    print(f"\nsubnormals: tanh RNN N=128 T=500 D=8 H=128 float32, loss on the last step, backward: "
-          f"flushed {on:.1f} ms ({sub_on} subnormal entries in dA), not flushed {off:.1f} ms "
-          f"({sub_off} subnormal entries), {off / on:.1f}x")
+    print(
+        f"\nsubnormals: tanh RNN N=128 T=500 D=8 H=128 float32, loss on the last step, backward: "
+        f"flushed {on:.1f} ms ({sub_on} subnormal entries in dA), not flushed {off:.1f} ms "
+        f"({sub_off} subnormal entries), {off / on:.1f}x"
+    )
     pen = subnormal_penalty()
-    print("this CPU on (128, 128) float32 operands: matmul {:.0f} us normal, {:.0f} us subnormal; multiply "
-          "{:.1f} us normal, {:.1f} us subnormal".format(pen["normal"][0], pen["subnormal"][0],
-                                                       pen["normal"][1], pen["subnormal"][1]))
+    print(
+        "this CPU on (128, 128) float32 operands: matmul {:.0f} us normal, {:.0f} us subnormal; multiply "
+        "{:.1f} us normal, {:.1f} us subnormal".format(
+            pen["normal"][0], pen["subnormal"][0], pen["normal"][1], pen["subnormal"][1]
+        )
+    )
     print(common.load_average_line("at end"))
 
 

@@ -27,23 +27,32 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", help="folder holding mnist/ (default: $HANDGRAD_DATA)")
     parser.add_argument("--cnn-limit", type=int, default=10_000, help="CNN: training images (0: all)")
     parser.add_argument("--out", default="runs/bench-lr-find", help="folder for the CSVs and plots")
-    parser.add_argument("--docs", action=argparse.BooleanOptionalAction, default=True,
-                        help="copy the MNIST plots into docs/")
+    parser.add_argument(
+        "--docs", action=argparse.BooleanOptionalAction, default=True, help="copy the MNIST plots into docs/"
+    )
     args = parser.parse_args()
     pin_threads()
     from handgrad.app import TrainConfig
     from handgrad.app.tools._trials import train_command
     from handgrad.app.tools.lr_find import lr_find
 
-    jobs = [("mlp", "mnist", TrainConfig(dataset="mnist", data_dir=args.data_dir), 0.2, "lr-find-mlp.png"),
-            ("mlp", "mnist-sample", TrainConfig(dataset="mnist-sample"), 0.2, None),
-            ("cnn", "mnist", TrainConfig(model="cnn", dataset="mnist", data_dir=args.data_dir,
-                                         limit=args.cnn_limit or None), 3e-3, "lr-find-cnn.png")]
+    jobs = [
+        ("mlp", "mnist", TrainConfig(dataset="mnist", data_dir=args.data_dir), 0.2, "lr-find-mlp.png"),
+        ("mlp", "mnist-sample", TrainConfig(dataset="mnist-sample"), 0.2, None),
+        (
+            "cnn",
+            "mnist",
+            TrainConfig(model="cnn", dataset="mnist", data_dir=args.data_dir, limit=args.cnn_limit or None),
+            3e-3,
+            "lr-find-cnn.png",
+        ),
+    ]
     rows = []
     for model, dataset, config, reference, doc in jobs:
         out = pathlib.Path(args.out) / f"{model}-{dataset}"
@@ -52,17 +61,26 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         within = lambda lr: abs(math.log10(lr / reference)) <= 1  # noqa: B023, E731
         command = train_command(config).replace("handgrad train", "handgrad lr-find")
-        rows.append([command, f"{reference:g}", r.steps, "yes" if r.diverged else "no",
-                     f"{r.suggestion:.3g} ({'within' if within(r.suggestion) else 'NOT within'} a decade)"
-                     if r.suggestion else "none",
-                     f"{r.min_loss_lr / 10:.3g} ({'within' if within(r.min_loss_lr / 10) else 'NOT within'})",
-                     f"{seconds:.1f}"])
+        rows.append(
+            [
+                command,
+                f"{reference:g}",
+                r.steps,
+                "yes" if r.diverged else "no",
+                f"{r.suggestion:.3g} ({'within' if within(r.suggestion) else 'NOT within'} a decade)"
+                if r.suggestion
+                else "none",
+                f"{r.min_loss_lr / 10:.3g} ({'within' if within(r.min_loss_lr / 10) else 'NOT within'})",
+                f"{seconds:.1f}",
+            ]
+        )
         if doc and args.docs and r.plot_path:
             shutil.copyfile(r.plot_path, ROOT / "docs" / doc)
     for line in machine_header():
         print(line)
-    print_table(["command", "tuned lr", "steps", "diverged", "steepest descent", "minimum / 10", "seconds"],
-                rows)
+    print_table(
+        ["command", "tuned lr", "steps", "diverged", "steepest descent", "minimum / 10", "seconds"], rows
+    )
 
 
 if __name__ == "__main__":

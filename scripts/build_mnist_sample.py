@@ -39,7 +39,7 @@ def stratified(y, per_class, val_per_class, rng):
     for c in range(10):
         chosen = rng.choice(np.flatnonzero(y == c), size=per_class, replace=False)
         first.append(chosen[: per_class - val_per_class])
-        last.append(chosen[per_class - val_per_class:])
+        last.append(chosen[per_class - val_per_class :])
     return np.concatenate([np.sort(np.concatenate(first)), np.sort(np.concatenate(last))]).astype(np.int32)
 
 
@@ -80,7 +80,11 @@ def main(argv=None):
             path = out / f"{stem}.gz"
             write_idx(path, array)
             manifest["files"][stem] = {"file": path.name, "sha256": payload_sha256(path)}
-        manifest["counts"][split] = {"per_class": per_class, "last_per_class": val_per_class, "total": len(index)}
+        manifest["counts"][split] = {
+            "per_class": per_class,
+            "last_per_class": val_per_class,
+            "total": len(index),
+        }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
     total = sum(p.stat().st_size for p in out.iterdir())

@@ -41,17 +41,38 @@ EXCLUDED = {"__main__.py", "cli.py", "app/server.py"}
 # Reading order: in each package its __init__ first, then these modules (the book's order of sections, or
 # the order in which they build on each other); a module not named here follows, alphabetically.
 READING_ORDER = {
-    "": ["_checks", "ch02_linear_algebra", "ch03_probability", "ch04_numerical", "ch05_ml_basics",
-         "ch06_feedforward", "ch07_regularization", "ch08_optimization", "ch09_convolution", "ch10_sequence",
-         "datasets", "app"],
+    "": [
+        "_checks",
+        "ch02_linear_algebra",
+        "ch03_probability",
+        "ch04_numerical",
+        "ch05_ml_basics",
+        "ch06_feedforward",
+        "ch07_regularization",
+        "ch08_optimization",
+        "ch09_convolution",
+        "ch10_sequence",
+        "datasets",
+        "app",
+    ],
     "ch06_feedforward": ["layers", "activations", "losses", "network"],
     "ch07_regularization": ["penalties", "augmentation", "early_stopping", "dropout"],
     "ch08_optimization": ["sgd", "adaptive", "batch_norm", "schedules"],
     "ch09_convolution": ["convolution", "pooling"],
     "ch10_sequence": ["recurrent", "gated", "embedding", "clipping", "wrappers"],
     "datasets": ["errors", "registry", "idx", "download", "synthetic", "loaders", "images"],
-    "app": ["models", "recipes", "config", "checkpoint", "evaluation", "training", "predict", "plots",
-            "tools", "distributed"],
+    "app": [
+        "models",
+        "recipes",
+        "config",
+        "checkpoint",
+        "evaluation",
+        "training",
+        "predict",
+        "plots",
+        "tools",
+        "distributed",
+    ],
     "app/models": ["registry", "dense", "mlp", "cnn"],
     "app/tools": ["_trials", "lr_find", "search", "learning_curve"],
 }
@@ -120,7 +141,7 @@ def _run_root(first_line, source):
 _sys.meta_path.insert(0, _EmbeddedModules())
 '''
 
-FOOTER = '''
+FOOTER = """
 
 # ======================================================================================================
 # Import the chapters, the datasets and the application in reading order, so that hg.ch02_linear_algebra
@@ -131,7 +152,7 @@ import importlib as _importlib  # noqa: E402
 for _name in {eager!r}:
     _importlib.import_module(__name__ + "." + _name)
 del _name
-'''
+"""
 
 
 def _sort_key(rel):

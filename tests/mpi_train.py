@@ -22,8 +22,10 @@ from handgrad.app.models import named_params, named_state
 
 def _float64_model(build):
     """``build_model`` in float64: the layers made in that dtype, so fused stages share their arrays."""
+
     def build64(arch, rng=None):
         return build(arch, rng, dtype=np.float64)
+
     return build64
 
 

@@ -20,8 +20,21 @@ import numpy as np
 import pytest
 
 from handgrad.app import checkpoint as ck
-from handgrad.app.checkpoint import CheckpointError, load_checkpoint, load_model, restore_into, save_checkpoint
-from handgrad.app.models import MODEL_TYPES, ModelType, build_model, mlp_arch, named_params, register_model_type
+from handgrad.app.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    restore_into,
+    save_checkpoint,
+)
+from handgrad.app.models import (
+    MODEL_TYPES,
+    ModelType,
+    build_model,
+    mlp_arch,
+    named_params,
+    register_model_type,
+)
 from handgrad.ch06_feedforward import Layer, Linear, Sequential
 from handgrad.ch08_optimization import Momentum
 
@@ -47,8 +60,14 @@ def test_round_trip_params_metadata_optimizer_and_rng(tmp_path):
     opt = trained_state(model)
     rng = np.random.default_rng(7)
     rng.random(5)
-    meta = {"arch": arch, "dataset": "mnist-sample", "classes": list("0123456789"), "epoch": 3,
-            "metrics": {"val_accuracy": 0.9, "val_loss": float("nan")}, "history": [{"epoch": 1, "x": 1.5}]}
+    meta = {
+        "arch": arch,
+        "dataset": "mnist-sample",
+        "classes": list("0123456789"),
+        "epoch": 3,
+        "metrics": {"val_accuracy": 0.9, "val_loss": float("nan")},
+        "history": [{"epoch": 1, "x": 1.5}],
+    }
     path = save_checkpoint(tmp_path / "c.npz", model, meta, opt.state_dict(), rng.bit_generator.state)
 
     loaded = load_checkpoint(path)
@@ -222,11 +241,14 @@ def test_run_folder_means_its_best_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path).metadata["which"] == "best"
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty file"),
-    (b"hello, not a checkpoint\n", "not an .npz archive"),
-    (b"\x93NUMPY" + b"\x00" * 100, "not an .npz archive"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty file"),
+        (b"hello, not a checkpoint\n", "not an .npz archive"),
+        (b"\x93NUMPY" + b"\x00" * 100, "not an .npz archive"),
+    ],
+)
 def test_non_checkpoint_files(tmp_path, content, message):
     path = tmp_path / "x.npz"
     path.write_bytes(content)
@@ -279,13 +301,19 @@ def test_missing_and_unexpected_arrays(good, tmp_path):
     _rewrite(good[0], tmp_path / "m.npz", edit_arrays=lambda a: a.pop("param/2.b"))
     with pytest.raises(CheckpointError, match=r"missing parameters \['2.b'\]"):
         load_checkpoint(tmp_path / "m.npz")
-    _rewrite(good[0], tmp_path / "u.npz", edit_arrays=lambda a: a.update({"param/9.W": np.zeros(2, np.float32)}))
+    _rewrite(
+        good[0], tmp_path / "u.npz", edit_arrays=lambda a: a.update({"param/9.W": np.zeros(2, np.float32)})
+    )
     with pytest.raises(CheckpointError, match=r"unexpected parameters \['9.W'\]"):
         load_checkpoint(tmp_path / "u.npz")
 
 
 def test_wrong_dtype(good, tmp_path):
-    _rewrite(good[0], tmp_path / "d.npz", edit_arrays=lambda a: a.update({"param/0.b": a["param/0.b"].astype(np.float64)}))
+    _rewrite(
+        good[0],
+        tmp_path / "d.npz",
+        edit_arrays=lambda a: a.update({"param/0.b": a["param/0.b"].astype(np.float64)}),
+    )
     with pytest.raises(CheckpointError, match="float64"):
         load_checkpoint(tmp_path / "d.npz")
 
@@ -336,10 +364,18 @@ def test_layer_state_is_saved_and_restored(tmp_path):
     def build(arch, rng):
         return Sequential(Linear(4, 3, rng=rng), RunningMean(3), Linear(3, 2, rng=rng))
 
-    register_model_type(ModelType(
-        name="test-stateful", defaults={}, build=build, validate=lambda arch: None, from_config=None,
-        describe=lambda arch: "test", prepare_inputs=lambda arch, X: X.reshape(len(X), -1),
-        count_parameters=lambda arch: 4 * 3 + 3 + 3 + 1 + 3 * 2 + 2))
+    register_model_type(
+        ModelType(
+            name="test-stateful",
+            defaults={},
+            build=build,
+            validate=lambda arch: None,
+            from_config=None,
+            describe=lambda arch: "test",
+            prepare_inputs=lambda arch, X: X.reshape(len(X), -1),
+            count_parameters=lambda arch: 4 * 3 + 3 + 3 + 1 + 3 * 2 + 2,
+        )
+    )
     try:
         arch = {"type": "test-stateful"}
         model = build_model(arch, 0)
@@ -457,8 +493,17 @@ def test_a_pickled_object_array_is_refused_and_never_unpickled(good, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("descr, itemsize", [([("a", "<f4"), ("b", "<i4")], 8), ("|V8", 8), ("<U2", 8),
-                                             ("|S8", 8), (("<f4", (2,)), 8), ("<M8[s]", 8)])
+@pytest.mark.parametrize(
+    "descr, itemsize",
+    [
+        ([("a", "<f4"), ("b", "<i4")], 8),
+        ("|V8", 8),
+        ("<U2", 8),
+        ("|S8", 8),
+        (("<f4", (2,)), 8),
+        ("<M8[s]", 8),
+    ],
+)
 def test_record_void_text_and_date_dtypes_are_refused(good, tmp_path, descr, itemsize):
     members = _members(good[0])
     members["optim/velocity.0.b.npy"] = _npy_header((16,), descr) + b"\0" * (16 * itemsize)
@@ -507,8 +552,9 @@ def test_many_small_members_that_inflate_too_much_together_are_refused(good, tmp
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("name", ["notes.txt", "model.pkl", "param/", "param/0.W", "__MACOSX/._x.npy",
-                                  "optim//etc/passwd.npy"])
+@pytest.mark.parametrize(
+    "name", ["notes.txt", "model.pkl", "param/", "param/0.W", "__MACOSX/._x.npy", "optim//etc/passwd.npy"]
+)
 def test_unexpected_members_are_refused(good, tmp_path, name):
     members = _members(good[0])
     members[name] = _npy(np.zeros(2, np.float32))
@@ -534,12 +580,19 @@ def test_non_npy_data_in_a_checkpoint_name_is_refused(good, tmp_path):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("name, arr, message", [
-    ("param/0.W.npy", np.zeros((16, 784), np.float32), r"'0.W' has shape \(16, 784\).*needs \(784, 16\)"),
-    ("param/0.W.npy", np.zeros((784, 16), np.float64), r"'0.W' has .* float64.*needs \(784, 16\) float32"),
-    ("param/2.b.npy", np.zeros(10, np.float16), r"'2.b' has .* dtype float16"),
-    ("param/2.b.npy", np.zeros((10, 1), np.float32), r"'2.b' has shape \(10, 1\)"),
-])
+@pytest.mark.parametrize(
+    "name, arr, message",
+    [
+        ("param/0.W.npy", np.zeros((16, 784), np.float32), r"'0.W' has shape \(16, 784\).*needs \(784, 16\)"),
+        (
+            "param/0.W.npy",
+            np.zeros((784, 16), np.float64),
+            r"'0.W' has .* float64.*needs \(784, 16\) float32",
+        ),
+        ("param/2.b.npy", np.zeros(10, np.float16), r"'2.b' has .* dtype float16"),
+        ("param/2.b.npy", np.zeros((10, 1), np.float32), r"'2.b' has shape \(10, 1\)"),
+    ],
+)
 def test_a_parameter_of_the_wrong_shape_or_dtype(good, tmp_path, name, arr, message):
     members = _members(good[0])
     members[name] = _npy(arr)
@@ -552,8 +605,11 @@ def test_a_member_shorter_than_its_header_says_is_refused(good, tmp_path):
     members = _members(good[0])
     members["param/0.W.npy"] = members["param/0.W.npy"][:-100]
     path = _write_zip(tmp_path / "short.npz", members)
-    with pytest.raises(CheckpointError, match=r"'param/0.W.npy' declares a 784x16 float32 array "
-                                              r"\(50,304 bytes with its header\) but holds 50,204 bytes"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"'param/0.W.npy' declares a 784x16 float32 array "
+        r"\(50,304 bytes with its header\) but holds 50,204 bytes",
+    ):
         load_checkpoint(path)
 
 
@@ -625,8 +681,11 @@ def test_an_optimizer_array_larger_than_any_parameter_is_refused_before_reading(
     members = _members(good[0])
     members["optim/velocity.0.W.npy"] = _npy(np.zeros((784, 17), np.float32))  # 0.W is 784x16
     path = _write_zip(tmp_path / "optim.npz", members)
-    with pytest.raises(CheckpointError, match="'optim/velocity.0.W.npy' holds 13,328 numbers, more than the "
-                                              r"largest parameter \(12,544\)"):
+    with pytest.raises(
+        CheckpointError,
+        match="'optim/velocity.0.W.npy' holds 13,328 numbers, more than the "
+        r"largest parameter \(12,544\)",
+    ):
         load_checkpoint(path)
 
 
@@ -695,8 +754,14 @@ def test_cli_evaluate_of_a_hostile_checkpoint_in_a_fresh_process(good, tmp_path)
     members["param/0.W.npy"] = _npy_header((100_000, 100_000)) + b"\0" * 64
     path = _write_zip(tmp_path / "hostile.npz", members)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-m", "handgrad.cli", "evaluate", str(path)], capture_output=True,
-                          text=True, check=False, timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "handgrad.cli", "evaluate", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("handgrad: error: ")
     assert "'param/0.W.npy'" in proc.stderr and "Traceback" not in proc.stderr
@@ -737,8 +802,9 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeyp
         save_checkpoint(target, model, {"arch": arch, "v": 2})
     monkeypatch.undo()
     err = info.value
-    assert str(err) == (f"cannot write checkpoint {target}: No space left on device; "
-                        f"the previous {target} is intact")
+    assert str(err) == (
+        f"cannot write checkpoint {target}: No space left on device; the previous {target} is intact"
+    )
     assert err.path == target and err.previous_intact and err.errno == errno.ENOSPC
     assert isinstance(err, OSError)
     assert target.read_bytes() == before
@@ -778,11 +844,27 @@ def test_training_on_a_full_disk_ends_in_one_line_naming_the_checkpoint(tmp_path
 
     monkeypatch.setattr(ck.os, "fsync", _no_space)
     out = tmp_path / "run"
-    code = main(["train", "--dataset", "mnist-sample", "--limit", "200", "--hidden", "8", "--epochs", "1",
-                 "--out", str(out), "--no-plots"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "mnist-sample",
+            "--limit",
+            "200",
+            "--hidden",
+            "8",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--no-plots",
+        ]
+    )
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0] == (f"handgrad: error: cannot write {out / 'best.npz'}: No space left on device; no checkpoint "
-                        "was written yet; free space and start the run again with a new --out")
+    assert lines[0] == (
+        f"handgrad: error: cannot write {out / 'best.npz'}: No space left on device; no checkpoint "
+        "was written yet; free space and start the run again with a new --out"
+    )
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))

@@ -29,8 +29,12 @@ BIN = pathlib.Path(sys.executable).parent
 GFORKER = shutil.which("mpiexec.gforker", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 DRIVER = ROOT / "tests" / "mpi_train.py"
 # Shared memory between the ranks, no network (module docstring); one BLAS thread per rank on 2 cores.
-MPI_ENV = {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "shm", "OPENBLAS_NUM_THREADS": "1",
-           "OMP_NUM_THREADS": "1"}
+MPI_ENV = {
+    "MPIR_CVAR_CH4_NETMOD": "ofi",
+    "FI_PROVIDER": "shm",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def _env():
@@ -57,14 +61,29 @@ def launch(args, ranks=2, timeout=120):
 # --------------------------------------------------------------------------------------------------
 
 # 301 images in batches of 64: 5 steps, the last of 45 images in shards of 23 and 22 (weights by size).
-SMALL = {"dataset": "mnist-sample", "limit": 301, "epochs": 1, "batch_size": 64, "plots": False,
-         "quiet": True}
-MODELS = {"mlp": {"hidden": [16], "batch_norm": True},
-          "cnn": {"model": "cnn", "channels": [4], "hidden": [8], "dropout": 0, "augment": False}}
+SMALL = {
+    "dataset": "mnist-sample",
+    "limit": 301,
+    "epochs": 1,
+    "batch_size": 64,
+    "plots": False,
+    "quiet": True,
+}
+MODELS = {
+    "mlp": {"hidden": [16], "batch_norm": True},
+    "cnn": {"model": "cnn", "channels": [4], "hidden": [8], "dropout": 0, "augment": False},
+}
 OPTIMIZERS = {"momentum": {"optimizer": "momentum", "lr": 0.1}, "adam": {"optimizer": "adam", "lr": 3e-3}}
-CASES = [{"name": f"{m}-{o}-{'f64' if f64 else 'f32'}", "float64": f64,
-          "config": {**SMALL, **MODELS[m], **OPTIMIZERS[o]}}
-         for m in MODELS for o in OPTIMIZERS for f64 in (True, False)]
+CASES = [
+    {
+        "name": f"{m}-{o}-{'f64' if f64 else 'f32'}",
+        "float64": f64,
+        "config": {**SMALL, **MODELS[m], **OPTIMIZERS[o]},
+    }
+    for m in MODELS
+    for o in OPTIMIZERS
+    for f64 in (True, False)
+]
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +162,22 @@ def test_two_ranks_train_the_parameters_one_process_trains(case, equivalence_run
 # --------------------------------------------------------------------------------------------------
 
 # Dropout, augmentation and batch norm: per-rank streams and synchronised statistics all take part.
-RESUMABLE = ["--dataset", "mnist-sample", "--limit", "301", "--batch-size", "64", "--hidden", "16",
-             "--batch-norm", "--dropout", "0.2", "--augment", "--no-plots", "--quiet"]
+RESUMABLE = [
+    "--dataset",
+    "mnist-sample",
+    "--limit",
+    "301",
+    "--batch-size",
+    "64",
+    "--hidden",
+    "16",
+    "--batch-norm",
+    "--dropout",
+    "0.2",
+    "--augment",
+    "--no-plots",
+    "--quiet",
+]
 
 
 def _train_cli(out, *extra, ranks=2):
@@ -182,8 +215,10 @@ def test_resume_under_mpi_continues_bit_for_bit(tmp_path):
     assert parts.metadata["history"][-1]["val_loss"] == whole.metadata["history"][-1]["val_loss"]
     one = tmp_path / "one"  # the same run in one process differs (other dropout and augmentation draws)
     _train_cli(one, "--epochs", "1", ranks=0)
-    assert not np.array_equal(load_checkpoint(one / "last.npz").params["0.W"],
-                              load_checkpoint(tmp_path / "parts" / "best.npz").params["0.W"])
+    assert not np.array_equal(
+        load_checkpoint(one / "last.npz").params["0.W"],
+        load_checkpoint(tmp_path / "parts" / "best.npz").params["0.W"],
+    )
 
 
 @pytest.mark.parametrize("rank", [0, 1])
@@ -214,7 +249,8 @@ def test_a_full_disk_on_rank_0_ends_every_rank(tmp_path):
         "    real(path, arrays)\n"
         "c.atomic_savez = savez\n"
         "from handgrad.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n")
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
     args = [script, "train", *RESUMABLE, "--epochs", "3", "--out", tmp_path / "run"]
     status, output, seconds = launch(args)
     assert status != 0 and seconds < 30
@@ -262,8 +298,9 @@ def _inet_sockets(pids):
 def _launch_probe(tmp_path, *args):
     probe_dir = tmp_path / ("probe" + "".join(args))
     probe_dir.mkdir()
-    proc = subprocess.Popen([GFORKER, "-n", "2", sys.executable, "-c", PROBE, *args],
-                            env={**_env(), "PROBE_DIR": str(probe_dir)})
+    proc = subprocess.Popen(
+        [GFORKER, "-n", "2", sys.executable, "-c", PROBE, *args], env={**_env(), "PROBE_DIR": str(probe_dir)}
+    )
     try:
         deadline = time.monotonic() + 60
         while len(list(probe_dir.iterdir())) < 2 and time.monotonic() < deadline:

@@ -54,8 +54,10 @@ def test_tied_confidences_are_answered_together():
 
 def test_worst_mistakes_are_the_wrong_answers_of_highest_confidence():
     got = worst_mistakes([0.5, 0.99, 0.7, 0.95, 0.6], [0, 1, 2, 3, 4], [0, 2, 2, 1, 0], 2)
-    assert got == [{"index": 1, "true": 1, "predicted": 2, "confidence": 0.99},
-                   {"index": 3, "true": 3, "predicted": 1, "confidence": 0.95}]
+    assert got == [
+        {"index": 1, "true": 1, "predicted": 2, "confidence": 0.99},
+        {"index": 3, "true": 3, "predicted": 1, "confidence": 0.95},
+    ]
     assert len(worst_mistakes([0.5], [1], [0], 5)) == 1 and worst_mistakes([0.5], [1], [1], 5) == []
 
 
@@ -63,8 +65,12 @@ def test_worst_mistakes_are_the_wrong_answers_of_highest_confidence():
 def run_dir():
     out = tempfile.mkdtemp(prefix="handgrad-test-eval-") + "/run"
     with open("/dev/null", "w") as devnull:
-        train(TrainConfig(dataset="mnist-sample", epochs=2, limit=2000, hidden=(32,), out=out, plots=False,
-                          quiet=True), stdout=devnull)
+        train(
+            TrainConfig(
+                dataset="mnist-sample", epochs=2, limit=2000, hidden=(32,), out=out, plots=False, quiet=True
+            ),
+            stdout=devnull,
+        )
     return out
 
 

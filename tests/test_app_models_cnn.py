@@ -15,12 +15,19 @@ from test_app_training import _arrays
 from handgrad.app import ConfigError, TrainConfig, evaluate, predict, train
 from handgrad.app.checkpoint import load_checkpoint, load_model, save_checkpoint
 from handgrad.app.config import MODEL_DEFAULTS
-from handgrad.app.models import (ArchitectureError, arch_from_config, build_model, describe, named_state,
-                                prepare_inputs, validate_arch)
+from handgrad.app.models import (
+    ArchitectureError,
+    arch_from_config,
+    build_model,
+    describe,
+    named_state,
+    prepare_inputs,
+    validate_arch,
+)
 from handgrad.app.training import lr_schedule, make_optimizer
+from handgrad.ch06_feedforward import Sequential
 from handgrad.ch07_regularization import Dropout
 from handgrad.ch08_optimization import Adam, BatchNorm1D
-from handgrad.ch06_feedforward import Sequential
 from handgrad.ch09_convolution import Conv2D, FusedSequential
 from handgrad.cli import main
 from handgrad.datasets import load_splits
@@ -30,8 +37,9 @@ TINY = dict(model="cnn", channels=(6, 12), hidden=(32,))
 
 def tiny(tmp_path, name, **kw):
     """A tiny CNN on the bundled real digits: the CNN recipe's settings, smaller and shorter."""
-    settings = dict(dataset="mnist-sample", epochs=2, limit=600, out=str(tmp_path / name), plots=False, quiet=True,
-                    **TINY)
+    settings = dict(
+        dataset="mnist-sample", epochs=2, limit=600, out=str(tmp_path / name), plots=False, quiet=True, **TINY
+    )
     settings.update(kw)
     return TrainConfig(**settings)
 
@@ -39,7 +47,9 @@ def tiny(tmp_path, name, **kw):
 @functools.cache
 def trained_cnn():
     out = tempfile.mkdtemp(prefix="handgrad-test-cnn-")
-    config = TrainConfig(dataset="mnist-sample", epochs=3, limit=2500, out=out + "/run", plots=True, quiet=True, **TINY)
+    config = TrainConfig(
+        dataset="mnist-sample", epochs=3, limit=2500, out=out + "/run", plots=True, quiet=True, **TINY
+    )
     return train(config, stdout=open("/dev/null", "w"))
 
 
@@ -70,10 +80,20 @@ def test_default_cnn_architecture_is_the_documented_one():
     model = build_model(arch, 0)
     kinds = [type(layer).__name__ for layer in model]
     assert kinds == ["Conv2D", "BatchNorm2D", "ReLU", "MaxPool2D"] * 3 + [
-        "Flatten", "Dropout", "Linear", "BatchNorm1D", "ReLU", "Dropout", "Linear"]
+        "Flatten",
+        "Dropout",
+        "Linear",
+        "BatchNorm1D",
+        "ReLU",
+        "Dropout",
+        "Linear",
+    ]
     convs = [layer for layer in model if isinstance(layer, Conv2D)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
-        (1, 16, (3, 3), (1, 1)), (16, 32, (3, 3), (1, 1)), (32, 64, (3, 3), (1, 1))]
+        (1, 16, (3, 3), (1, 1)),
+        (16, 32, (3, 3), (1, 1)),
+        (32, 64, (3, 3), (1, 1)),
+    ]
     assert model[14].params["W"].shape == (64 * 3 * 3, 128)  # 28 -> 14 -> 7 -> 3
     X = prepare_inputs(arch, np.zeros((5, 28, 28), np.float32))
     assert X.shape == (5, 1, 28, 28)
@@ -81,23 +101,38 @@ def test_default_cnn_architecture_is_the_documented_one():
     assert describe(arch).startswith("cnn conv3x3 16-32-64")
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(channels=[]), "channels"), (dict(channels=[8, 8, 8, 8, 8]), "shrink"), (dict(kernel_size=4), "kernel_size"),
-    (dict(dropout=1.0), "dropout"), (dict(batch_norm="yes"), "batch_norm"), (dict(extra=1), "unknown"),
-    (dict(input_shape=[28]), "input_shape"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(channels=[]), "channels"),
+        (dict(channels=[8, 8, 8, 8, 8]), "shrink"),
+        (dict(kernel_size=4), "kernel_size"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(batch_norm="yes"), "batch_norm"),
+        (dict(extra=1), "unknown"),
+        (dict(input_shape=[28]), "input_shape"),
+    ],
+)
 def test_bad_cnn_architectures_are_refused(change, message):
     arch = arch_from_config(TrainConfig(model="cnn"), 10, (28, 28))
     with pytest.raises(ArchitectureError, match=message):
         validate_arch({**arch, **change})
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(model="cnn", channels=()), "channels"), (dict(channels=(8,)), "channels"), (dict(dropout=1.0), "dropout"),
-    (dict(patience=0), "patience"), (dict(lr_gamma=1.5), "lr_gamma"), (dict(augment_shift=9), "augment_shift"),
-    (dict(model="transformer"), "model"), (dict(optimizer="lbfgs"), "optimizer"),
-    (dict(batch_norm=1), "batch_norm"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(model="cnn", channels=()), "channels"),
+        (dict(channels=(8,)), "channels"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(patience=0), "patience"),
+        (dict(lr_gamma=1.5), "lr_gamma"),
+        (dict(augment_shift=9), "augment_shift"),
+        (dict(model="transformer"), "model"),
+        (dict(optimizer="lbfgs"), "optimizer"),
+        (dict(batch_norm=1), "batch_norm"),
+    ],
+)
 def test_bad_settings_are_config_errors(change, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**change).validate()
@@ -113,9 +148,15 @@ def test_optimisers_and_schedules_follow_the_settings():
     assert [step(t) for t in (0, 19, 20, 39, 40, 59)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
     default_step = lr_schedule(TrainConfig(epochs=6, lr=1.0, schedule="step"), spe)  # every 2 epochs, × 0.1
     assert default_step(20) == pytest.approx(0.1)
-    expo = lr_schedule(TrainConfig(epochs=6, lr=2.0, schedule="exponential", lr_gamma=0.5, warmup_epochs=1), spe)
+    expo = lr_schedule(
+        TrainConfig(epochs=6, lr=2.0, schedule="exponential", lr_gamma=0.5, warmup_epochs=1), spe
+    )
     assert expo(5) == pytest.approx(1.0)  # halfway through the warmup
-    assert expo(10) == pytest.approx(2.0) and expo(20) == pytest.approx(1.0) and expo(35) == pytest.approx(2 * 0.5**2.5)
+    assert (
+        expo(10) == pytest.approx(2.0)
+        and expo(20) == pytest.approx(1.0)
+        and expo(35) == pytest.approx(2 * 0.5**2.5)
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -128,10 +169,14 @@ def test_tiny_cnn_learns_real_digits_and_draws_its_filters():
     h = result.history
     assert h[-1]["train_loss"] < 0.6 * h[0]["train_loss"]
     assert h[0]["test_accuracy"] < h[-1]["test_accuracy"]
-    assert result.test_accuracy > 0.75 and result.best_val_accuracy > 0.75  # chance is 0.10 (2,500 images, 3 epochs)
+    assert (
+        result.test_accuracy > 0.75 and result.best_val_accuracy > 0.75
+    )  # chance is 0.10 (2,500 images, 3 epochs)
     ckpt = load_checkpoint(f"{result.run_dir}/best.npz")
     assert ckpt.metadata["arch"]["type"] == "cnn" and ckpt.metadata["arch"]["channels"] == [6, 12]
-    assert {"1.running_mean", "1.running_var", "5.running_mean", "5.running_var"} <= set(ckpt.state)  # BatchNorm2D
+    assert {"1.running_mean", "1.running_var", "5.running_mean", "5.running_var"} <= set(
+        ckpt.state
+    )  # BatchNorm2D
     import pathlib
 
     for name in ("weights.png", "curves.png", "confusion.png", "misclassified.png"):
@@ -147,7 +192,7 @@ def test_checkpoint_round_trip_restores_batch_norm_statistics_exactly(tmp_path, 
     state = {k: v.copy() for k, v in named_state(model).items()}
     assert len(state) == 6 and not np.array_equal(state["1.running_mean"], np.zeros(6, np.float32))
     save_checkpoint(tmp_path / "m.npz", model, {"arch": arch})
-    loaded, ckpt = load_model(tmp_path / "m.npz")
+    loaded, _ckpt = load_model(tmp_path / "m.npz")
     for name, value in named_state(loaded).items():
         assert np.array_equal(value, state[name]) and value.dtype == np.float32, name
     x = rng.random((7, 1, 28, 28), dtype=np.float32)
@@ -190,8 +235,8 @@ def test_resume_with_dropout_augmentation_adam_and_batch_norm_is_bit_for_bit(tmp
             assert np.array_equal(a.params[k], b.params[k]), (name, k)
         for k in a.state:
             assert np.array_equal(a.state[k], b.state[k]), (name, k)
-    pa, oa, ra = _arrays(tmp_path / "straight" / "last.npz")
-    pb, ob, rb = _arrays(tmp_path / "split" / "last.npz")
+    _pa, oa, ra = _arrays(tmp_path / "straight" / "last.npz")
+    _pb, ob, rb = _arrays(tmp_path / "split" / "last.npz")
     assert any(k.startswith("exp_avg_sq.") for k in oa) and set(oa) == set(ob)
     for k, v in oa.items():
         assert np.array_equal(v, ob[k]) if isinstance(v, np.ndarray) else v == ob[k], k
@@ -213,11 +258,11 @@ def test_evaluate_and_predict_rebuild_the_cnn_from_its_checkpoint(tmp_path):
     result = trained_cnn()
     report = evaluate(result.run_dir)
     assert report.accuracy == result.test_accuracy and report.n == 1000
-    X, y = load_splits("mnist-sample").test
+    X, _y = load_splits("mnist-sample").test
     path = tmp_path / "digit.png"
     Image.fromarray(np.round(X[0] * 255).astype(np.uint8), mode="L").save(path)
     [out] = predict(result.run_dir, [str(path)])
-    model, ckpt = load_model(result.run_dir)
+    model, _ckpt = load_model(result.run_dir)
     from handgrad.datasets import load_image
 
     logits = model.forward(load_image(str(path))[None, None]).astype(np.float64)
@@ -227,8 +272,22 @@ def test_evaluate_and_predict_rebuild_the_cnn_from_its_checkpoint(tmp_path):
 
 
 def test_mlp_with_dropout_batch_norm_and_augmentation_trains(tmp_path):
-    result = train(TrainConfig(dataset="mnist-sample", epochs=3, limit=2000, hidden=(64,), dropout=0.2, batch_norm=True,
-                               augment=True, optimizer="adam", lr=3e-3, out=str(tmp_path / "mlp"), plots=False, quiet=True))
+    result = train(
+        TrainConfig(
+            dataset="mnist-sample",
+            epochs=3,
+            limit=2000,
+            hidden=(64,),
+            dropout=0.2,
+            batch_norm=True,
+            augment=True,
+            optimizer="adam",
+            lr=3e-3,
+            out=str(tmp_path / "mlp"),
+            plots=False,
+            quiet=True,
+        )
+    )
     assert result.test_accuracy > 0.8
     ckpt = load_checkpoint(tmp_path / "mlp" / "best.npz")
     assert ckpt.metadata["arch"]["dropout"] == 0.2 and ckpt.metadata["arch"]["batch_norm"] is True
@@ -245,8 +304,20 @@ def test_plain_mlp_architecture_is_unchanged():
 
 def test_patience_stops_a_run_that_no_longer_improves(tmp_path):
     # A learning rate of ~0 leaves the parameters (and so the validation accuracy) as initialised.
-    result = train(TrainConfig(dataset="mnist-sample", epochs=5, limit=200, hidden=(8,), optimizer="sgd", lr=1e-30,
-                               patience=2, out=str(tmp_path / "p"), plots=False, quiet=True))
+    result = train(
+        TrainConfig(
+            dataset="mnist-sample",
+            epochs=5,
+            limit=200,
+            hidden=(8,),
+            optimizer="sgd",
+            lr=1e-30,
+            patience=2,
+            out=str(tmp_path / "p"),
+            plots=False,
+            quiet=True,
+        )
+    )
     assert result.stopped_by_patience and result.epochs == 2 and result.best_epoch == 0
     again = train(TrainConfig(resume=str(tmp_path / "p"), quiet=True))  # stays stopped
     assert again.stopped_by_patience and again.epochs == 2
@@ -261,28 +332,48 @@ def test_help_shows_the_new_options(capsys):
     code, out, _ = run(capsys, "train", "--help")
     text = " ".join(out.split())
     assert code == 0
-    for option in ("--model {mlp,cnn,rnn,lstm,gru}", "--channels", "--dropout P",
-                   "--batch-norm, --no-batch-norm",
-                   "--augment, --no-augment", "--optimizer {sgd,momentum,adam,adamw,rmsprop,adagrad}",
-                   "--schedule {constant,cosine,step,exponential}", "--lr-step-epochs", "--lr-gamma", "--patience N",
-                   "on for cnn", "Options given explicitly override the chosen model's defaults"):
+    for option in (
+        "--model {mlp,cnn,rnn,lstm,gru}",
+        "--channels",
+        "--dropout P",
+        "--batch-norm, --no-batch-norm",
+        "--augment, --no-augment",
+        "--optimizer {sgd,momentum,adam,adamw,rmsprop,adagrad}",
+        "--schedule {constant,cosine,step,exponential}",
+        "--lr-step-epochs",
+        "--lr-gamma",
+        "--patience N",
+        "on for cnn",
+        "Options given explicitly override the chosen model's defaults",
+    ):
         assert option in text, option
 
 
-@pytest.mark.parametrize("argv, fragment, status", [
-    (["--dropout", "x"], "argument --dropout: invalid float value: 'x'", 2),
-    (["--channels", "a"], "argument --channels: expected comma-separated sizes", 2),
-    (["--model", "transformer"], "model must be one of mlp, cnn, rnn, lstm, gru; got 'transformer'", 1),
-    (["--dropout", "1"], "dropout must be in [0, 1), got 1.0", 1),
-    (["--channels", "16,0"], "channels must be zero or more positive sizes, got (16, 0)", 1),
-    (["--patience", "0"], "patience must be a positive integer, got 0", 1),
-    (["--lr-gamma", "2"], "lr_gamma must be in (0, 1], got 2.0", 1),
-    (["--lr-step-epochs", "0"], "lr_step_epochs must be positive, got 0.0", 1),
-    (["--augment-shift", "9"], "augment_shift must be an integer in [0, 8], got 9", 1),
-    (["--optimizer", "lbfgs"], "optimizer must be one of sgd, momentum, adam, adamw, rmsprop, adagrad", 1),
-    (["--schedule", "onecycle"], "schedule must be one of constant, cosine, step, exponential; got 'onecycle'", 1),
-    (["--augment-degrees", "-5"], "augment_degrees must be in [0, 180], got -5.0", 1),
-])
+@pytest.mark.parametrize(
+    "argv, fragment, status",
+    [
+        (["--dropout", "x"], "argument --dropout: invalid float value: 'x'", 2),
+        (["--channels", "a"], "argument --channels: expected comma-separated sizes", 2),
+        (["--model", "transformer"], "model must be one of mlp, cnn, rnn, lstm, gru; got 'transformer'", 1),
+        (["--dropout", "1"], "dropout must be in [0, 1), got 1.0", 1),
+        (["--channels", "16,0"], "channels must be zero or more positive sizes, got (16, 0)", 1),
+        (["--patience", "0"], "patience must be a positive integer, got 0", 1),
+        (["--lr-gamma", "2"], "lr_gamma must be in (0, 1], got 2.0", 1),
+        (["--lr-step-epochs", "0"], "lr_step_epochs must be positive, got 0.0", 1),
+        (["--augment-shift", "9"], "augment_shift must be an integer in [0, 8], got 9", 1),
+        (
+            ["--optimizer", "lbfgs"],
+            "optimizer must be one of sgd, momentum, adam, adamw, rmsprop, adagrad",
+            1,
+        ),
+        (
+            ["--schedule", "onecycle"],
+            "schedule must be one of constant, cosine, step, exponential; got 'onecycle'",
+            1,
+        ),
+        (["--augment-degrees", "-5"], "augment_degrees must be in [0, 180], got -5.0", 1),
+    ],
+)
 def test_bad_option_values_are_one_line_errors(argv, fragment, status, capsys):
     """A malformed value is a usage error (2); a well-formed bad one TrainConfig's ConfigError (1)."""
     code, out, err = run(capsys, "train", *argv)
@@ -294,20 +385,48 @@ def test_bad_option_values_are_one_line_errors(argv, fragment, status, capsys):
 
 def test_channels_without_the_cnn_is_a_one_line_error(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--channels", "8,16", "--out", str(tmp_path / "x"))
-    assert code == 1 and err.startswith("handgrad: error: ") and "--model cnn" in err and len(err.splitlines()) == 1
+    assert (
+        code == 1
+        and err.startswith("handgrad: error: ")
+        and "--model cnn" in err
+        and len(err.splitlines()) == 1
+    )
 
 
 def test_train_model_cnn_from_the_command_line_then_evaluate_and_predict_json(tmp_path, capsys):
     from PIL import Image
 
     out_dir = tmp_path / "cli"
-    code, out, err = run(capsys, "train", "--model", "cnn", "--dataset", "mnist-sample", "--limit", "300",
-                         "--epochs", "1", "--channels", "4,8", "--hidden", "none", "--no-augment", "--out",
-                         str(out_dir), "--no-plots", "--quiet")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--model",
+        "cnn",
+        "--dataset",
+        "mnist-sample",
+        "--limit",
+        "300",
+        "--epochs",
+        "1",
+        "--channels",
+        "4,8",
+        "--hidden",
+        "none",
+        "--no-augment",
+        "--out",
+        str(out_dir),
+        "--no-plots",
+        "--quiet",
+    )
     assert code == 0, err
     saved = json.loads((out_dir / "config.json").read_text())
     assert (saved["model"], saved["channels"], saved["hidden"], saved["augment"], saved["optimizer"]) == (
-        "cnn", [4, 8], [], False, "adam")
+        "cnn",
+        [4, 8],
+        [],
+        False,
+        "adam",
+    )
     code, out, err = run(capsys, "evaluate", str(out_dir), "--json")
     assert code == 0 and 0.1 < json.loads(out)["accuracy"] <= 1
     X, _ = load_splits("mnist-sample").test

@@ -3,9 +3,20 @@
 import numpy as np
 import pytest
 
-from handgrad.app.models import (MODEL_TYPES, ArchitectureError, build_model, char_arch, cnn_arch,
-                                 count_parameters, describe, get_model_type, mlp_arch, named_params,
-                                 named_state, rnn_arch)
+from handgrad.app.models import (
+    MODEL_TYPES,
+    ArchitectureError,
+    build_model,
+    char_arch,
+    cnn_arch,
+    count_parameters,
+    describe,
+    get_model_type,
+    mlp_arch,
+    named_params,
+    named_state,
+    rnn_arch,
+)
 
 ARCHS = [
     mlp_arch(),
@@ -28,7 +39,9 @@ ARCHS = [
 @pytest.mark.parametrize("arch", ARCHS, ids=describe)
 def test_count_parameters_is_what_the_built_model_holds(arch):
     model = build_model(arch, rng=0)
-    held = sum(a.size for a in named_params(model).values()) + sum(a.size for a in named_state(model).values())
+    held = sum(a.size for a in named_params(model).values()) + sum(
+        a.size for a in named_state(model).values()
+    )
     assert count_parameters(arch) == held
 
 

@@ -7,22 +7,35 @@ import numpy as np
 import pytest
 
 from handgrad.app.config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig
-from handgrad.app.recipes import (OPTIMIZER_RECIPES, SCHEDULE_RECIPES, loop_weight_decay, lr_schedule,
-                                  make_optimizer)
+from handgrad.app.recipes import (
+    OPTIMIZER_RECIPES,
+    SCHEDULE_RECIPES,
+    loop_weight_decay,
+    lr_schedule,
+    make_optimizer,
+)
 from handgrad.ch07_regularization import add_l2_grad_
-from handgrad.ch08_optimization import (SGD, AdaGrad, Adam, Momentum, RMSProp, cosine_schedule,
-                                        exponential_schedule, step_schedule)
+from handgrad.ch08_optimization import (
+    SGD,
+    AdaGrad,
+    Adam,
+    Momentum,
+    RMSProp,
+    cosine_schedule,
+    exponential_schedule,
+    step_schedule,
+)
 
 
 def reference_lr_schedule(config, steps_per_epoch):
     """The training loop's schedule as it was written before recipes.py (kept here as the oracle)."""
     total = config.epochs * steps_per_epoch
-    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total - 1)
     lr = config.lr
     if config.schedule == "cosine":
         return lambda t: cosine_schedule(t, total, lr, 0.0, warmup)
     if config.schedule == "step":
-        every = max(1, int(round((config.lr_step_epochs or config.epochs / 3) * steps_per_epoch)))
+        every = max(1, round((config.lr_step_epochs or config.epochs / 3) * steps_per_epoch))
         gamma = config.lr_gamma if config.lr_gamma is not None else 0.1
         after = lambda t: step_schedule(t, lr, every, gamma)  # noqa: E731
     elif config.schedule == "exponential":
@@ -42,8 +55,9 @@ def reference_optimizer(config):
     if name == "sgd":
         return SGD(lr, weight_decay=config.weight_decay), loop_decay
     if name == "momentum":
-        return Momentum(lr, beta=config.momentum, nesterov=config.nesterov,
-                        weight_decay=config.weight_decay), loop_decay
+        return Momentum(
+            lr, beta=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay
+        ), loop_decay
     if name == "adam":
         return Adam(lr), loop_decay
     if name == "adamw":
@@ -54,7 +68,7 @@ def reference_optimizer(config):
 
 
 def test_the_config_choices_are_the_tables():
-    assert OPTIMIZERS == tuple(OPTIMIZER_RECIPES)
+    assert tuple(OPTIMIZER_RECIPES) == OPTIMIZERS
     assert OPTIMIZERS == ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
     assert SCHEDULES == tuple(SCHEDULE_RECIPES) == ("constant", "cosine", "step", "exponential")
 
@@ -63,8 +77,14 @@ def test_the_config_choices_are_the_tables():
 @pytest.mark.parametrize("warmup_epochs", [0, 0.5, 1, 3])
 @pytest.mark.parametrize("step_epochs, gamma", [(None, None), (1.5, 0.5)])
 def test_every_learning_rate_is_bit_for_bit_the_old_formula(schedule, warmup_epochs, step_epochs, gamma):
-    config = TrainConfig(epochs=4, lr=0.3, schedule=schedule, warmup_epochs=warmup_epochs,
-                         lr_step_epochs=step_epochs, lr_gamma=gamma).validate()
+    config = TrainConfig(
+        epochs=4,
+        lr=0.3,
+        schedule=schedule,
+        warmup_epochs=warmup_epochs,
+        lr_step_epochs=step_epochs,
+        lr_gamma=gamma,
+    ).validate()
     for steps_per_epoch in (1, 7):
         new, old = lr_schedule(config, steps_per_epoch), reference_lr_schedule(config, steps_per_epoch)
         total = config.epochs * steps_per_epoch
@@ -107,11 +127,14 @@ def test_every_optimiser_step_is_bit_for_bit_the_old_choice(name, nesterov):
 def test_an_unknown_name_is_a_config_error_naming_the_choices():
     config = dataclasses.replace(TrainConfig(), optimizer="lbfgs")
     for call in (make_optimizer, loop_weight_decay):
-        with pytest.raises(ConfigError, match="optimizer must be one of sgd, momentum, adam, adamw, rmsprop, "
-                                              "adagrad; got 'lbfgs'"):
+        with pytest.raises(
+            ConfigError,
+            match="optimizer must be one of sgd, momentum, adam, adamw, rmsprop, adagrad; got 'lbfgs'",
+        ):
             call(config)
-    with pytest.raises(ConfigError, match="schedule must be one of constant, cosine, step, exponential; "
-                                          "got 'linear'"):
+    with pytest.raises(
+        ConfigError, match="schedule must be one of constant, cosine, step, exponential; got 'linear'"
+    ):
         lr_schedule(dataclasses.replace(TrainConfig(), schedule="linear"), 10)
 
 
@@ -120,8 +143,9 @@ def test_linear_scaling_rule_with_gradual_warmup():
     linear climb from lr over the warmup, then the schedule (cosine here) from the scaled peak."""
     from handgrad.app.recipes import make_optimizer, scaled_lr
 
-    config = TrainConfig(lr=0.1, batch_size=1024, lr_batch=256, warmup_epochs=1, schedule="cosine",
-                         epochs=4).validate()
+    config = TrainConfig(
+        lr=0.1, batch_size=1024, lr_batch=256, warmup_epochs=1, schedule="cosine", epochs=4
+    ).validate()
     assert scaled_lr(config) == pytest.approx(0.4) and make_optimizer(config).lr == pytest.approx(0.4)
     schedule = lr_schedule(config, steps_per_epoch=10)
     assert [round(schedule(t), 12) for t in (0, 5, 10)] == [0.1, 0.25, 0.4]

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from handgrad.app import server as server_module
 from handgrad.app import TrainConfig, train
+from handgrad.app import server as server_module
 from handgrad.app.checkpoint import CheckpointError
 from handgrad.app.predict import Predictor
 from handgrad.app.server import MAX_BODY_BYTES, host_allowed, make_server
@@ -121,7 +121,7 @@ def assert_json_error(status, resp, body, expected_status):
 
 # --- the prediction endpoint ------------------------------------------------------------------------
 def test_png_prediction_matches_predictor_exactly(port, predictor, digits):
-    data, label = digits[0]
+    data, _label = digits[0]
     status, resp, body = predict(port, data)
     assert status == 200
     assert resp.getheader("Content-Type") == "application/json"
@@ -134,7 +134,7 @@ def test_png_prediction_matches_predictor_exactly(port, predictor, digits):
     assert body["prediction"] == int(p.argmax()) and body["label"] == body["classes"][body["prediction"]]
     assert body["confidence"] == pytest.approx(p.max())
     x = np.array(body["input"])
-    assert x.shape == (28, 28) and 0 <= x.min() and x.max() <= 1 and x.max() > 0.5
+    assert x.shape == (28, 28) and x.min() >= 0 and x.max() <= 1 and x.max() > 0.5
 
 
 def test_a_trained_model_reads_the_sample_digits(port, digits):
@@ -147,7 +147,9 @@ def test_jpeg_is_accepted(port, predictor, digits):
     data = png_bytes(X[1], fmt="JPEG")
     status, _, body = predict(port, data, "image/jpeg")
     assert status == 200
-    assert body["probabilities"] == pytest.approx(list(map(float, predictor.predict_image(data)["probabilities"])))
+    assert body["probabilities"] == pytest.approx(
+        list(map(float, predictor.predict_image(data)["probabilities"]))
+    )
 
 
 def test_content_type_parameters_are_ignored(port, digits):
@@ -169,16 +171,20 @@ BLACK = np.zeros((28, 28), np.uint8)
 WHITE = np.full((28, 28), 255, np.uint8)
 
 
-@pytest.mark.parametrize("body, content_type, expected", [
-    (b"not an image at all", "image/png", 400),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "image/png", 400),             # a PNG signature, then garbage
-    (png_bytes(BLACK), "image/png", 400),                                 # an empty (black) drawing
-    (png_bytes(WHITE), "image/png", 400),                                 # an empty (white) page
-    (b"", "image/png", 400),                                              # no body at all
-    (b"GIF89a", "image/gif", 415),
-    (b"{}", "application/json", 415),
-    (b"<form>", "multipart/form-data; boundary=x", 415),
-], ids=["garbage", "truncated-png", "black", "white", "empty-body", "gif", "json", "multipart"])
+@pytest.mark.parametrize(
+    "body, content_type, expected",
+    [
+        (b"not an image at all", "image/png", 400),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "image/png", 400),  # a PNG signature, then garbage
+        (png_bytes(BLACK), "image/png", 400),  # an empty (black) drawing
+        (png_bytes(WHITE), "image/png", 400),  # an empty (white) page
+        (b"", "image/png", 400),  # no body at all
+        (b"GIF89a", "image/gif", 415),
+        (b"{}", "application/json", 415),
+        (b"<form>", "multipart/form-data; boundary=x", 415),
+    ],
+    ids=["garbage", "truncated-png", "black", "white", "empty-body", "gif", "json", "multipart"],
+)
 def test_bad_images_and_types_are_refused(port, digits, body, content_type, expected):
     status, resp, answer = predict(port, body, content_type)
     assert_json_error(status, resp, answer, expected)
@@ -199,28 +205,47 @@ def test_oversized_body_is_refused_with_413(port, digits):
 
 def test_oversized_body_is_refused_before_it_is_read(port, digits):
     # Only the headers are sent: the answer must come from Content-Length alone.
-    head = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-            f"Content-Length: {50 * MAX_BODY_BYTES}\r\n\r\n").encode()
+    head = (
+        f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {50 * MAX_BODY_BYTES}\r\n\r\n"
+    ).encode()
     status, answer = raw(port, head)
     assert status == 413 and "larger than the limit" in answer["error"]
     assert_still_serving(port, digits)
 
 
-@pytest.mark.parametrize("headers, expected", [
-    ("", 411),                                  # no Content-Length
-    ("Content-Length: twelve\r\n", 400),
-    ("Content-Length: -5\r\n", 400),
-    ("Transfer-Encoding: chunked\r\n", 411),
-], ids=["missing", "not-a-number", "negative", "chunked"])
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ("", 411),  # no Content-Length
+        ("Content-Length: twelve\r\n", 400),
+        ("Content-Length: -5\r\n", 400),
+        ("Transfer-Encoding: chunked\r\n", 411),
+    ],
+    ids=["missing", "not-a-number", "negative", "chunked"],
+)
 def test_content_length_is_required_and_checked(port, digits, headers, expected):
-    status, answer = raw(port, (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                f"Content-Type: image/png\r\n{headers}Connection: close\r\n\r\n").encode())
+    status, answer = raw(
+        port,
+        (
+            f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: image/png\r\n{headers}Connection: close\r\n\r\n"
+        ).encode(),
+    )
     assert status == expected and answer["error"]
     assert_still_serving(port, digits)
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example",
-                                  "localhost.evil.example:80", "192.168.1.20"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:8000",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example:80",
+        "192.168.1.20",
+    ],
+)
 def test_unexpected_host_is_refused(port, digits, host):
     status, resp, answer = predict(port, digits[0][0], Host=host)
     assert_json_error(status, resp, answer, 421)
@@ -244,26 +269,29 @@ def test_local_hosts_with_any_port_are_accepted(port, digits, host):
 def test_host_rules():
     assert host_allowed("localhost:8000", "127.0.0.1")
     assert host_allowed("[::1]:8000", "127.0.0.1")
-    assert host_allowed("myhost.lan:8000", "myhost.lan")          # the name it was bound to
-    assert host_allowed("192.168.1.20:8000", "0.0.0.0")           # bound everywhere: address literals
-    assert not host_allowed("evil.example:8000", "0.0.0.0")       # ... but never a foreign name
+    assert host_allowed("myhost.lan:8000", "myhost.lan")  # the name it was bound to
+    assert host_allowed("192.168.1.20:8000", "0.0.0.0")  # bound everywhere: address literals
+    assert not host_allowed("evil.example:8000", "0.0.0.0")  # ... but never a foreign name
     assert not host_allowed("evil.example", "127.0.0.1")
     assert not host_allowed("", "127.0.0.1")
     assert not host_allowed(None, "127.0.0.1")
 
 
-@pytest.mark.parametrize("method, path, expected", [
-    ("GET", "/nope", 404),
-    ("GET", "/api/nope", 404),
-    ("GET", "/static/nope.js", 404),
-    ("GET", "/static/../server.py", 404),
-    ("GET", "/static/%2e%2e/server.py", 404),
-    ("POST", "/api/info", 405),
-    ("GET", "/api/predict", 405),
-    ("PUT", "/api/predict", 405),
-    ("DELETE", "/", 405),
-    ("OPTIONS", "/api/predict", 405),
-])
+@pytest.mark.parametrize(
+    "method, path, expected",
+    [
+        ("GET", "/nope", 404),
+        ("GET", "/api/nope", 404),
+        ("GET", "/static/nope.js", 404),
+        ("GET", "/static/../server.py", 404),
+        ("GET", "/static/%2e%2e/server.py", 404),
+        ("POST", "/api/info", 405),
+        ("GET", "/api/predict", 405),
+        ("PUT", "/api/predict", 405),
+        ("DELETE", "/", 405),
+        ("OPTIONS", "/api/predict", 405),
+    ],
+)
 def test_unknown_paths_and_methods(port, digits, method, path, expected):
     status, resp, answer = request(port, method, path)
     assert_json_error(status, resp, answer, expected)
@@ -291,7 +319,9 @@ def test_internal_errors_are_generic_and_logged(digits, caplog):
             status, resp, answer = predict(srv.server_address[1], digits[0][0])
             assert_json_error(status, resp, answer, 500)
             assert "secret" not in json.dumps(answer)
-            assert wait_for(lambda: any("secret internal detail" in (r.exc_text or "") for r in caplog.records))
+            assert wait_for(
+                lambda: any("secret internal detail" in (r.exc_text or "") for r in caplog.records)
+            )
             status, _, _ = request(srv.server_address[1], "GET", "/api/info")
             assert status == 200
     finally:
@@ -326,8 +356,10 @@ def test_head_of_the_page(port):
 
 # --- concurrency and logging ------------------------------------------------------------------------
 def test_concurrent_requests_all_get_their_own_answer(port, predictor, digits):
-    expected = [json.loads(json.dumps(predictor.predict_image(data), default=lambda v: v.tolist()))
-                for data, _ in digits]
+    expected = [
+        json.loads(json.dumps(predictor.predict_image(data), default=lambda v: v.tolist()))
+        for data, _ in digits
+    ]
     barrier = threading.Barrier(len(digits))
 
     def one(i):
@@ -357,13 +389,18 @@ def test_one_log_line_per_request(port, digits, caplog):
         request(port, "GET", "/missing-7f3a")
 
         def lines(pattern):
-            return [r.getMessage() for r in caplog.records
-                    if r.name == "handgrad.server" and re.search(pattern, r.getMessage())]
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.name == "handgrad.server" and re.search(pattern, r.getMessage())
+            ]
 
         assert wait_for(lambda: len(lines("/missing-7f3a")) == 1)
         assert len(lines(r'"GET /api/info\?probe=7f3a HTTP/1.1" 200 \d+')) == 1
         assert len(lines(r'"POST /api/predict HTTP/1.1" 400 \d+')) >= 1
-        assert re.search(r'^127\.0\.0\.1 "GET /missing-7f3a HTTP/1.1" 404 \d+ [\d.]+ms$', lines("/missing-7f3a")[0])
+        assert re.search(
+            r'^127\.0\.0\.1 "GET /missing-7f3a HTTP/1.1" 404 \d+ [\d.]+ms$', lines("/missing-7f3a")[0]
+        )
 
 
 # --- no checkpoint: the page explains how to train one ------------------------------------------------

@@ -25,8 +25,14 @@ from handgrad.app.server import make_server
 from handgrad.datasets import load_dataset
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 INSTALL_HINT = "run scripts/install_browser.sh (installs Debian's chromium and playwright; CI runs it)"
 TIMEOUT_MS = 20_000
 
@@ -35,7 +41,9 @@ TIMEOUT_MS = 20_000
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    app.train(TrainConfig(dataset="mnist-sample", epochs=3, hidden=(64,), out=str(out), plots=False, quiet=True))
+    app.train(
+        TrainConfig(dataset="mnist-sample", epochs=3, hidden=(64,), out=str(out), plots=False, quiet=True)
+    )
     return Predictor.from_checkpoint(out / "best.npz")
 
 
@@ -93,8 +101,12 @@ class Page:
         self.page.set_default_timeout(TIMEOUT_MS)
         self.errors = []
         self.predictions = []  # the response to every POST /api/predict
-        self.page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}")
-                     if m.type in ("error", "assert") else None)
+        self.page.on(
+            "console",
+            lambda m: (
+                self.errors.append(f"console.{m.type}: {m.text}") if m.type in ("error", "assert") else None
+            ),
+        )
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url} {r.failure}"))
         self.page.on("response", self._on_response)
@@ -121,8 +133,9 @@ class Page:
 
     def settled(self):
         """Wait until the last answer is shown and nothing is in flight or scheduled."""
-        self.page.wait_for_selector("#result[data-busy=false]:is([data-state=ready], [data-state=error])",
-                                    state="attached")
+        self.page.wait_for_selector(
+            "#result[data-busy=false]:is([data-state=ready], [data-state=error])", state="attached"
+        )
         return self.page.locator("#result").get_attribute("data-state")
 
     def last_answer(self):
@@ -131,16 +144,22 @@ class Page:
         return answers[-1]
 
     def bars(self):
-        return self.page.eval_on_selector_all("#bars .bar", """rows => rows.map(r => ({
+        return self.page.eval_on_selector_all(
+            "#bars .bar",
+            """rows => rows.map(r => ({
             id: r.id, label: r.dataset.label, probability: r.dataset.probability ?? null,
             width: r.querySelector('.bar-fill').style.width, top: r.classList.contains('top'),
-            value: r.querySelector('.bar-value').textContent }))""")
+            value: r.querySelector('.bar-value').textContent }))""",
+        )
 
     def pixels(self, selector):
         """Red channel of a canvas, as a (height, width) array."""
-        data = self.page.eval_on_selector(selector, """c => {
+        data = self.page.eval_on_selector(
+            selector,
+            """c => {
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            return {w: c.width, h: c.height, r: Array.from(d.filter((_, i) => i % 4 === 0))}; }""")
+            return {w: c.width, h: c.height, r: Array.from(d.filter((_, i) => i % 4 === 0))}; }""",
+        )
         return np.array(data["r"]).reshape(data["h"], data["w"])
 
     def close(self):
@@ -155,8 +174,8 @@ def tab(browser, base_url):
     assert t.errors == [], "the page logged errors"
 
 
-ONE = [(0.52, 0.15), (0.50, 0.50), (0.48, 0.85)]                     # a "1": one vertical stroke
-SEVEN = [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]                     # a "7": across, then down-left
+ONE = [(0.52, 0.15), (0.50, 0.50), (0.48, 0.85)]  # a "1": one vertical stroke
+SEVEN = [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]  # a "7": across, then down-left
 
 
 def assert_shows(tab, answer, classes):
@@ -262,7 +281,7 @@ def test_clear_while_a_request_is_in_flight_wins(tab):
     tab.page.wait_for_selector("#result[data-busy=false]", state="attached")
     assert len(held) == 1  # one request at a time: the others waited, and Clear dropped them
     assert len(tab.predictions) == 1  # its answer came back ...
-    assert_empty(tab)                 # ... and was ignored
+    assert_empty(tab)  # ... and was ignored
 
 
 def test_upload_shows_the_right_class(tab, predictor, tmp_path):
@@ -314,7 +333,9 @@ def test_pen_and_touch_draw_too(browser, base_url, predictor):
     t = Page(browser, base_url, has_touch=True)
     try:
         # A stylus, through Pointer Events as a tablet sends them.
-        t.page.eval_on_selector("#draw", """c => {
+        t.page.eval_on_selector(
+            "#draw",
+            """c => {
             const b = c.getBoundingClientRect();
             const at = (type, fx, fy) => c.dispatchEvent(new PointerEvent(type, {pointerId: 7, pointerType: 'pen',
                 isPrimary: true, bubbles: true, cancelable: true, pressure: 0.5, button: 0, buttons: 1,
@@ -322,7 +343,8 @@ def test_pen_and_touch_draw_too(browser, base_url, predictor):
             at('pointerdown', 0.5, 0.15);
             for (let k = 1; k <= 20; k++) at('pointermove', 0.5, 0.15 + 0.7 * k / 20);
             at('pointerup', 0.5, 0.85);
-        }""")
+        }""",
+        )
         assert t.settled() == "ready"
         assert_shows(t, t.last_answer(), predictor.classes)
         t.page.get_by_role("button", name="Clear").click()
@@ -394,10 +416,13 @@ def test_a_colour_model_shows_its_own_size_and_colours(browser, tmp_path):
     from handgrad.datasets import make_synthetic_color
 
     out = tmp_path / "colour-run"
-    app.train(TrainConfig(dataset="synthetic-color", epochs=1, hidden=(32,), lr=0.05, out=str(out),
-                          plots=False, quiet=True))
+    app.train(
+        TrainConfig(
+            dataset="synthetic-color", epochs=1, hidden=(32,), lr=0.05, out=str(out), plots=False, quiet=True
+        )
+    )
     colour = Predictor.from_checkpoint(out / "best.npz")
-    X, y = make_synthetic_color(8, seed=5)
+    X, _y = make_synthetic_color(8, seed=5)
     path = tmp_path / "shape.png"
     Image.fromarray(np.kron(X[0].transpose(1, 2, 0), np.ones((3, 3, 1), np.uint8)), mode="RGB").save(path)
     srv, thread = start_server(colour)
@@ -410,8 +435,11 @@ def test_a_colour_model_shows_its_own_size_and_colours(browser, tmp_path):
             assert t.settled() == "ready"
             answer = t.last_answer()
             assert np.array(answer["input"]).shape == (3, 16, 16)
-            data = t.page.eval_on_selector("#preview", """c => ({w: c.width, h: c.height,
-                d: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)})""")
+            data = t.page.eval_on_selector(
+                "#preview",
+                """c => ({w: c.width, h: c.height,
+                d: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)})""",
+            )
             rgb = np.array(data["d"]).reshape(data["h"], data["w"], 4)[..., :3]
             assert rgb.shape == (16, 16, 3)
             expected = np.round(255 * np.clip(np.array(answer["input"]), 0, 1)).transpose(1, 2, 0)

@@ -19,14 +19,33 @@ from handgrad.app import TrainConfig, evaluate, predict, train
 from handgrad.app.checkpoint import load_checkpoint
 from handgrad.app.predict import Predictor
 from handgrad.app.server import PredictionService
-from handgrad.datasets import (DATASET_NAMES, DatasetError, DatasetSpec, get_spec, load_dataset, load_image,
-                               load_splits, make_synthetic_color, register_dataset)
-from handgrad.datasets import registry
+from handgrad.datasets import (
+    DATASET_NAMES,
+    DatasetError,
+    DatasetSpec,
+    get_spec,
+    load_dataset,
+    load_image,
+    load_splits,
+    make_synthetic_color,
+    register_dataset,
+    registry,
+)
 
 COLOR_CLASSES = ["red square", "green disc", "blue stripes", "yellow cross"]
 DIGITS = [str(d) for d in range(10)]
-FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-           "Ankle boot"]
+FASHION = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 # name -> (input_shape, classes, kind, source): the facts each dataset is documented to have.
 SPEC_FACTS = {
@@ -59,7 +78,7 @@ def test_splits_carry_the_spec_and_the_arrays_follow_it(name):
     assert s.spec is get_spec(name) and s.input_shape == shape and s.n_classes == len(classes)
     assert s.kind == kind and s.classes == classes
     for X, y in (s.train, s.val, s.test):
-        assert X.dtype == np.float32 and X.shape[1:] == shape and 0 <= X.min() and X.max() <= 1
+        assert X.dtype == np.float32 and X.shape[1:] == shape and X.min() >= 0 and X.max() <= 1
         assert y.dtype == np.int64 and y.min() >= 0 and y.max() == len(classes) - 1
 
 
@@ -93,17 +112,25 @@ def test_registering_a_generated_dataset_of_its_own(monkeypatch):
             X[i, :, k::3] = 200
         return X, y
 
-    spec = register_dataset(DatasetSpec(name="tiny-stripes", classes=["a", "b", "c"], source="generated",
-                                        input_shape=[5, 7], generator=stripes,
-                                        sizes={"train": 60, "test": 12}))
+    spec = register_dataset(
+        DatasetSpec(
+            name="tiny-stripes",
+            classes=["a", "b", "c"],
+            source="generated",
+            input_shape=[5, 7],
+            generator=stripes,
+            sizes={"train": 60, "test": 12},
+        )
+    )
     assert spec.input_shape == (5, 7) and spec.n_classes == 3 and spec.kind == "images"
     assert "tiny-stripes" in datasets.DATASET_NAMES and "tiny-stripes" in registry.DATASET_NAMES
     s = load_splits("tiny-stripes")
     assert s.input_shape == (5, 7) and len(s.train[0]) == 50 and len(s.val[0]) == 10
     assert s.test[0].shape == (12, 5, 7)
     # A generator that breaks its own spec is caught by the same checks as a file.
-    bad = dataclasses.replace(spec, name="bad-labels",
-                              generator=lambda n, seed: (np.zeros((n, 5, 7), np.uint8), np.full(n, 3)))
+    bad = dataclasses.replace(
+        spec, name="bad-labels", generator=lambda n, seed: (np.zeros((n, 5, 7), np.uint8), np.full(n, 3))
+    )
     register_dataset(bad)
     with pytest.raises(DatasetError, match=r"labels must be 0-2 \(3 classes\), found 3"):
         load_dataset("bad-labels")
@@ -113,15 +140,18 @@ def test_registering_a_generated_dataset_of_its_own(monkeypatch):
         load_dataset("bad-shape")
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(input_shape=(28,)), "input_shape must be"),
-    (dict(input_shape=(3, 0, 16)), "input_shape must be"),
-    (dict(classes=["only"]), "two or more distinct class names"),
-    (dict(classes=["a", "a"]), "two or more distinct class names"),
-    (dict(kind="video"), "kind must be one of images"),
-    (dict(source="cloud"), "source must be one of files, bundled, generated"),
-    (dict(generator=None), "needs a generator"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(input_shape=(28,)), "input_shape must be"),
+        (dict(input_shape=(3, 0, 16)), "input_shape must be"),
+        (dict(classes=["only"]), "two or more distinct class names"),
+        (dict(classes=["a", "a"]), "two or more distinct class names"),
+        (dict(kind="video"), "kind must be one of images"),
+        (dict(source="cloud"), "source must be one of files, bundled, generated"),
+        (dict(generator=None), "needs a generator"),
+    ],
+)
 def test_a_malformed_spec_is_refused_when_made(changes, message):
     with pytest.raises(DatasetError, match=message):
         dataclasses.replace(get_spec("synthetic-color"), **changes)
@@ -140,19 +170,27 @@ def test_idx_checks_use_the_specs_shape_and_class_count(tmp_path, monkeypatch):
     folder = tmp_path / "colour-files"
     folder.mkdir()
     sums = {}
-    for labels, split in ((np.array([0, 1, 2, 3, 0, 1], np.uint8), "train"),
-                          (np.array([0, 1, 2, 3, 4, 0], np.uint8), "test")):
+    for labels, split in (
+        (np.array([0, 1, 2, 3, 0, 1], np.uint8), "train"),
+        (np.array([0, 1, 2, 3, 4, 0], np.uint8), "test"),
+    ):
         for stem, a in zip(registry.STEMS[split], (X, labels)):
             write_idx(folder / (stem + ".gz"), a)
             sums[stem] = hashlib.sha256(idx_bytes(a)).hexdigest()
-    register_dataset(DatasetSpec(name="colour-files", classes=COLOR_CLASSES, source="files",
-                                 input_shape=(3, 16, 16), sha256=sums))
+    register_dataset(
+        DatasetSpec(
+            name="colour-files", classes=COLOR_CLASSES, source="files", input_shape=(3, 16, 16), sha256=sums
+        )
+    )
     Xl, yl = load_dataset("colour-files", tmp_path, "train", download=False)
     assert Xl.shape == (6, 3, 16, 16) and yl.tolist() == [0, 1, 2, 3, 0, 1]
     with pytest.raises(DatasetError, match=r"labels must be 0-3 \(4 classes\), found 4"):
         load_dataset("colour-files", tmp_path, "test", download=False)
-    register_dataset(DatasetSpec(name="colour-files", classes=COLOR_CLASSES, source="files",
-                                 input_shape=(28, 28), sha256=sums))
+    register_dataset(
+        DatasetSpec(
+            name="colour-files", classes=COLOR_CLASSES, source="files", input_shape=(28, 28), sha256=sums
+        )
+    )
     with pytest.raises(DatasetError, match=r"images must be uint8 \(n, 28, 28\) for colour-files"):
         load_dataset("colour-files", tmp_path, "train", download=False)
 
@@ -185,7 +223,9 @@ def test_load_image_resizes_colour_to_the_target_shape():
     out = load_image(png(digit), (14, 14))
     rows, cols = np.flatnonzero(out.any(axis=1)), np.flatnonzero(out.any(axis=0))
     assert out.shape == (14, 14) and rows[-1] - rows[0] + 1 == 10  # 20/28 of 14
-    assert cols.size <= 3 and abs((rows[0] + rows[-1]) / 2 - 7) <= 1 and abs((cols[0] + cols[-1]) / 2 - 7) <= 1
+    assert (
+        cols.size <= 3 and abs((rows[0] + rows[-1]) / 2 - 7) <= 1 and abs((cols[0] + cols[-1]) / 2 - 7) <= 1
+    )
     assert load_image(png(digit)).shape == (28, 28)  # the default is MNIST's field
     with pytest.raises(DatasetError, match=r"cannot prepare images for examples of shape \(2, 8, 8\)"):
         load_image(png(rgb), (2, 8, 8))
@@ -206,11 +246,13 @@ def colour_png(path, class_index):
 @functools.cache
 def trained(model):
     out = tempfile.mkdtemp(prefix=f"handgrad-shapes-{model}-")
-    settings = dict(mlp=dict(hidden=(64,), lr=0.05),
-                    cnn=dict(channels=(8, 16), hidden=(32,), augment=False, batch_size=64,
-                             dropout=0.0))[model]
-    config = TrainConfig(dataset="synthetic-color", model=model, epochs=2, out=out + "/run", plots=True,
-                         quiet=True, **settings)
+    settings = dict(
+        mlp=dict(hidden=(64,), lr=0.05),
+        cnn=dict(channels=(8, 16), hidden=(32,), augment=False, batch_size=64, dropout=0.0),
+    )[model]
+    config = TrainConfig(
+        dataset="synthetic-color", model=model, epochs=2, out=out + "/run", plots=True, quiet=True, **settings
+    )
     return train(config, stdout=open("/dev/null", "w"))
 
 
@@ -235,8 +277,11 @@ def test_train_checkpoint_evaluate_predict_on_colour_images(model, tmp_path):
     assert report.dataset == "synthetic-color" and report.n == 600 and report.classes == COLOR_CLASSES
     assert report.accuracy == pytest.approx(result.test_accuracy)
     assert np.array(report.confusion).shape == (4, 4) and np.sum(report.confusion) == 600
-    assert sorted(pathlib.Path(p).name for p in report.plots) == ["confusion.png", "coverage.png",
-                                                                   "misclassified.png"]
+    assert sorted(pathlib.Path(p).name for p in report.plots) == [
+        "confusion.png",
+        "coverage.png",
+        "misclassified.png",
+    ]
 
     paths = [colour_png(tmp_path / f"class{k}.png", k) for k in range(4)]
     answers = predict(result.run_dir, paths)
@@ -255,9 +300,12 @@ def test_evaluate_refuses_a_dataset_of_another_shape_or_class_count():
     run = trained("mlp").run_dir
     with pytest.raises(DatasetError, match=r"mnist-sample has 10 classes but the model predicts 4"):
         evaluate(run, dataset="mnist-sample")
-    register = dataclasses.replace(get_spec("synthetic"), name="synthetic-4", classes=DIGITS[:4],
-                                   generator=lambda n, seed: (np.zeros((n, 28, 28), np.uint8),
-                                                              np.arange(n) % 4))
+    register = dataclasses.replace(
+        get_spec("synthetic"),
+        name="synthetic-4",
+        classes=DIGITS[:4],
+        generator=lambda n, seed: (np.zeros((n, 28, 28), np.uint8), np.arange(n) % 4),
+    )
     old = dict(registry.REGISTRY)
     try:
         register_dataset(register)
@@ -284,7 +332,7 @@ def test_plots_lay_out_grey_and_colour_images_channels_last():
     assert np.array_equal(plots._pictures(flat, (4, 6)), flat.reshape(5, 4, 6))
     mosaic, rows = plots._mosaic(pictures, cols=2, pad=1, fill=1.0)
     assert mosaic.shape == (3 * 5 + 1, 2 * 7 + 1, 3) and rows == 3
-    assert np.array_equal(mosaic[1 + 5:1 + 5 + 4, 1 + 7:1 + 7 + 6], pictures[3])  # row 1, column 1
+    assert np.array_equal(mosaic[1 + 5 : 1 + 5 + 4, 1 + 7 : 1 + 7 + 6], pictures[3])  # row 1, column 1
     assert mosaic[0, 0].tolist() == [1.0, 1.0, 1.0]
 
 

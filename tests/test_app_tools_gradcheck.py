@@ -33,8 +33,9 @@ def test_passes_on_every_model_type(model, batch_norm):
     result = gradcheck(small(model, batch_norm=batch_norm, dropout=0.5))  # dropout is left out
     assert result.passed and result.max_error < 1e-6 < TOLERANCE
     names = [p["name"] for p in result.params]
-    model_ = build_model(MODEL_TYPES[model].from_config(small(model, batch_norm=batch_norm, dropout=0.0),
-                                                        (28, 28), 10))
+    model_ = build_model(
+        MODEL_TYPES[model].from_config(small(model, batch_norm=batch_norm, dropout=0.0), (28, 28), 10)
+    )
     assert names == [name for name, _, _ in model_.parameters()]  # every parameter array is checked
     for p in result.params:
         assert p["checked"] == min(p["size"], 12)
@@ -52,8 +53,15 @@ def test_the_float64_model_is_the_float32_one_in_double_precision():
 
 # The CNN with batch norm runs each Conv2D → BatchNorm2D → ReLU → MaxPool2D as one fused block, so its
 # convolutions' backward is the block's; without batch norm it is Conv2D's own.
-@pytest.mark.parametrize("model, layer, options", [("mlp", Linear, {}), ("cnn", ConvBNReLUPool, {}),
-                                                   ("cnn", Conv2D, {"batch_norm": False}), ("cnn", ReLU, {})])
+@pytest.mark.parametrize(
+    "model, layer, options",
+    [
+        ("mlp", Linear, {}),
+        ("cnn", ConvBNReLUPool, {}),
+        ("cnn", Conv2D, {"batch_norm": False}),
+        ("cnn", ReLU, {}),
+    ],
+)
 def test_fails_when_a_backward_pass_is_broken(monkeypatch, model, layer, options):
     original = layer.backward
 
@@ -90,8 +98,10 @@ def test_cli_prints_each_parameter_and_exits_1_when_broken(monkeypatch, capsys):
     assert captured.err.count("\n") == 1
 
 
-@pytest.mark.parametrize("kw, message", [(dict(examples=0), "examples"), (dict(entries=-1), "entries"),
-                                         (dict(tolerance=2.0), "tolerance")])
+@pytest.mark.parametrize(
+    "kw, message",
+    [(dict(examples=0), "examples"), (dict(entries=-1), "entries"), (dict(tolerance=2.0), "tolerance")],
+)
 def test_bad_settings_are_one_line_errors(kw, message):
     with pytest.raises(ConfigError, match=message):
         gradcheck(small("mlp"), **kw)

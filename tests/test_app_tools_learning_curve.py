@@ -40,19 +40,24 @@ def test_errors_are_those_of_each_sizes_best_model(tmp_path):
     assert [int(r["size"]) for r in rows] == [200, 632, 2000]
     assert [float(r["val_error"]) for r in rows] == pytest.approx(val)
 
-    stamp = lambda: [(tmp_path / "lc" / f"n-{n:06d}" / "result.json").stat().st_mtime_ns  # noqa: E731
-                     for n in (200, 632, 2000)]
+    stamp = lambda: [
+        (tmp_path / "lc" / f"n-{n:06d}" / "result.json").stat().st_mtime_ns  # noqa: E731
+        for n in (200, 632, 2000)
+    ]
     stamps = stamp()
     again = learning_curve(BASE, points=3, min_fraction=0.1, out=tmp_path / "lc", log=lambda *a: None)
     assert stamp() == stamps
     assert again.rows == result.rows
 
 
-@pytest.mark.parametrize(("argv", "fragment"), [
-    (["--points", "1"], "--points must be an integer of at least 2"),
-    (["--min-fraction", "1.5"], "--min-fraction must be in (0, 1)"),
-    (["--min-fraction", "0"], "--min-fraction must be in (0, 1)"),
-])
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--points", "1"], "--points must be an integer of at least 2"),
+        (["--min-fraction", "1.5"], "--min-fraction must be in (0, 1)"),
+        (["--min-fraction", "0"], "--min-fraction must be in (0, 1)"),
+    ],
+)
 def test_bad_options_are_one_line_before_any_training(tmp_path, capsys, argv, fragment):
     code = main(["learning-curve", "--dataset", "mnist-sample", "--out", str(tmp_path / "lc"), *argv])
     err = capsys.readouterr().err.strip().splitlines()

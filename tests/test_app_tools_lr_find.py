@@ -90,8 +90,21 @@ def test_same_seed_same_curve_and_suggestion_other_seed_other_curve(tmp_path):
 
 def test_leaves_nothing_behind_but_its_files_and_prints_json(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "lr-find", "--dataset", "mnist-sample", "--limit", "512", "--hidden", "32",
-                         "--steps", "30", "--max-lr", "100", "--json")
+    code, out, err = run(
+        capsys,
+        "lr-find",
+        "--dataset",
+        "mnist-sample",
+        "--limit",
+        "512",
+        "--hidden",
+        "32",
+        "--steps",
+        "30",
+        "--max-lr",
+        "100",
+        "--json",
+    )
     assert code == 0, err
     data = json.loads(out)
     assert list(data) == ["suggestion", "min_loss_lr", "steps", "diverged"]
@@ -110,18 +123,22 @@ def test_every_optimizer(tmp_path, optimizer):
 
 
 def test_the_cnn(tmp_path):
-    config = TrainConfig(model="cnn", dataset="mnist-sample", channels=(4,), hidden=(16,), limit=256,
-                         batch_size=32)
+    config = TrainConfig(
+        model="cnn", dataset="mnist-sample", channels=(4,), hidden=(16,), limit=256, batch_size=32
+    )
     r = lr_find(config, out=tmp_path, steps=12, min_lr=1e-4, max_lr=1.0, plot=False)
     assert r.steps >= 2 and r.lrs[0] == pytest.approx(1e-4) and "cnn" in r.description
 
 
-@pytest.mark.parametrize(("argv", "fragment"), [
-    (["--min-lr", "1", "--max-lr", "0.1"], "--min-lr (1) must be below --max-lr (0.1)"),
-    (["--min-lr", "0.5", "--max-lr", "0.5"], "must be below --max-lr"),
-    (["--min-lr", "0"], "--min-lr must be a positive learning rate"),
-    (["--steps", "1"], "--steps must be an integer of at least 2"),
-])
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--min-lr", "1", "--max-lr", "0.1"], "--min-lr (1) must be below --max-lr (0.1)"),
+        (["--min-lr", "0.5", "--max-lr", "0.5"], "must be below --max-lr"),
+        (["--min-lr", "0"], "--min-lr must be a positive learning rate"),
+        (["--steps", "1"], "--steps must be an integer of at least 2"),
+    ],
+)
 def test_bad_range_is_one_line_before_any_training(tmp_path, capsys, monkeypatch, argv, fragment):
     import handgrad.app.training as training
 

@@ -17,8 +17,16 @@ from handgrad.datasets import load_splits
 
 
 def quick(tmp_path, name="run", **kw):
-    settings = dict(dataset="mnist-sample", epochs=2, limit=512, hidden=(32,), out=str(tmp_path / name),
-                    plots=False, quiet=True, monitor=True)
+    settings = dict(
+        dataset="mnist-sample",
+        epochs=2,
+        limit=512,
+        hidden=(32,),
+        out=str(tmp_path / name),
+        plots=False,
+        quiet=True,
+        monitor=True,
+    )
     settings.update(kw)
     return TrainConfig(**settings)
 
@@ -129,8 +137,10 @@ def test_warnings_for_dead_units_and_for_update_ratios_far_from_one_percent(tmp_
     out = io.StringIO()
     train(quick(tmp_path, "fast", epochs=1, optimizer="sgd", lr=3.0, quiet=False), stdout=out)
     high = [line for line in out.getvalue().splitlines() if line.startswith("warning:")]
-    assert [line.split(" changes")[0] for line in high] == ["warning: epoch 1: layer 0 (Linear)",
-                                                            "warning: epoch 1: layer 2 (Linear)"]
+    assert [line.split(" changes")[0] for line in high] == [
+        "warning: epoch 1: layer 0 (Linear)",
+        "warning: epoch 1: layer 2 (Linear)",
+    ]
     assert all("over 10×" in line for line in high)
     assert min(_rows(tmp_path / "fast", 1, k)["update_ratio"] for k in (0, 2)) > 0.1
 

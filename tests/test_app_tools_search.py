@@ -27,16 +27,30 @@ def run(capsys, *argv):
 
 
 def test_the_space_syntax_gives_values_of_each_fields_kind():
-    dims = parse_space(["lr=log(1e-3,1)", "hidden=choice(256,1024-512,none)", "dropout=uniform(0,0.5)",
-                        "epochs=int(5,20)", "batch-norm=choice(on,off)", "optimizer=choice(momentum,adam)"])
-    assert [(d.name, d.kind) for d in dims] == [("lr", "log"), ("hidden", "choice"), ("dropout", "uniform"),
-                                                ("epochs", "int"), ("batch_norm", "choice"),
-                                                ("optimizer", "choice")]
+    dims = parse_space(
+        [
+            "lr=log(1e-3,1)",
+            "hidden=choice(256,1024-512,none)",
+            "dropout=uniform(0,0.5)",
+            "epochs=int(5,20)",
+            "batch-norm=choice(on,off)",
+            "optimizer=choice(momentum,adam)",
+        ]
+    )
+    assert [(d.name, d.kind) for d in dims] == [
+        ("lr", "log"),
+        ("hidden", "choice"),
+        ("dropout", "uniform"),
+        ("epochs", "int"),
+        ("batch_norm", "choice"),
+        ("optimizer", "choice"),
+    ]
     assert dims[1].args == ((256,), (1024, 512), ()) and dims[4].args == (True, False)
     assert dims[0].args == (1e-3, 1.0) and dims[3].args == (5, 20)
     assert str(dims[1]) == "hidden=choice(256,1024-512,none)"
     assert parse_space("lr=log(1e-3,1)   momentum=uniform(0.8,0.99)") == parse_space(
-        ["lr=log(1e-3,1)", "momentum=uniform(0.8,0.99)"])
+        ["lr=log(1e-3,1)", "momentum=uniform(0.8,0.99)"]
+    )
 
 
 def test_random_draws_are_log_uniform_uniform_and_inclusive_integers():
@@ -94,20 +108,43 @@ def test_a_search_ranks_by_validation_and_resumes_without_rerunning(tmp_path):
 
 def test_another_search_in_the_same_folder_is_refused(tmp_path, capsys):
     search(SPACE, BASE, trials=1, out=tmp_path / "s", log=quiet)
-    code, _, err = run(capsys, "search", "lr=log(0.1,1)", "--dataset", "mnist-sample", "--out",
-                       str(tmp_path / "s"))
+    code, _, err = run(
+        capsys, "search", "lr=log(0.1,1)", "--dataset", "mnist-sample", "--out", str(tmp_path / "s")
+    )
     assert code == 1 and err.count("\n") == 1 and "holds another search" in err
 
 
 def test_the_best_trials_command_trains_the_same_configuration(tmp_path, capsys):
-    code, out, err = run(capsys, "search", "lr=log(0.05,0.5)", "batch-norm=choice(on,off)", "--method",
-                         "grid", "--grid-points", "2", "--dataset", "mnist-sample", "--limit", "600",
-                         "--epochs", "1", "--hidden", "32", "--no-plots", "--out", str(tmp_path / "g"))
+    code, out, err = run(
+        capsys,
+        "search",
+        "lr=log(0.05,0.5)",
+        "batch-norm=choice(on,off)",
+        "--method",
+        "grid",
+        "--grid-points",
+        "2",
+        "--dataset",
+        "mnist-sample",
+        "--limit",
+        "600",
+        "--epochs",
+        "1",
+        "--hidden",
+        "32",
+        "--no-plots",
+        "--out",
+        str(tmp_path / "g"),
+    )
     assert code == 0, err
     with open(tmp_path / "g" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {(r["lr"], r["batch_norm"]) for r in rows} == {
-        ("0.05", "on"), ("0.05", "off"), ("0.5", "on"), ("0.5", "off")}
+        ("0.05", "on"),
+        ("0.05", "off"),
+        ("0.5", "on"),
+        ("0.5", "off"),
+    }
     command = out.strip().splitlines()[-1].removeprefix("train it with: ")
     assert command == rows[0]["command"]
     args = build_parser().parse_args(shlex.split(command)[1:])
@@ -120,7 +157,8 @@ def test_the_best_trials_command_trains_the_same_configuration(tmp_path, capsys)
 def test_train_command_names_only_what_differs_from_the_models_recipe():
     assert train_command(TrainConfig()) == "handgrad train"
     assert train_command(TrainConfig(model="cnn", batch_norm=False, lr=0.01, hidden=())) == (
-        "handgrad train --model cnn --hidden none --no-batch-norm --lr 0.01")
+        "handgrad train --model cnn --hidden none --no-batch-norm --lr 0.01"
+    )
 
 
 def test_jobs_run_in_processes_with_one_blas_thread(tmp_path):
@@ -128,30 +166,35 @@ def test_jobs_run_in_processes_with_one_blas_thread(tmp_path):
     serial = search("lr=log(0.05,0.5)", BASE, trials=2, jobs=1, out=tmp_path / "q", log=quiet)
     for t in result.trials:
         assert json.loads((tmp_path / "p" / f"trial-{t['trial']:03d}" / "result.json").read_text())[
-            "blas_threads"] in (1, None)
+            "blas_threads"
+        ] in (1, None)
     assert [t["settings"] for t in sorted(result.trials, key=lambda t: t["trial"])] == [
-        t["settings"] for t in sorted(serial.trials, key=lambda t: t["trial"])]
+        t["settings"] for t in sorted(serial.trials, key=lambda t: t["trial"])
+    ]
     in_order = lambda r: sorted(r.trials, key=lambda t: t["trial"])  # noqa: E731
     for a, b in zip(in_order(result), in_order(serial)):
         assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.005  # the same runs, other BLAS threads
 
 
-@pytest.mark.parametrize(("space", "fragment"), [
-    ([], "the search space is empty"),
-    (["lr=log(0.1,1"], "malformed search space at 'lr=log(0.1,1'"),
-    (["lr:log(0.1,1)"], "malformed search space"),
-    (["lrr=log(0.1,1)"], "unknown field 'lrr' in the search space (did you mean lr?"),
-    (["lr=log(1,0.1)"], "the range's min (1) must be below its max (0.1)"),
-    (["dropout=uniform(0.5,0.5)"], "must be below its max"),
-    (["epochs=int(9,3)"], "must be below its max"),
-    (["lr=log(0,1)"], "a log() range must be positive"),
-    (["lr=normal(0,1)"], "unknown kind 'normal'"),
-    (["hidden=choice(12,x)"], "'x' is not layer sizes"),
-    (["optimizer=log(1,2)"], "optimizer is not a number"),
-    (["lr=log(0.1,1)", "lr=choice(1)"], "names lr more than once"),
-    (["out=choice(a,b)"], "out cannot be searched"),
-    (["dropout=uniform(0.5,1.5)"], "dropout must be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    ("space", "fragment"),
+    [
+        ([], "the search space is empty"),
+        (["lr=log(0.1,1"], "malformed search space at 'lr=log(0.1,1'"),
+        (["lr:log(0.1,1)"], "malformed search space"),
+        (["lrr=log(0.1,1)"], "unknown field 'lrr' in the search space (did you mean lr?"),
+        (["lr=log(1,0.1)"], "the range's min (1) must be below its max (0.1)"),
+        (["dropout=uniform(0.5,0.5)"], "must be below its max"),
+        (["epochs=int(9,3)"], "must be below its max"),
+        (["lr=log(0,1)"], "a log() range must be positive"),
+        (["lr=normal(0,1)"], "unknown kind 'normal'"),
+        (["hidden=choice(12,x)"], "'x' is not layer sizes"),
+        (["optimizer=log(1,2)"], "optimizer is not a number"),
+        (["lr=log(0.1,1)", "lr=choice(1)"], "names lr more than once"),
+        (["out=choice(a,b)"], "out cannot be searched"),
+        (["dropout=uniform(0.5,1.5)"], "dropout must be in [0, 1)"),
+    ],
+)
 def test_bad_spaces_are_one_line_before_any_training(tmp_path, capsys, monkeypatch, space, fragment):
     import handgrad.app.tools._trials as trials
 

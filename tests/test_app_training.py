@@ -18,8 +18,15 @@ from handgrad.datasets import DatasetNotFoundError, load_splits
 
 def quick(tmp_path, name="run", **kw):
     """A small, fast configuration on the bundled real digits (no plots, no output)."""
-    settings = dict(dataset="mnist-sample", epochs=2, limit=1000, hidden=(32,), out=str(tmp_path / name),
-                    plots=False, quiet=True)
+    settings = dict(
+        dataset="mnist-sample",
+        epochs=2,
+        limit=1000,
+        hidden=(32,),
+        out=str(tmp_path / name),
+        plots=False,
+        quiet=True,
+    )
     settings.update(kw)
     return TrainConfig(**settings)
 
@@ -28,7 +35,9 @@ def quick(tmp_path, name="run", **kw):
 def trained_run():
     """One model trained for a few epochs on mnist-sample, shared by the app and CLI tests (cached)."""
     out = tempfile.mkdtemp(prefix="handgrad-test-run-")
-    config = TrainConfig(dataset="mnist-sample", epochs=3, hidden=(128,), out=out + "/run", plots=True, quiet=True)
+    config = TrainConfig(
+        dataset="mnist-sample", epochs=3, hidden=(128,), out=out + "/run", plots=True, quiet=True
+    )
     return train(config, stdout=open("/dev/null", "w"))
 
 
@@ -50,8 +59,16 @@ def test_end_to_end_learns_and_writes_every_output():
     assert h[-1]["train_accuracy"] > h[0]["train_accuracy"]  # accuracy rises
     assert result.test_accuracy > 0.85 and result.best_val_accuracy > 0.85  # chance is 0.10
     assert result.dataset == "mnist-sample" and not result.fell_back
-    for name in ("best.npz", "last.npz", "metrics.csv", "config.json", "curves.png", "confusion.png",
-                 "misclassified.png", "weights.png"):
+    for name in (
+        "best.npz",
+        "last.npz",
+        "metrics.csv",
+        "config.json",
+        "curves.png",
+        "confusion.png",
+        "misclassified.png",
+        "weights.png",
+    ):
         assert (run / name).is_file(), name
     for png in run.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -80,7 +97,14 @@ def test_reported_metrics_match_an_independent_computation():
 def test_defaults_are_the_reference_configuration():
     c = TrainConfig()
     assert (c.dataset, c.epochs, c.batch_size, c.hidden, c.activation) == (None, 20, 256, (512,), "relu")
-    assert (c.optimizer, c.lr, c.momentum, c.nesterov, c.weight_decay, c.schedule) == ("momentum", 0.2, 0.9, False, 1e-4, "constant")
+    assert (c.optimizer, c.lr, c.momentum, c.nesterov, c.weight_decay, c.schedule) == (
+        "momentum",
+        0.2,
+        0.9,
+        False,
+        1e-4,
+        "constant",
+    )
 
 
 def _arrays(path):
@@ -158,21 +182,43 @@ def test_falls_back_to_the_bundled_sample_when_mnist_is_missing(tmp_path, monkey
         raise DatasetNotFoundError("no network")
 
     monkeypatch.setattr(dl, "download_file", offline)
-    result = train(TrainConfig(epochs=1, limit=300, hidden=(16,), out=str(tmp_path / "fb"), plots=False,
-                               data_dir=str(tmp_path / "nodata")))
+    result = train(
+        TrainConfig(
+            epochs=1,
+            limit=300,
+            hidden=(16,),
+            out=str(tmp_path / "fb"),
+            plots=False,
+            data_dir=str(tmp_path / "nodata"),
+        )
+    )
     out = capsys.readouterr().out
     assert result.fell_back and result.dataset == "mnist-sample"
     assert "HANDGRAD_DATA" in out and "--data-dir" in out and "network" in out
     assert json.loads((tmp_path / "fb" / "config.json").read_text())["dataset"] == "mnist-sample"
     with pytest.raises(DatasetNotFoundError):  # a named dataset never falls back
-        train(TrainConfig(dataset="mnist", epochs=1, out=str(tmp_path / "named"), data_dir=str(tmp_path / "nodata")))
+        train(
+            TrainConfig(
+                dataset="mnist", epochs=1, out=str(tmp_path / "named"), data_dir=str(tmp_path / "nodata")
+            )
+        )
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(epochs=0), "epochs"), (dict(lr=-0.1), "lr"), (dict(hidden=()), "hidden"), (dict(activation="gelu"), "activation"),
-    (dict(momentum=1.0), "momentum"), (dict(optimizer="sgd", nesterov=True), "nesterov"), (dict(limit=0), "limit"),
-    (dict(warmup_epochs=30), "warmup_epochs"), (dict(schedule="linear"), "schedule"), (dict(seed=-1), "seed"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(lr=-0.1), "lr"),
+        (dict(hidden=()), "hidden"),
+        (dict(activation="gelu"), "activation"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(optimizer="sgd", nesterov=True), "nesterov"),
+        (dict(limit=0), "limit"),
+        (dict(warmup_epochs=30), "warmup_epochs"),
+        (dict(schedule="linear"), "schedule"),
+        (dict(seed=-1), "seed"),
+    ],
+)
 def test_bad_settings_are_config_errors(change, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**change).validate()
@@ -184,8 +230,18 @@ def test_limit_on_full_mnist_learns():
     import pathlib
 
     out = pathlib.Path(tempfile.mkdtemp(prefix="handgrad-test-limit-"))
-    result = train(TrainConfig(dataset="mnist", data_dir=data_dir, epochs=3, limit=4000, hidden=(64,),
-                               out=str(out / "run"), plots=False, quiet=True))
+    result = train(
+        TrainConfig(
+            dataset="mnist",
+            data_dir=data_dir,
+            epochs=3,
+            limit=4000,
+            hidden=(64,),
+            out=str(out / "run"),
+            plots=False,
+            quiet=True,
+        )
+    )
     assert result.dataset == "mnist" and result.test_accuracy > 0.85
     best = load_checkpoint(out / "run" / "best.npz")
     assert best.metadata["config"]["limit"] == 4000
@@ -253,9 +309,11 @@ def test_a_checkpoint_that_cannot_be_written_says_what_is_intact_and_the_run_res
         train(quick(tmp_path, "full", epochs=3))
     best = load_checkpoint(run / "best.npz").metadata["epoch"]
     assert best == 2  # written just before last.npz failed
-    assert str(info.value) == (f"cannot write {run / 'last.npz'}: No space left on device; "
-                               f"{run / 'best.npz'} (epoch 2) and last.npz (epoch 1) are intact; "
-                               f"free space and continue with --resume {run}")
+    assert str(info.value) == (
+        f"cannot write {run / 'last.npz'}: No space left on device; "
+        f"{run / 'best.npz'} (epoch 2) and last.npz (epoch 1) are intact; "
+        f"free space and continue with --resume {run}"
+    )
     assert info.value.path == str(run / "last.npz")
     assert load_checkpoint(run / "last.npz").metadata["epoch"] == 1  # the previous one, intact
     monkeypatch.undo()
@@ -287,7 +345,9 @@ def test_a_full_disk_in_the_real_writer_gives_the_same_one_line(tmp_path, monkey
     monkeypatch.undo()
     assert isinstance(info.value, CheckpointError)
     message = str(info.value)
-    assert "\n" not in message and message.startswith(f"cannot write {run / 'last.npz'}: No space left on device; ")
+    assert "\n" not in message and message.startswith(
+        f"cannot write {run / 'last.npz'}: No space left on device; "
+    )
     assert "last.npz (epoch 1)" in message
     assert message.endswith(f"are intact; free space and continue with --resume {run}")
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no temporary file left
@@ -301,6 +361,8 @@ def test_a_failed_write_from_the_checkpoint_module_keeps_its_message(tmp_path, m
     _failing_save(monkeypatch, 0, "best.npz", error)
     with pytest.raises(CheckpointError) as info:
         train(quick(tmp_path, "c", epochs=1, limit=300))
-    assert str(info.value) == (f"cannot write {tmp_path / 'c' / 'best.npz'}: Read-only file system; "
-                               "no checkpoint was written yet; free space and start the run again with a new "
-                               "--out")
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 'c' / 'best.npz'}: Read-only file system; "
+        "no checkpoint was written yet; free space and start the run again with a new "
+        "--out"
+    )

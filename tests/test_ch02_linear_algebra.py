@@ -20,6 +20,7 @@ def small_int_matrices(min_side=1, max_side=5):
 
 # --- shapes and validation ----------------------------------------------------------------------------------
 
+
 def test_infer_shape_of_nested_lists_and_scalars():
     assert la.infer_shape(3.0) == ()
     assert la.infer_shape([1, 2, 3]) == (3,)
@@ -61,6 +62,7 @@ def test_check_broadcastable_errors_name_both_shapes():
 
 # --- products -----------------------------------------------------------------------------------------------
 
+
 def test_products_match_numpy(rng):
     A, B = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
     v, w = rng.standard_normal(4), rng.standard_normal(4)
@@ -76,27 +78,45 @@ def test_affine_map_equals_xw_plus_b_per_row(rng):
     np.testing.assert_allclose(la.affine_map(X, W, b), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: la.mm(np.ones((2, 3)), np.ones((4, 5))),
-     r"mm: inner dimensions differ: A is \(2, 3\), B is \(4, 5\)"),
-    (lambda: la.mm(np.ones(3), np.ones((3, 2))), r"mm: A must be a matrix \(2-D\), got shape \(3,\)"),
-    (lambda: la.mv(np.ones((2, 3)), np.ones((3, 1))), r"mv: v must be a vector \(1-D\), got shape \(3, 1\)"),
-    (lambda: la.mv(np.ones((2, 3)), np.ones(2)), r"mv: inner dimensions differ: A is \(2, 3\), v is \(2,\)"),
-    (lambda: la.vv(np.ones(3), np.ones(4)), r"vv: lengths differ: a is \(3,\), b is \(4,\)"),
-    (lambda: la.vv(np.ones((1, 3)), np.ones(3)), r"vv: a must be a vector \(1-D\), got shape \(1, 3\)"),
-    (lambda: la.affine_map(np.ones((5, 3)), np.ones((4, 2)), np.ones(2)),
-     r"affine_map: inner dimensions differ: X is \(5, 3\), W is \(4, 2\)"),
-    (lambda: la.affine_map(np.ones((5, 3)), np.ones((3, 2)), np.ones(1)),
-     r"b must have shape \(2,\) to match W \(3, 2\), got \(1,\)"),
-    (lambda: la.affine_map(np.ones((5, 3)), np.ones((3, 2)), np.ones((1, 2))),
-     r"affine_map: b must be a vector \(1-D\), got shape \(1, 2\)"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: la.mm(np.ones((2, 3)), np.ones((4, 5))),
+            r"mm: inner dimensions differ: A is \(2, 3\), B is \(4, 5\)",
+        ),
+        (lambda: la.mm(np.ones(3), np.ones((3, 2))), r"mm: A must be a matrix \(2-D\), got shape \(3,\)"),
+        (
+            lambda: la.mv(np.ones((2, 3)), np.ones((3, 1))),
+            r"mv: v must be a vector \(1-D\), got shape \(3, 1\)",
+        ),
+        (
+            lambda: la.mv(np.ones((2, 3)), np.ones(2)),
+            r"mv: inner dimensions differ: A is \(2, 3\), v is \(2,\)",
+        ),
+        (lambda: la.vv(np.ones(3), np.ones(4)), r"vv: lengths differ: a is \(3,\), b is \(4,\)"),
+        (lambda: la.vv(np.ones((1, 3)), np.ones(3)), r"vv: a must be a vector \(1-D\), got shape \(1, 3\)"),
+        (
+            lambda: la.affine_map(np.ones((5, 3)), np.ones((4, 2)), np.ones(2)),
+            r"affine_map: inner dimensions differ: X is \(5, 3\), W is \(4, 2\)",
+        ),
+        (
+            lambda: la.affine_map(np.ones((5, 3)), np.ones((3, 2)), np.ones(1)),
+            r"b must have shape \(2,\) to match W \(3, 2\), got \(1,\)",
+        ),
+        (
+            lambda: la.affine_map(np.ones((5, 3)), np.ones((3, 2)), np.ones((1, 2))),
+            r"affine_map: b must be a vector \(1-D\), got shape \(1, 2\)",
+        ),
+    ],
+)
 def test_product_errors_name_the_shapes(call, message):
     with pytest.raises(ShapeError, match=message):
         call()
 
 
 # --- norms, SVD, conditioning -------------------------------------------------------------------------------
+
 
 def test_norms_match_numpy(rng):
     x, A = rng.standard_normal(7), rng.standard_normal((4, 3))
@@ -155,6 +175,7 @@ def test_condition_number_of_singular_matrices_is_inf():
 
 # --- pseudoinverse and least squares ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(5, 3), (3, 5), (4, 4)])
 def test_pinv_matches_numpy(rng, shape):
     A = rng.standard_normal(shape)
@@ -174,7 +195,7 @@ def test_pinv_satisfies_the_four_moore_penrose_conditions(A):
     P = la.pinv(A, rcond=1e-10)
     assert P.shape == A.shape[::-1]
     scale = 1.0 + np.abs(A).max() + np.abs(P).max()
-    tol = 1e-9 * scale ** 3
+    tol = 1e-9 * scale**3
     np.testing.assert_allclose(A @ P @ A, A, atol=tol)
     np.testing.assert_allclose(P @ A @ P, P, atol=tol)
     np.testing.assert_allclose((A @ P).T, A @ P, atol=tol)
@@ -203,12 +224,16 @@ def test_lstsq_min_norm_overdetermined_and_matrix_rhs(rng):
 
 
 def test_lstsq_min_norm_shape_error():
-    with pytest.raises(ShapeError, match=r"b must have shape \(3,\) or \(3, k\) to match A \(3, 6\), "
-                                         r"got \(4,\)"):
+    with pytest.raises(
+        ShapeError,
+        match=r"b must have shape \(3,\) or \(3, k\) to match A \(3, 6\), "
+        r"got \(4,\)",
+    ):
         la.lstsq_min_norm(np.ones((3, 6)), np.ones(4))
 
 
 # --- trace and determinant ----------------------------------------------------------------------------------
+
 
 def test_trace_det_logdet_match_numpy(rng):
     A = rng.standard_normal((5, 5))
@@ -243,6 +268,7 @@ def test_square_matrix_functions_reject_non_square(fn):
 
 
 # --- PCA ----------------------------------------------------------------------------------------------------
+
 
 def correlated_data(rng, n=200, d=5):
     return rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) + rng.standard_normal(d)
@@ -282,8 +308,13 @@ def test_pca_all_components_explain_everything(rng):
 
 
 @PROPERTY
-@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=2, max_side=7),
-                  elements=st.floats(-100, 100, allow_subnormal=False)))
+@given(
+    hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=2, max_side=7),
+        elements=st.floats(-100, 100, allow_subnormal=False),
+    )
+)
 def test_pca_with_all_components_reconstructs_x(X):
     pca = la.PCA(min(X.shape)).fit(X)
     np.testing.assert_allclose(pca.inverse_transform(pca.transform(X)), X, atol=1e-9 * (1 + np.abs(X).max()))
@@ -294,8 +325,11 @@ def test_pca_errors():
         la.PCA(0)
     with pytest.raises(ValueError, match="n_components must be a positive integer, got 1.5"):
         la.PCA(1.5)
-    with pytest.raises(ValueError, match=r"n_components=4 must be <= min\(n_samples, n_features\) = 3 "
-                                          r"for X of shape \(3, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"n_components=4 must be <= min\(n_samples, n_features\) = 3 "
+        r"for X of shape \(3, 5\)",
+    ):
         la.PCA(4).fit(np.ones((3, 5)))
     with pytest.raises(ValueError, match=r"at least 2 samples.*shape \(1, 5\)"):
         la.PCA(1).fit(np.ones((1, 5)))

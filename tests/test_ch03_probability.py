@@ -19,11 +19,11 @@ def distributions(n):
 
 pairs_of_distributions = st.integers(1, 8).flatmap(lambda n: st.tuples(distributions(n), distributions(n)))
 
-JOINT = np.array([[0.10, 0.20, 0.05],
-                  [0.30, 0.15, 0.20]])  # P(x_i, y_j), x in {0, 1}, y in {0, 1, 2}
+JOINT = np.array([[0.10, 0.20, 0.05], [0.30, 0.15, 0.20]])  # P(x_i, y_j), x in {0, 1}, y in {0, 1, 2}
 
 
 # --- mass functions, marginals, conditionals ----------------------------------------------------------------
+
 
 def test_check_probs_accepts_and_converts():
     p = pr.check_probs([0, 1])
@@ -34,17 +34,20 @@ def test_check_probs_accepts_and_converts():
     np.testing.assert_array_equal(pr.check_probs(columns, axis=0), columns)
 
 
-@pytest.mark.parametrize("p, kwargs, error, message", [
-    ([0.5, -0.1, 0.6], {}, ValueError, r"negative entry -0.1 at index \(1,\)"),
-    ([0.5, np.nan, 0.5], {}, ValueError, r"non-finite entry nan at index \(1,\)"),
-    ([0.5, np.inf], {}, ValueError, r"non-finite entry inf at index \(1,\)"),
-    ([0.5, 0.4], {}, ValueError, r"p sums to 0.9 along axis -1, expected 1"),
-    ([[0.5, 0.5], [0.2, 0.2]], {}, ValueError, r"p sums to 0.4 along axis -1 at index \(1,\)"),
-    (JOINT, {"axis": 0}, ValueError, r"p sums to 0.4 along axis 0 at index \(0,\)"),
-    (JOINT * 2, {"axis": None}, ValueError, r"p sums to 2 along axis None, expected 1"),
-    (0.5, {}, ShapeError, r"at least one axis, got shape \(\)"),
-    ([], {}, ShapeError, r"non-empty array .* got shape \(0,\)"),
-])
+@pytest.mark.parametrize(
+    "p, kwargs, error, message",
+    [
+        ([0.5, -0.1, 0.6], {}, ValueError, r"negative entry -0.1 at index \(1,\)"),
+        ([0.5, np.nan, 0.5], {}, ValueError, r"non-finite entry nan at index \(1,\)"),
+        ([0.5, np.inf], {}, ValueError, r"non-finite entry inf at index \(1,\)"),
+        ([0.5, 0.4], {}, ValueError, r"p sums to 0.9 along axis -1, expected 1"),
+        ([[0.5, 0.5], [0.2, 0.2]], {}, ValueError, r"p sums to 0.4 along axis -1 at index \(1,\)"),
+        (JOINT, {"axis": 0}, ValueError, r"p sums to 0.4 along axis 0 at index \(0,\)"),
+        (JOINT * 2, {"axis": None}, ValueError, r"p sums to 2 along axis None, expected 1"),
+        (0.5, {}, ShapeError, r"at least one axis, got shape \(\)"),
+        ([], {}, ShapeError, r"non-empty array .* got shape \(0,\)"),
+    ],
+)
 def test_check_probs_errors_name_the_value(p, kwargs, error, message):
     with pytest.raises(error, match=message):
         pr.check_probs(p, **kwargs)
@@ -105,6 +108,7 @@ def test_conditional_errors():
 
 # --- expectation, variance, covariance ----------------------------------------------------------------------
 
+
 def test_fair_die_moments():
     faces, uniform = np.arange(1, 7), np.full(6, 1 / 6)
     assert pr.expectation(faces, uniform) == pytest.approx(3.5)
@@ -134,11 +138,17 @@ def test_covariance_matches_definition_by_loops():
 
 
 def test_moment_errors_name_shapes():
-    with pytest.raises(ShapeError, match=r"expectation: values must have shape \(3,\) to match p \(3,\), "
-                                         r"got \(2,\)"):
+    with pytest.raises(
+        ShapeError,
+        match=r"expectation: values must have shape \(3,\) to match p \(3,\), "
+        r"got \(2,\)",
+    ):
         pr.expectation([1, 2], [0.2, 0.3, 0.5])
-    with pytest.raises(ShapeError, match=r"variance: values must have shape \(2,\) or \(3, 2\) "
-                                         r"to match p \(3, 2\), got \(3,\)"):
+    with pytest.raises(
+        ShapeError,
+        match=r"variance: values must have shape \(2,\) or \(3, 2\) "
+        r"to match p \(3, 2\), got \(3,\)",
+    ):
         pr.variance([1, 2, 3], np.full((3, 2), 0.5))
     with pytest.raises(ValueError, match="negative entry"):
         pr.variance([1, 2], [1.5, -0.5])
@@ -159,8 +169,11 @@ def test_empirical_estimators_match_numpy(rng):
 
 
 def test_empirical_estimator_errors():
-    with pytest.raises(ShapeError, match=r"empirical_variance: needs at least 2 sample\(s\) along axis 0, "
-                                         r"got shape \(1,\)"):
+    with pytest.raises(
+        ShapeError,
+        match=r"empirical_variance: needs at least 2 sample\(s\) along axis 0, "
+        r"got shape \(1,\)",
+    ):
         pr.empirical_variance([1.0])
     with pytest.raises(ShapeError, match=r"empirical_mean: needs at least 1 sample\(s\).*got shape \(0,\)"):
         pr.empirical_mean([])
@@ -169,6 +182,7 @@ def test_empirical_estimator_errors():
 
 
 # --- information theory -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("n", [1, 2, 7, 1000])
 def test_entropy_of_uniform_is_log_n(n):
@@ -203,11 +217,17 @@ def test_information_measures_work_along_the_last_axis():
 
 
 def test_information_measure_errors():
-    with pytest.raises(ShapeError, match=r"kl_divergence: p and q must have the same shape, "
-                                         r"got p \(2,\) and q \(3,\)"):
+    with pytest.raises(
+        ShapeError,
+        match=r"kl_divergence: p and q must have the same shape, "
+        r"got p \(2,\) and q \(3,\)",
+    ):
         pr.kl_divergence([0.5, 0.5], [0.2, 0.3, 0.5])
-    with pytest.raises(ShapeError, match=r"cross_entropy: p and q must have the same shape, "
-                                         r"got p \(2, 2\) and q \(2,\)"):
+    with pytest.raises(
+        ShapeError,
+        match=r"cross_entropy: p and q must have the same shape, "
+        r"got p \(2, 2\) and q \(2,\)",
+    ):
         pr.cross_entropy([[0.5, 0.5], [0.5, 0.5]], [0.5, 0.5])
     with pytest.raises(ValueError, match="p sums to 0.8"):
         pr.entropy([0.4, 0.4])
@@ -231,11 +251,13 @@ def test_entropy_is_between_zero_and_log_n(p):
 @given(pairs_of_distributions)
 def test_cross_entropy_is_entropy_plus_kl(pq):
     p, q = pq
-    np.testing.assert_allclose(pr.cross_entropy(p, q), pr.entropy(p) + pr.kl_divergence(p, q),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        pr.cross_entropy(p, q), pr.entropy(p) + pr.kl_divergence(p, q), rtol=1e-9, atol=1e-12
+    )
 
 
 # --- Gumbel-max sampling ------------------------------------------------------------------------------------
+
 
 def softmax(z):
     e = np.exp(z - np.max(z))
@@ -278,26 +300,44 @@ def test_sample_categorical_shapes_and_determinism():
     one = pr.sample_categorical(logits, rng=np.random.default_rng(0))
     assert isinstance(one, int) and 0 <= one < 3
     assert pr.sample_categorical(logits, size=(4, 5), rng=np.random.default_rng(0)).shape == (4, 5)
-    np.testing.assert_array_equal(pr.sample_categorical(logits, size=50, rng=np.random.default_rng(3)),
-                                  pr.sample_categorical(logits, size=50, rng=np.random.default_rng(3)))
+    np.testing.assert_array_equal(
+        pr.sample_categorical(logits, size=50, rng=np.random.default_rng(3)),
+        pr.sample_categorical(logits, size=50, rng=np.random.default_rng(3)),
+    )
     batch = pr.sample_categorical(np.zeros((6, 3)), rng=np.random.default_rng(0))
     assert batch.shape == (6,) and batch.dtype == np.int64
     assert pr.sample_categorical([[0.0, -np.inf]], size=10, rng=np.random.default_rng(0)).tolist() == [0] * 10
     assert pr.sample_categorical([5.0]) == 0
 
 
-@pytest.mark.parametrize("logits, kwargs, error, message", [
-    (np.zeros((2, 3)), {"size": 5}, ShapeError,
-     r"size \(5,\) must end with the batch shape \(2,\) of logits \(2, 3\)"),
-    (np.zeros((2, 3)), {"size": (5, 1)}, ShapeError, r"size \(5, 1\) must end with the batch shape \(2,\)"),
-    (np.zeros((2, 3, 4)), {}, ShapeError,
-     r"logits must have shape \(K,\) or \(B, K\) with K >= 1, got \(2, 3, 4\)"),
-    (np.zeros(0), {}, ShapeError, r"got \(0,\)"),
-    ([0.0, np.nan], {}, ValueError, r"finite or -inf, got nan at index \(1,\)"),
-    ([0.0, np.inf], {}, ValueError, r"finite or -inf, got inf at index \(1,\)"),
-    ([-np.inf, -np.inf], {}, ValueError, "all -inf"),
-    ([0.0, 1.0], {"rng": 0}, TypeError, "rng must be a numpy.random.Generator or None, got int"),
-])
+@pytest.mark.parametrize(
+    "logits, kwargs, error, message",
+    [
+        (
+            np.zeros((2, 3)),
+            {"size": 5},
+            ShapeError,
+            r"size \(5,\) must end with the batch shape \(2,\) of logits \(2, 3\)",
+        ),
+        (
+            np.zeros((2, 3)),
+            {"size": (5, 1)},
+            ShapeError,
+            r"size \(5, 1\) must end with the batch shape \(2,\)",
+        ),
+        (
+            np.zeros((2, 3, 4)),
+            {},
+            ShapeError,
+            r"logits must have shape \(K,\) or \(B, K\) with K >= 1, got \(2, 3, 4\)",
+        ),
+        (np.zeros(0), {}, ShapeError, r"got \(0,\)"),
+        ([0.0, np.nan], {}, ValueError, r"finite or -inf, got nan at index \(1,\)"),
+        ([0.0, np.inf], {}, ValueError, r"finite or -inf, got inf at index \(1,\)"),
+        ([-np.inf, -np.inf], {}, ValueError, "all -inf"),
+        ([0.0, 1.0], {"rng": 0}, TypeError, "rng must be a numpy.random.Generator or None, got int"),
+    ],
+)
 def test_sample_categorical_errors(logits, kwargs, error, message):
     with pytest.raises(error, match=message):
         pr.sample_categorical(logits, **kwargs)

@@ -85,8 +85,12 @@ def test_split_deterministic_for_a_seed():
 
 @pytest.mark.parametrize(
     "ratios, match",
-    [((0.8, 0.2), "three"), ((0.8, 0.3, 0.1), "summing to 1"), ((1.0, 0.0, 0.0), "positive"),
-     ((1.2, -0.1, -0.1), "positive")],
+    [
+        ((0.8, 0.2), "three"),
+        ((0.8, 0.3, 0.1), "summing to 1"),
+        ((1.0, 0.0, 0.0), "positive"),
+        ((1.2, -0.1, -0.1), "positive"),
+    ],
 )
 def test_split_rejects_bad_ratios(ratios, match):
     X, y = toy(20)

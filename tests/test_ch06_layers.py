@@ -122,7 +122,9 @@ def test_linear_shape_error_names_the_shapes():
         layer.backward(np.zeros((4, 3), np.float32))
 
 
-@pytest.mark.parametrize("make", [lambda: Linear(2, 2, rng=0), ReLU, LeakyReLU, Sigmoid, Tanh, SoftmaxCrossEntropy])
+@pytest.mark.parametrize(
+    "make", [lambda: Linear(2, 2, rng=0), ReLU, LeakyReLU, Sigmoid, Tanh, SoftmaxCrossEntropy]
+)
 def test_backward_before_forward_raises(make):
     layer = make()
     with pytest.raises(RuntimeError, match="before forward"):
@@ -197,7 +199,9 @@ def test_bias_gradient_as_ones_times_dz_equals_the_sum_over_rows(seed, n):
         layer.forward(X)
         layer.backward(dZ)
         book = dZ.astype(np.float64).sum(axis=0)
-        np.testing.assert_allclose(layer.grads["b"], book, rtol=rtol, atol=rtol * np.abs(dZ).sum(axis=0).max())
+        np.testing.assert_allclose(
+            layer.grads["b"], book, rtol=rtol, atol=rtol * np.abs(dZ).sum(axis=0).max()
+        )
         assert layer.grads["b"].dtype == dtype
 
 

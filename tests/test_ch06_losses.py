@@ -45,7 +45,9 @@ def test_loss_invariant_to_a_constant_per_row(rng, shift):
     base = cross_entropy_from_logits(logits, y)
     assert cross_entropy_from_logits(logits + row_shift, y) == pytest.approx(base, rel=1e-9, abs=1e-9)
     assert SoftmaxCrossEntropy().forward(logits + row_shift, y) == pytest.approx(base, rel=1e-9, abs=1e-9)
-    np.testing.assert_allclose(cross_entropy_grad(logits + row_shift, y), cross_entropy_grad(logits, y), atol=1e-12)
+    np.testing.assert_allclose(
+        cross_entropy_grad(logits + row_shift, y), cross_entropy_grad(logits, y), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("dtype,big", [(np.float64, 1e4), (np.float32, 3e38)])
@@ -149,7 +151,9 @@ def test_fused_softmax_cross_entropy_equals_eqs_18_and_19(seed, dtype):
 def test_fused_loss_accepts_every_integer_label_dtype(label_dtype, rng):
     logits = rng.standard_normal((6, 4))
     y = np.array([0, 3, 1, 2, 3, 0], dtype=label_dtype)
-    assert SoftmaxCrossEntropy().forward(logits, y) == pytest.approx(cross_entropy_from_logits(logits, y.astype(np.int64)))
+    assert SoftmaxCrossEntropy().forward(logits, y) == pytest.approx(
+        cross_entropy_from_logits(logits, y.astype(np.int64))
+    )
     with pytest.raises(ValueError, match="must lie in"):
         SoftmaxCrossEntropy().forward(logits, np.array([0, 4, 1, 2, 3, 0], dtype=label_dtype))
 

@@ -27,7 +27,9 @@ SEEDS = [0, 1, 2]
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sequential_backprop_gradients(seed):
     rng = np.random.default_rng(seed)
-    model = Sequential(Linear(4, 6, rng=rng, dtype=np.float64), Tanh(), Linear(6, 3, rng=rng, dtype=np.float64), Sigmoid())
+    model = Sequential(
+        Linear(4, 6, rng=rng, dtype=np.float64), Tanh(), Linear(6, 3, rng=rng, dtype=np.float64), Sigmoid()
+    )
     assert check_layer_gradients(model, rng.standard_normal((5, 4)), rng) < 1e-6
 
 
@@ -44,8 +46,10 @@ def test_sequential_parameter_names_and_container(rng):
     model = mlp(rng)
     names = [name for name, _, _ in model.parameters()]
     assert names == ["0.W", "0.b", "2.W", "2.b"]
-    assert model.parameters()[2][1] is model[2].params["W"] and model.parameters()[2][2] is model[2].grads["W"]
-    assert len(model) == 3 and isinstance(model[1], ReLU) and list(model)[0] is model[0]
+    assert (
+        model.parameters()[2][1] is model[2].params["W"] and model.parameters()[2][2] is model[2].grads["W"]
+    )
+    assert len(model) == 3 and isinstance(model[1], ReLU) and next(iter(model)) is model[0]
     assert isinstance(model[1:], Sequential) and len(model[1:]) == 2
     nested = Sequential(model, Tanh())
     assert [n for n, _, _ in nested.parameters()] == ["0.0.W", "0.0.b", "0.2.W", "0.2.b"]
@@ -147,7 +151,9 @@ def test_mlp_learns_xor_with_momentum():
 def test_a_network_trained_with_the_fast_forms_matches_the_book_step_by_step(rng):
     """Three SGD steps of a small ReLU network against the same steps written with the book's formulas."""
     net = Sequential(Linear(6, 5, rng=1, dtype=np.float64), ReLU(), Linear(5, 3, rng=2, dtype=np.float64))
-    W1, b1, W2, b2 = (p.copy() for p in (net[0].params["W"], net[0].params["b"], net[2].params["W"], net[2].params["b"]))
+    W1, b1, W2, b2 = (
+        p.copy() for p in (net[0].params["W"], net[0].params["b"], net[2].params["W"], net[2].params["b"])
+    )
     loss_fn = SoftmaxCrossEntropy()
     for _ in range(3):
         X, y = rng.standard_normal((8, 6)), rng.integers(0, 3, 8)
@@ -166,5 +172,10 @@ def test_a_network_trained_with_the_fast_forms_matches_the_book_step_by_step(rng
         b2 -= 0.1 * G.sum(axis=0)
         W1 -= 0.1 * (X.T @ dZ1)
         b1 -= 0.1 * dZ1.sum(axis=0)
-    for ours, book in ((net[0].params["W"], W1), (net[0].params["b"], b1), (net[2].params["W"], W2), (net[2].params["b"], b2)):
+    for ours, book in (
+        (net[0].params["W"], W1),
+        (net[0].params["b"], b1),
+        (net[2].params["W"], W2),
+        (net[2].params["b"], b2),
+    ):
         np.testing.assert_allclose(ours, book, rtol=1e-12, atol=1e-14)

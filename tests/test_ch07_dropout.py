@@ -77,11 +77,17 @@ def test_dropout_is_deterministic_for_a_seed_and_keeps_dtype(rng):
     assert not np.array_equal(layer.forward(X).copy(), layer.forward(X))  # a fresh mask per forward
 
 
-@pytest.mark.parametrize("p, expected", [
-    (1.0, "in [0, 1), got 1.0"), (-0.1, "in [0, 1), got -0.1"), (1.5, "in [0, 1), got 1.5"),
-    ("0.5", "a number in [0, 1), got '0.5'"), (True, "a number in [0, 1), got True"),
-    (float("nan"), "a number in [0, 1), got nan"),
-])
+@pytest.mark.parametrize(
+    "p, expected",
+    [
+        (1.0, "in [0, 1), got 1.0"),
+        (-0.1, "in [0, 1), got -0.1"),
+        (1.5, "in [0, 1), got 1.5"),
+        ("0.5", "a number in [0, 1), got '0.5'"),
+        (True, "a number in [0, 1), got True"),
+        (float("nan"), "a number in [0, 1), got nan"),
+    ],
+)
 def test_dropout_validates_p(p, expected):
     with pytest.raises(ValueError, match=re.escape(f"p (the drop probability) must be {expected}")):
         Dropout(p)

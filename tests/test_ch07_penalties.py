@@ -119,16 +119,23 @@ def test_add_l2_grad_on_a_model(rng):
     np.testing.assert_array_equal(model[2].grads["b"], np.ones(2, np.float32))
 
 
-@pytest.mark.parametrize("lam, message", [
-    (-0.1, "lam must be non-negative, got -0.1"),
-    (float("nan"), "lam must be a non-negative finite number, got nan"),
-    (float("inf"), "lam must be a non-negative finite number, got inf"),
-    ("0.1", "lam must be a non-negative finite number, got '0.1'"),
-    (True, "lam must be a non-negative finite number, got True"),
-])
+@pytest.mark.parametrize(
+    "lam, message",
+    [
+        (-0.1, "lam must be non-negative, got -0.1"),
+        (float("nan"), "lam must be a non-negative finite number, got nan"),
+        (float("inf"), "lam must be a non-negative finite number, got inf"),
+        ("0.1", "lam must be a non-negative finite number, got '0.1'"),
+        (True, "lam must be a non-negative finite number, got True"),
+    ],
+)
 def test_lambda_validated(rng, lam, message):
     params = named_params(rng)
-    for call in (lambda: l2_penalty(params, lam), lambda: l2_grad(params, lam), lambda: add_l2_grad_(params, {k: None for k in params}, lam)):
+    for call in (
+        lambda: l2_penalty(params, lam),
+        lambda: l2_grad(params, lam),
+        lambda: add_l2_grad_(params, dict.fromkeys(params), lam),
+    ):
         with pytest.raises(ValueError, match=message):
             call()
 

@@ -26,8 +26,17 @@ OPTIMISERS = [
 ]
 
 
-IDS = ["adagrad", "adagrad-custom", "rmsprop", "rmsprop-custom", "adam", "adam-custom", "adam-l2", "adamw",
-       "adamw-0"]
+IDS = [
+    "adagrad",
+    "adagrad-custom",
+    "rmsprop",
+    "rmsprop-custom",
+    "adam",
+    "adam-custom",
+    "adam-l2",
+    "adamw",
+    "adamw-0",
+]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from handgrad import ShapeError
 from handgrad.ch08_optimization import BatchNorm1D, BatchNorm2D
 
 
-@pytest.mark.parametrize("cls, shape", [(BatchNorm1D, (5, 3)), (BatchNorm2D, (3, 2, 3, 2)),
-                                        (BatchNorm2D, (1, 2, 2, 3))])
+@pytest.mark.parametrize(
+    "cls, shape", [(BatchNorm1D, (5, 3)), (BatchNorm2D, (3, 2, 3, 2)), (BatchNorm2D, (1, 2, 2, 3))]
+)
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_gradients(cls, shape, training, rng):
     layer = cls(shape[1], dtype=np.float64)
@@ -115,6 +116,7 @@ class _Replicas:
             total = sum(self.slots[1:], self.slots[0].copy())
             self.barrier.wait()
             return total
+
         return sum_across
 
 

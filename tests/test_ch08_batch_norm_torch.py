@@ -52,7 +52,7 @@ def test_batch_norm_matches_torch_in_training_then_eval(cls, tcls, shape, kwargs
     assert relative_error(ours.state["running_var"], theirs.running_var.numpy()) < 1e-12
     ours.eval()
     theirs.eval()
-    X = rng.standard_normal((3,) + shape[1:])
+    X = rng.standard_normal((3, *shape[1:]))
     G = rng.standard_normal(X.shape)
     Xt = torch.tensor(X, requires_grad=True)
     Yt = theirs(Xt)

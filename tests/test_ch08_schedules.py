@@ -53,7 +53,10 @@ def test_cosine_decreases_after_warmup_and_stays_in_range(total, warmup_frac, lr
     assert lr_min - 1e-12 <= b <= lr_max + 1e-12
     if warmup:
         t0 = data.draw(st.integers(0, warmup - 1))
-        assert cosine_schedule(t0, total, lr_max, lr_min, warmup) <= cosine_schedule(t0 + 1, total, lr_max, lr_min, warmup) + 1e-12
+        assert (
+            cosine_schedule(t0, total, lr_max, lr_min, warmup)
+            <= cosine_schedule(t0 + 1, total, lr_max, lr_min, warmup) + 1e-12
+        )
 
 
 def test_callable_forms():
@@ -72,8 +75,10 @@ def test_callable_forms():
         (lambda: cosine_schedule(-1, 10, 0.1), "t must be non-negative, got -1"),
         (lambda: cosine_schedule(0, 0, 0.1), "total_steps must be a positive integer, got 0"),
         (lambda: cosine_schedule(0, 10.0, 0.1), "total_steps must be a positive integer, got 10.0"),
-        (lambda: cosine_schedule(0, 10, 0.1, warmup_steps=-1),
-         "warmup_steps must be a non-negative integer, got -1"),
+        (
+            lambda: cosine_schedule(0, 10, 0.1, warmup_steps=-1),
+            "warmup_steps must be a non-negative integer, got -1",
+        ),
         (lambda: cosine_schedule(0, 10, 0.1, warmup_steps=10), "warmup_steps must be smaller"),
         (lambda: cosine_schedule(0, 10, 0.1, lr_min=0.2), r"lr_min must be in \[0, lr_max"),
         (lambda: cosine_schedule(0, 10, 0.0), "lr_max must be positive, got 0.0"),
@@ -82,9 +87,14 @@ def test_callable_forms():
         (lambda: constant_schedule(True), "lr must be a positive finite number, got True"),
         (lambda: step_schedule(0, 0.1, 0), "step_size must be a positive integer, got 0"),
         (lambda: step_schedule(0, 0.1, 2, gamma=-1), "gamma must be positive, got -1"),
-        (lambda: exponential_schedule(0, 0.1, float("nan")), "gamma must be a positive finite number, got nan"),
-        (lambda: exponential_schedule(float("inf"), 0.1, 0.9),
-         "t must be a non-negative finite number, got inf"),
+        (
+            lambda: exponential_schedule(0, 0.1, float("nan")),
+            "gamma must be a positive finite number, got nan",
+        ),
+        (
+            lambda: exponential_schedule(float("inf"), 0.1, 0.9),
+            "t must be a non-negative finite number, got inf",
+        ),
     ],
 )
 def test_schedule_arguments_are_validated(call, match):

@@ -10,8 +10,14 @@ from handgrad.ch08_optimization import cosine_schedule, exponential_schedule, st
 
 def test_step_and_exponential_match_torch_schedulers():
     for make_ours, make_torch in [
-        (functools.partial(step_schedule, lr=0.1, step_size=3, gamma=0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5)),
-        (functools.partial(exponential_schedule, lr=0.1, gamma=0.9), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9)),
+        (
+            functools.partial(step_schedule, lr=0.1, step_size=3, gamma=0.5),
+            lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5),
+        ),
+        (
+            functools.partial(exponential_schedule, lr=0.1, gamma=0.9),
+            lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9),
+        ),
     ]:
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         sched = make_torch(opt)

@@ -92,7 +92,9 @@ def test_nesterov_is_the_books_algorithm_8_3_at_the_look_ahead_point(alpha, eps)
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [lambda: SGD(0.1), lambda: Momentum(0.1), lambda: Momentum(0.1, nesterov=True)])
+@pytest.mark.parametrize(
+    "make", [lambda: SGD(0.1), lambda: Momentum(0.1), lambda: Momentum(0.1, nesterov=True)]
+)
 def test_dict_and_list_forms_agree(rng, make):
     params = {"W": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
     as_list = [p.copy() for p in params.values()]
@@ -196,7 +198,9 @@ def test_state_dict_round_trip_resumes_identically(nesterov):
     saved = opt.state_dict()
     assert saved["t"] == 3 and saved["beta"] == 0.9 and saved["nesterov"] is nesterov
     assert all(isinstance(v, (np.ndarray, int, float, bool)) for v in saved.values())
-    opt.step({k: v.copy() for k, v in theta0.items()}, quadratic_grads(A, c, theta0))  # must not leak into `saved`
+    opt.step(
+        {k: v.copy() for k, v in theta0.items()}, quadratic_grads(A, c, theta0)
+    )  # must not leak into `saved`
     # through np.savez-like plain arrays: a fresh optimiser with other settings takes the saved ones
     resumed = Momentum(0.5, 0.1)
     resumed.load_state_dict({k: np.asarray(v) for k, v in saved.items()})
@@ -256,14 +260,19 @@ def test_a_momentum_step_allocates_no_parameter_sized_temporary(nesterov):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [lambda **kw: SGD(0.1, **kw), lambda **kw: Momentum(0.1, **kw)], ids=["sgd", "momentum"])
-@pytest.mark.parametrize("bad, message", [
-    (-1e-4, "weight_decay must be non-negative, got -0.0001"),
-    (float("nan"), "weight_decay must be a non-negative finite number, got nan"),
-    (float("inf"), "weight_decay must be a non-negative finite number, got inf"),
-    ("1e-4", "weight_decay must be a non-negative finite number, got '1e-4'"),
-    (True, "weight_decay must be a non-negative finite number, got True"),
-])
+@pytest.mark.parametrize(
+    "make", [lambda **kw: SGD(0.1, **kw), lambda **kw: Momentum(0.1, **kw)], ids=["sgd", "momentum"]
+)
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (-1e-4, "weight_decay must be non-negative, got -0.0001"),
+        (float("nan"), "weight_decay must be a non-negative finite number, got nan"),
+        (float("inf"), "weight_decay must be a non-negative finite number, got inf"),
+        ("1e-4", "weight_decay must be a non-negative finite number, got '1e-4'"),
+        (True, "weight_decay must be a non-negative finite number, got True"),
+    ],
+)
 def test_weight_decay_is_validated(make, bad, message):
     with pytest.raises(ValueError, match=message):
         make(weight_decay=bad)
@@ -290,11 +299,15 @@ def _model_like_params(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("make", [
-    lambda wd: SGD(0.1, weight_decay=wd),
-    lambda wd: Momentum(0.2, beta=0.9, weight_decay=wd),
-    lambda wd: Momentum(0.2, beta=0.8, nesterov=True, weight_decay=wd),
-], ids=["sgd", "momentum", "nesterov"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda wd: SGD(0.1, weight_decay=wd),
+        lambda wd: Momentum(0.2, beta=0.9, weight_decay=wd),
+        lambda wd: Momentum(0.2, beta=0.8, nesterov=True, weight_decay=wd),
+    ],
+    ids=["sgd", "momentum", "nesterov"],
+)
 def test_weight_decay_in_the_step_is_add_l2_grad_then_step_bit_for_bit(make, dtype):
     """step(weight_decay=λ) ≡ add_l2_grad_(λ) followed by step(): the same floating-point operations."""
     rng = np.random.default_rng(0)

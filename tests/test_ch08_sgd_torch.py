@@ -23,7 +23,9 @@ def torch_trajectory(A, c, theta0, steps, lr, momentum=0.0, nesterov=False, lrs=
             for group in opt.param_groups:
                 group["lr"] = lrs[t]
         opt.zero_grad()
-        loss = sum(0.5 * torch.sum((torch.tensor(A[k]) @ tp[k].reshape(-1) - torch.tensor(c[k])) ** 2) for k in tp)
+        loss = sum(
+            0.5 * torch.sum((torch.tensor(A[k]) @ tp[k].reshape(-1) - torch.tensor(c[k])) ** 2) for k in tp
+        )
         loss.backward()
         opt.step()
         out.append({k: v.detach().numpy().copy() for k, v in tp.items()})
@@ -33,7 +35,11 @@ def torch_trajectory(A, c, theta0, steps, lr, momentum=0.0, nesterov=False, lrs=
 OPTIMISERS = [
     ("sgd", lambda: SGD(lr=0.05), {"lr": 0.05}),
     ("momentum", lambda: Momentum(lr=0.05, beta=0.9), {"lr": 0.05, "momentum": 0.9}),
-    ("nesterov", lambda: Momentum(lr=0.05, beta=0.8, nesterov=True), {"lr": 0.05, "momentum": 0.8, "nesterov": True}),
+    (
+        "nesterov",
+        lambda: Momentum(lr=0.05, beta=0.8, nesterov=True),
+        {"lr": 0.05, "momentum": 0.8, "nesterov": True},
+    ),
 ]
 
 
@@ -63,13 +69,17 @@ def test_momentum_with_a_changing_lr_matches_torch(nesterov):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_weight_decay_trajectories_match_torch_on_weights_only(momentum, nesterov, seed):
     A, c, theta0 = quadratic_problem(seed)
-    opt = (Momentum(0.05, beta=momentum, nesterov=nesterov, weight_decay=0.3) if momentum
-           else SGD(0.05, weight_decay=0.3))
+    opt = (
+        Momentum(0.05, beta=momentum, nesterov=nesterov, weight_decay=0.3)
+        if momentum
+        else SGD(0.05, weight_decay=0.3)
+    )
     ours = handgrad_trajectory(A, c, theta0, 8, opt)
     theirs = torch_trajectory(A, c, theta0, 8, 0.05, momentum, nesterov, weight_decay=0.3)
     for step_ours, step_theirs in zip(ours, theirs):
         for k in theta0:
             np.testing.assert_allclose(step_ours[k], step_theirs[k], rtol=1e-6, atol=1e-12)
-    undecayed = handgrad_trajectory(A, c, theta0, 8, Momentum(0.05, beta=momentum, nesterov=nesterov) if momentum
-                                    else SGD(0.05))
+    undecayed = handgrad_trajectory(
+        A, c, theta0, 8, Momentum(0.05, beta=momentum, nesterov=nesterov) if momentum else SGD(0.05)
+    )
     assert not np.allclose(ours[-1]["W"], undecayed[-1]["W"])  # the decay did something

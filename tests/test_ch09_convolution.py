@@ -97,8 +97,9 @@ def test_input_gradient_by_kernel_offset_equals_col2im_of_the_product(case, rng)
     W = layer.params["W"]
     W_mat = W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
     book = col2im(dY_mat @ W_mat, X.shape, layer.kernel_size, layer.stride, layer.padding)
-    dXp = _input_grad_nhwc(dY_mat, W, layer.stride, out_hw, np.full(padded, np.nan),
-                           np.empty((dY_mat.shape[0], X.shape[1])))
+    dXp = _input_grad_nhwc(
+        dY_mat, W, layer.stride, out_hw, np.full(padded, np.nan), np.empty((dY_mat.shape[0], X.shape[1]))
+    )
     (ph, pw), (H, Wd) = layer.padding, X.shape[2:]
     fast = dXp[:, ph : ph + H, pw : pw + Wd].transpose(0, 3, 1, 2)
     assert relative_error(fast, book) < 1e-12
@@ -129,9 +130,18 @@ def test_conv_output_size():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    n=st.integers(1, 2), c=st.integers(1, 3), o=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
-    kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
-    ph=st.integers(0, 2), pw=st.integers(0, 2), seed=st.integers(0, 2**16),
+    n=st.integers(1, 2),
+    c=st.integers(1, 3),
+    o=st.integers(1, 3),
+    h=st.integers(1, 7),
+    w=st.integers(1, 7),
+    kh=st.integers(1, 4),
+    kw=st.integers(1, 4),
+    sh=st.integers(1, 3),
+    sw=st.integers(1, 3),
+    ph=st.integers(0, 2),
+    pw=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
 )
 def test_conv_matches_the_books_sum_for_any_geometry(n, c, o, h, w, kh, kw, sh, sw, ph, pw, seed):
     if kh > h + 2 * ph or kw > w + 2 * pw:
@@ -239,8 +249,15 @@ def test_backward_without_input_gradient_still_fills_parameter_gradients(rng):
 
 
 def test_mnist_sized_network_shapes():
-    net = Sequential(Conv2D(1, 32, 3, padding=1, rng=0), ReLU(), MaxPool2D(2),
-                     Conv2D(32, 64, 3, padding=1, rng=1), ReLU(), MaxPool2D(2), Flatten())
+    net = Sequential(
+        Conv2D(1, 32, 3, padding=1, rng=0),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(32, 64, 3, padding=1, rng=1),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+    )
     Y = net.forward(np.zeros((4, 1, 28, 28), np.float32))
     assert Y.shape == (4, 64 * 7 * 7) and Y.dtype == np.float32
     assert net.backward(np.ones_like(Y), need_input_grad=False) is None
@@ -268,20 +285,34 @@ def test_conv_rejects_bad_input_shapes():
     "kwargs, message",
     [
         (dict(in_channels=0, out_channels=2, kernel_size=3), "in_channels must be a positive integer, got 0"),
-        (dict(in_channels=1, out_channels=2.5, kernel_size=3),
-         "out_channels must be a positive integer, got 2.5"),
-        (dict(in_channels=1, out_channels=2, kernel_size=0),
-         "kernel_size must be a positive integer or a pair of them, got 0"),
-        (dict(in_channels=1, out_channels=2, kernel_size=(3, 3, 3)),
-         r"kernel_size must be a positive integer or a pair of them, got \(3, 3, 3\)"),
-        (dict(in_channels=1, out_channels=2, kernel_size=3, stride=0),
-         "stride must be a positive integer or a pair of them, got 0"),
-        (dict(in_channels=1, out_channels=2, kernel_size=3, padding=-1),
-         "padding must be a non-negative integer or a pair of them, got -1"),
-        (dict(in_channels=1, out_channels=2, kernel_size=3, padding=1.5),
-         "padding must be a non-negative integer or a pair of them, got 1.5"),
-        (dict(in_channels=1, out_channels=2, kernel_size=3, init="zeros"),
-         "init must be one of glorot_uniform, he_normal; got 'zeros'"),
+        (
+            dict(in_channels=1, out_channels=2.5, kernel_size=3),
+            "out_channels must be a positive integer, got 2.5",
+        ),
+        (
+            dict(in_channels=1, out_channels=2, kernel_size=0),
+            "kernel_size must be a positive integer or a pair of them, got 0",
+        ),
+        (
+            dict(in_channels=1, out_channels=2, kernel_size=(3, 3, 3)),
+            r"kernel_size must be a positive integer or a pair of them, got \(3, 3, 3\)",
+        ),
+        (
+            dict(in_channels=1, out_channels=2, kernel_size=3, stride=0),
+            "stride must be a positive integer or a pair of them, got 0",
+        ),
+        (
+            dict(in_channels=1, out_channels=2, kernel_size=3, padding=-1),
+            "padding must be a non-negative integer or a pair of them, got -1",
+        ),
+        (
+            dict(in_channels=1, out_channels=2, kernel_size=3, padding=1.5),
+            "padding must be a non-negative integer or a pair of them, got 1.5",
+        ),
+        (
+            dict(in_channels=1, out_channels=2, kernel_size=3, init="zeros"),
+            "init must be one of glorot_uniform, he_normal; got 'zeros'",
+        ),
         (dict(in_channels=1, out_channels=2, kernel_size=3, dtype=np.int32), "dtype must be a floating type"),
     ],
 )

@@ -59,8 +59,12 @@ def compare(layers, X, rng, tol, input_grad=True):
     else:
         assert dX is None
     conv_r, bn_r = composed.layers[0], composed.layers[1]
-    for name, ref in [("W", conv_r.grads["W"]), ("b", conv_r.grads["b"]), ("gamma", bn_r.grads["gamma"]),
-                      ("beta", bn_r.grads["beta"])]:
+    for name, ref in [
+        ("W", conv_r.grads["W"]),
+        ("b", conv_r.grads["b"]),
+        ("gamma", bn_r.grads["gamma"]),
+        ("beta", bn_r.grads["beta"]),
+    ]:
         scale = max(np.abs(ref).max(), np.abs(conv_r.grads["W"]).max())  # db is ~0: judge it by dW's scale
         assert np.abs(block.grads[name] - ref).max() <= tol * scale, name
     for key in ("running_mean", "running_var"):

@@ -26,8 +26,15 @@ def torch_block(conv, bn, X, G):
     Xt = torch.tensor(X, requires_grad=True)
     Yt = nn.functional.max_pool2d(torch.relu(tbn(tconv(Xt))), 2)
     Yt.backward(torch.tensor(G))
-    return (Yt.detach().numpy(), Xt.grad.numpy(), tconv.weight.grad.numpy(), tbn.weight.grad.numpy(),
-            tbn.bias.grad.numpy(), tbn.running_mean.numpy(), tbn.running_var.numpy())
+    return (
+        Yt.detach().numpy(),
+        Xt.grad.numpy(),
+        tconv.weight.grad.numpy(),
+        tbn.weight.grad.numpy(),
+        tbn.bias.grad.numpy(),
+        tbn.running_mean.numpy(),
+        tbn.running_var.numpy(),
+    )
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -49,8 +56,15 @@ def test_block_matches_torch_including_ties_and_negative_gamma(ties, gamma, rng)
     G = rng.standard_normal(out.shape)
     dX = block.backward(G)
     ref = torch_block(conv, bn, X, G)
-    mine = (out, dX, conv.grads["W"], bn.grads["gamma"], bn.grads["beta"], bn.state["running_mean"],
-            bn.state["running_var"])
+    mine = (
+        out,
+        dX,
+        conv.grads["W"],
+        bn.grads["gamma"],
+        bn.grads["beta"],
+        bn.state["running_mean"],
+        bn.state["running_var"],
+    )
     for name, a, b in zip(("out", "dX", "dW", "dgamma", "dbeta", "running_mean", "running_var"), mine, ref):
         if ties and name == "dW":  # zero in exact arithmetic: batch norm undoes a 1×1 one-channel scale
             assert np.abs(a - b).max() < 1e-12

@@ -63,6 +63,7 @@ def test_state_gradients_match_finite_differences(name):
     layer.backward(G, G_final if len(G_final) == 2 else G_final[0])
     analytic = parts(layer.state_grad)
     for k, s in enumerate(parts(state)):
+
         def loss_k(v, k=k):
             s2 = list(parts(state))
             s2[k] = v
@@ -201,15 +202,21 @@ def test_flushing_subnormals_changes_the_gradients_by_less_than_the_smallest_nor
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: LSTM(3, 4).forward(np.zeros((2, 5, 2))),
-         r"LSTM\(3, 4\) expects input \(N, T, 3\), got \(2, 5, 2\)"),
+        (
+            lambda: LSTM(3, 4).forward(np.zeros((2, 5, 2))),
+            r"LSTM\(3, 4\) expects input \(N, T, 3\), got \(2, 5, 2\)",
+        ),
         (lambda: RNN(3, 4).forward(np.zeros((5, 3))), r"RNN\(3, 4\) expects input \(N, T, 3\), got \(5, 3\)"),
         (lambda: GRU(3, 4).forward(np.zeros((2, 0, 3))), r"at least one step, got \(2, 0, 3\)"),
-        (lambda: RNN(3, 4).forward(np.zeros((2, 5, 3)), np.zeros((3, 4))),
-         r"h0 must have shape \(N, H\) = \(2, 4\) for input of 2 sequences, got \(3, 4\)"),
+        (
+            lambda: RNN(3, 4).forward(np.zeros((2, 5, 3)), np.zeros((3, 4))),
+            r"h0 must have shape \(N, H\) = \(2, 4\) for input of 2 sequences, got \(3, 4\)",
+        ),
         (lambda: LSTM(3, 4).forward(np.zeros((2, 5, 3)), np.zeros((2, 4))), r"must be a pair \(h, c\)"),
-        (lambda: LSTM(3, 4).forward(np.zeros((2, 5, 3)), (np.zeros((2, 4)), np.zeros((2, 5)))),
-         r"state\[1\] \(c\) must have shape \(N, H\) = \(2, 4\) .* got \(2, 5\)"),
+        (
+            lambda: LSTM(3, 4).forward(np.zeros((2, 5, 3)), (np.zeros((2, 4)), np.zeros((2, 5)))),
+            r"state\[1\] \(c\) must have shape \(N, H\) = \(2, 4\) .* got \(2, 5\)",
+        ),
     ],
 )
 def test_bad_input_is_a_shape_error_naming_the_shapes(call, message):

@@ -60,17 +60,24 @@ def test_last_step_gradients():
 
 def test_stacked_sequence_to_label_gradients():
     rng = np.random.default_rng(4)
-    model = Sequential(f64(LSTM(2, 3, dtype=np.float64), rng), f64(GRU(3, 3, dtype=np.float64), rng),
-                       f64(RNN(3, 2, dtype=np.float64), rng), LastStep(),
-                       Linear(2, 2, rng=0, dtype=np.float64))
+    model = Sequential(
+        f64(LSTM(2, 3, dtype=np.float64), rng),
+        f64(GRU(3, 3, dtype=np.float64), rng),
+        f64(RNN(3, 2, dtype=np.float64), rng),
+        LastStep(),
+        Linear(2, 2, rng=0, dtype=np.float64),
+    )
     check_layer_gradients(model, rng.standard_normal((2, 4, 2)), rng)
 
 
 def test_stacked_sequence_to_sequence_gradients():
     rng = np.random.default_rng(5)
-    model = Sequential(Bidirectional(f64(GRU(2, 3, reset_after=False, dtype=np.float64), rng),
-                                     f64(LSTM(2, 2, dtype=np.float64), rng)),
-                       TimeDistributed(Linear(5, 3, rng=0, dtype=np.float64)))
+    model = Sequential(
+        Bidirectional(
+            f64(GRU(2, 3, reset_after=False, dtype=np.float64), rng), f64(LSTM(2, 2, dtype=np.float64), rng)
+        ),
+        TimeDistributed(Linear(5, 3, rng=0, dtype=np.float64)),
+    )
     check_layer_gradients(model, rng.standard_normal((2, 3, 2)), rng)
 
 
@@ -95,9 +102,11 @@ def test_the_chapter_example_model_trains_with_sequential_backward():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: Bidirectional(LSTM(3, 4, rng=0), GRU(3, 2, rng=1)),
-     lambda: TimeDistributed(Linear(3, 2, rng=0)),
-     lambda: LastStep()],
+    [
+        lambda: Bidirectional(LSTM(3, 4, rng=0), GRU(3, 2, rng=1)),
+        lambda: TimeDistributed(Linear(3, 2, rng=0)),
+        lambda: LastStep(),
+    ],
     ids=["bidirectional", "time-distributed", "last-step"],
 )
 def test_outputs_belong_to_the_caller(make):

@@ -125,8 +125,9 @@ def test_check_int_pair_refuses(value):
 
 def test_check_int_pair_bounds_are_closed():
     assert check_int_pair(0, "padding", low=0) == (0, 0)
-    with pytest.raises(ValueError, match=exactly("padding must be a non-negative integer or a pair of them, "
-                                                 "got (0, -1)")):
+    with pytest.raises(
+        ValueError, match=exactly("padding must be a non-negative integer or a pair of them, got (0, -1)")
+    ):
         check_int_pair((0, -1), "padding", low=0)
     with pytest.raises(ValueError, match=exactly("k must be an integer in [1, 3] or a pair of them, got 4")):
         check_int_pair(4, "k", low=1, high=3)
@@ -209,8 +210,9 @@ def test_check_number_raises_the_callers_error():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, expected",
-                         [(True, True), (False, False), (np.True_, True), (np.False_, False)])
+@pytest.mark.parametrize(
+    "value, expected", [(True, True), (False, False), (np.True_, True), (np.False_, False)]
+)
 def test_check_bool_accepts_python_and_numpy_booleans(value, expected):
     out = check_bool(value, "nesterov")
     assert out is expected

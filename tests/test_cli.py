@@ -59,8 +59,21 @@ def digits(tmp_path_factory):
 
 def test_train_command_writes_a_run_and_resumes_it(tmp_path, capsys):
     out_dir = tmp_path / "run"
-    code, out, err = run(capsys, "train", "--dataset", "mnist-sample", "--limit", "600", "--hidden", "32",
-                         "--epochs", "1", "--out", str(out_dir), "--no-plots")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "mnist-sample",
+        "--limit",
+        "600",
+        "--hidden",
+        "32",
+        "--epochs",
+        "1",
+        "--out",
+        str(out_dir),
+        "--no-plots",
+    )
     assert code == 0, err
     assert re.search(r"epoch 1/1 +train loss [\d.]+ acc [\d.]+%", out)
     assert re.search(r"best epoch 1/1: test accuracy [\d.]+%, macro-F1 0\.\d+", out)
@@ -95,7 +108,9 @@ def test_evaluate_prints_metrics_matching_an_independent_computation(ckpt, capsy
 
 
 def test_evaluate_json_and_plots(ckpt, tmp_path, capsys):
-    code, out, err = run(capsys, "evaluate", str(ckpt).rsplit("/", 1)[0], "--json", "--plots", str(tmp_path / "p"))
+    code, out, err = run(
+        capsys, "evaluate", str(ckpt).rsplit("/", 1)[0], "--json", "--plots", str(tmp_path / "p")
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["n"] == 1000 and report["dataset"] == "mnist-sample"
@@ -120,7 +135,7 @@ def test_predict_json_on_digit_pngs(ckpt, digits, capsys):
 
 
 def test_predict_text_output(ckpt, digits, capsys):
-    code, out, err = run(capsys, "predict", ckpt, digits[0][0])
+    code, out, _err = run(capsys, "predict", ckpt, digits[0][0])
     assert code == 0
     assert re.search(r"digit-\d+-label-0\.png: \d \(class \d, confidence [\d.]+%\)", out)
     assert re.search(r"0: [\d.]+ {2}1: [\d.]+", out)
@@ -130,7 +145,9 @@ def test_predictor_api_gives_the_web_page_its_fields(ckpt, digits):
     from handgrad.app import Predictor
 
     p = Predictor.from_checkpoint(ckpt)
-    assert p.classes == [str(k) for k in range(10)] and p.dataset == "mnist-sample" and p.arch["type"] == "mlp"
+    assert (
+        p.classes == [str(k) for k in range(10)] and p.dataset == "mnist-sample" and p.arch["type"] == "mlp"
+    )
     with open(digits[0][0], "rb") as f:
         data = f.read()
     r = p.predict_image(data)
@@ -154,22 +171,28 @@ def test_help_shows_defaults(command, capsys):
 
         cnn = MODEL_DEFAULTS["cnn"]
         # The reference models' defaults lead each list; the recurrent and language models' follow.
-        for default in ("(default: 256 for mlp, {batch_size} for cnn, ",
-                        "(default: 0.2 for mlp, {lr:g} for cnn, ", "(default: 0.9)",
-                        "(default: 0.0001 for mlp, {weight_decay:g} for cnn, ",
-                        "(default: 512 for mlp, {hidden[0]} for cnn, ",
-                        "(default: 20 for mlp, {epochs} for cnn",
-                        "(default: relu)", "(default: momentum for mlp, {optimizer} for cnn, ",
-                        "(default: constant for mlp, {schedule} for cnn, ",
-                        "(default: off for mlp, on for cnn, "):
+        for default in (
+            "(default: 256 for mlp, {batch_size} for cnn, ",
+            "(default: 0.2 for mlp, {lr:g} for cnn, ",
+            "(default: 0.9)",
+            "(default: 0.0001 for mlp, {weight_decay:g} for cnn, ",
+            "(default: 512 for mlp, {hidden[0]} for cnn, ",
+            "(default: 20 for mlp, {epochs} for cnn",
+            "(default: relu)",
+            "(default: momentum for mlp, {optimizer} for cnn, ",
+            "(default: constant for mlp, {schedule} for cnn, ",
+            "(default: off for mlp, on for cnn, ",
+        ):
             default = default.format(**cnn)
             assert default in text
-        for default in ("(default: 20 for mlp, 12 for cnn, 16 for rnn, 12 for lstm, gru, 10 for --text;",
-                        "(default: 256 for mlp, 128 for cnn, 128 for rnn, lstm, gru, 64 for --text)",
-                        "(default: 512 for mlp, 128 for cnn, 128 for rnn, lstm, gru, 256 for --text)",
-                        "(default: off for mlp, off for cnn, 1 for rnn, lstm, gru, 5 for --text)",
-                        "--seq-len T language models: characters per sequence, the truncation length of "
-                        "back-propagation through time (default: 100)"):
+        for default in (
+            "(default: 20 for mlp, 12 for cnn, 16 for rnn, 12 for lstm, gru, 10 for --text;",
+            "(default: 256 for mlp, 128 for cnn, 128 for rnn, lstm, gru, 64 for --text)",
+            "(default: 512 for mlp, 128 for cnn, 128 for rnn, lstm, gru, 256 for --text)",
+            "(default: off for mlp, off for cnn, 1 for rnn, lstm, gru, 5 for --text)",
+            "--seq-len T language models: characters per sequence, the truncation length of "
+            "back-propagation through time (default: 100)",
+        ):
             assert default in text
 
 
@@ -202,58 +225,78 @@ def test_bad_checkpoints(command, ckpt, digits, tmp_path, capsys):
         (_other_architecture(ckpt, tmp_path), "needs (784, 256)"),
     ]
     for path, fragment in cases:
-        code, out, err = run(capsys, command, path, *extra)
+        code, _out, err = run(capsys, command, path, *extra)
         assert_user_error(code, err, fragment)
 
 
 def test_unreadable_images(ckpt, tmp_path, capsys):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "text.png").write_text("hello")
-    for path, fragment in [(tmp_path / "bad.png", "bad.png"), (tmp_path / "text.png", "not an image"),
-                           (tmp_path / "missing.png", "No such file"), (tmp_path, "cannot read image")]:
+    for path, fragment in [
+        (tmp_path / "bad.png", "bad.png"),
+        (tmp_path / "text.png", "not an image"),
+        (tmp_path / "missing.png", "No such file"),
+        (tmp_path, "cannot read image"),
+    ]:
         code, out, err = run(capsys, "predict", ckpt, str(path))
         assert_user_error(code, err, fragment)
         assert out == ""
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["train", "--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
-    (["train", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
-    (["train", "--hidden", "512,abc"], "argument --hidden: expected comma-separated sizes such as "
-                                       "512[,256...]"),
-    (["train", "--epoch", "3"], "unrecognized"),
-    (["evaluate", "x.npz", "--dataset", "cifar"], "--dataset"),
-    (["predict", "x.npz"], "IMAGE"),
-    (["serve", "--port", "99999"], "--port"),
-    (["fly"], "invalid choice"),
-    ([], "COMMAND"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+        (["train", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+        (
+            ["train", "--hidden", "512,abc"],
+            "argument --hidden: expected comma-separated sizes such as 512[,256...]",
+        ),
+        (["train", "--epoch", "3"], "unrecognized"),
+        (["evaluate", "x.npz", "--dataset", "cifar"], "--dataset"),
+        (["predict", "x.npz"], "IMAGE"),
+        (["serve", "--port", "99999"], "--port"),
+        (["fly"], "invalid choice"),
+        ([], "COMMAND"),
+    ],
+)
 def test_bad_options_are_usage_errors(argv, fragment, capsys):
-    code, out, err = run(capsys, *argv)
+    code, _out, err = run(capsys, *argv)
     assert_user_error(code, err, fragment, status=2)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "epochs must be a positive integer, got 0"),
-    (["--batch-size", "-3"], "batch_size must be a positive integer, got -3"),
-    (["--lr", "-1"], "lr must be positive, got -1.0"),
-    (["--lr", "nan"], "lr must be a positive finite number, got nan"),
-    (["--momentum", "1.5"], "momentum must be in [0, 1), got 1.5"),
-    (["--weight-decay=-1e-4"], "weight_decay must be non-negative, got -0.0001"),  # = : -1e-4 is no option
-    (["--hidden", "0"], "hidden must be one or more positive sizes, got (0,)"),
-    (["--activation", "gelu"], "activation must be one of relu, leaky_relu, sigmoid, tanh; got 'gelu'"),
-    (["--optimizer", "lbfgs"], "optimizer must be one of sgd, momentum, adam, adamw, rmsprop, adagrad; got "
-                               "'lbfgs'"),
-    (["--schedule", "linear"], "schedule must be one of constant, cosine, step, exponential; got 'linear'"),
-    (["--dataset", "cifar"], "unknown dataset 'cifar'; choose one of: mnist, fashion-mnist"),
-    (["--seed", "-1"], "seed must be a non-negative integer, got -1"),
-    (["--limit", "0"], "limit must be a positive integer, got 0"),
-    (["--augment-shift", "9"], "augment_shift must be an integer in [0, 8], got 9"),
-    (["--lr-gamma", "2"], "lr_gamma must be in (0, 1], got 2.0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "epochs must be a positive integer, got 0"),
+        (["--batch-size", "-3"], "batch_size must be a positive integer, got -3"),
+        (["--lr", "-1"], "lr must be positive, got -1.0"),
+        (["--lr", "nan"], "lr must be a positive finite number, got nan"),
+        (["--momentum", "1.5"], "momentum must be in [0, 1), got 1.5"),
+        (
+            ["--weight-decay=-1e-4"],
+            "weight_decay must be non-negative, got -0.0001",
+        ),  # = : -1e-4 is no option
+        (["--hidden", "0"], "hidden must be one or more positive sizes, got (0,)"),
+        (["--activation", "gelu"], "activation must be one of relu, leaky_relu, sigmoid, tanh; got 'gelu'"),
+        (
+            ["--optimizer", "lbfgs"],
+            "optimizer must be one of sgd, momentum, adam, adamw, rmsprop, adagrad; got 'lbfgs'",
+        ),
+        (
+            ["--schedule", "linear"],
+            "schedule must be one of constant, cosine, step, exponential; got 'linear'",
+        ),
+        (["--dataset", "cifar"], "unknown dataset 'cifar'; choose one of: mnist, fashion-mnist"),
+        (["--seed", "-1"], "seed must be a non-negative integer, got -1"),
+        (["--limit", "0"], "limit must be a positive integer, got 0"),
+        (["--augment-shift", "9"], "augment_shift must be an integer in [0, 8], got 9"),
+        (["--lr-gamma", "2"], "lr_gamma must be in (0, 1], got 2.0"),
+    ],
+)
 def test_bad_train_values_are_one_line_config_errors(argv, message, tmp_path, capsys):
     """argparse parses the type; TrainConfig (or the dataset registry) checks the value, before any work."""
-    code, out, err = run(capsys, "train", *argv, "--out", str(tmp_path / "run"))
+    code, _out, err = run(capsys, "train", *argv, "--out", str(tmp_path / "run"))
     assert_user_error(code, err, f"handgrad: error: {message}", status=1)
     assert not (tmp_path / "run").exists()  # refused before a run folder was made
 
@@ -290,15 +333,38 @@ def test_named_dataset_not_found_is_one_line(tmp_path, monkeypatch, capsys):
 
     monkeypatch.delenv("HANDGRAD_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(dl, "download_file", lambda *a, **k: (_ for _ in ()).throw(DatasetNotFoundError("offline")))
-    code, _, err = run(capsys, "train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--out",
-                       str(tmp_path / "r"))
+    monkeypatch.setattr(
+        dl, "download_file", lambda *a, **k: (_ for _ in ()).throw(DatasetNotFoundError("offline"))
+    )
+    code, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert_user_error(code, err, "fashion-mnist", "HANDGRAD_DATA")
 
 
 def test_nan_loss_exits_non_zero_with_advice(tmp_path, capsys):
-    code, out, err = run(capsys, "train", "--dataset", "mnist-sample", "--limit", "600", "--hidden", "16",
-                         "--lr", "1e6", "--out", str(tmp_path / "nan"), "--no-plots")
+    code, _out, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "mnist-sample",
+        "--limit",
+        "600",
+        "--hidden",
+        "16",
+        "--lr",
+        "1e6",
+        "--out",
+        str(tmp_path / "nan"),
+        "--no-plots",
+    )
     assert_user_error(code, err, "diverged", "epoch", "batch", "lower learning rate", "best.npz")
     assert load_checkpoint(tmp_path / "nan" / "best.npz").metadata["arch"]["hidden"] == [16]
 
@@ -306,8 +372,12 @@ def test_nan_loss_exits_non_zero_with_advice(tmp_path, capsys):
 def test_real_process_prints_no_traceback(tmp_path):
     """The console entry point as a subprocess: exit status and stderr exactly as a user sees them."""
     (tmp_path / "x.npz").write_text("junk")
-    proc = subprocess.run([sys.executable, "-m", "handgrad.cli", "predict", str(tmp_path / "x.npz"), "y.png"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "handgrad.cli", "predict", str(tmp_path / "x.npz"), "y.png"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("handgrad: error: ") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr and proc.stdout == ""
@@ -320,18 +390,20 @@ def test_interrupt_exits_130_with_the_resume_hint(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(handgrad.app, "train", interrupted)
-    code, out, err = run(capsys, "train", "--dataset", "mnist-sample")
+    code, _out, err = run(capsys, "train", "--dataset", "mnist-sample")
     assert code == 130 and "--resume" in err and "Traceback" not in err
 
 
 def test_python_dash_m_handgrad_runs_the_command_line():
     from handgrad import __version__
 
-    version = subprocess.run([sys.executable, "-m", "handgrad", "--version"], capture_output=True, text=True,
-                             timeout=120)
+    version = subprocess.run(
+        [sys.executable, "-m", "handgrad", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert (version.returncode, version.stdout, version.stderr) == (0, f"handgrad {__version__}\n", "")
-    helped = subprocess.run([sys.executable, "-m", "handgrad", "train", "--help"], capture_output=True,
-                            text=True, timeout=120)
+    helped = subprocess.run(
+        [sys.executable, "-m", "handgrad", "train", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert helped.returncode == 0 and helped.stdout.startswith("usage: handgrad train")
     assert "--no-plots" in helped.stdout and "(default: 0.9)" in helped.stdout
 
@@ -343,7 +415,26 @@ def test_a_full_disk_during_training_is_one_line_naming_the_file(tmp_path, monke
 
     _failing_save(monkeypatch, 2, "last.npz", OSError(errno.ENOSPC, "No space left on device"))
     run_dir = tmp_path / "r"
-    code, out, err = run(capsys, "train", "--dataset", "mnist-sample", "--limit", "500", "--hidden", "16",
-                         "--epochs", "3", "--out", str(run_dir), "--no-plots", "-q")
-    assert_user_error(code, err, f"handgrad: error: cannot write {run_dir / 'last.npz'}: No space left on "
-                      "device; ", "and last.npz (epoch 1) are intact", f"continue with --resume {run_dir}")
+    code, _out, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "mnist-sample",
+        "--limit",
+        "500",
+        "--hidden",
+        "16",
+        "--epochs",
+        "3",
+        "--out",
+        str(run_dir),
+        "--no-plots",
+        "-q",
+    )
+    assert_user_error(
+        code,
+        err,
+        f"handgrad: error: cannot write {run_dir / 'last.npz'}: No space left on device; ",
+        "and last.npz (epoch 1) are intact",
+        f"continue with --resume {run_dir}",
+    )

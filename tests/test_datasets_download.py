@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 
 from handgrad.datasets import (
-    ChecksumError, DatasetNotFoundError, cache_dir, download_file, load_dataset, payload_sha256, write_idx,
+    ChecksumError,
+    DatasetNotFoundError,
+    cache_dir,
+    download_file,
+    load_dataset,
+    payload_sha256,
+    registry,
+    write_idx,
 )
-from handgrad.datasets import registry
 from handgrad.datasets.idx import idx_bytes
 
 
@@ -138,8 +144,12 @@ def test_truncated_transfer_is_rejected_and_not_kept(server, dataset, tmp_path):
 def test_dead_mirror_then_good_one(server, dead_url, dataset, tmp_path):
     _, _, sums, _ = dataset
     dest = tmp_path / "c" / f"{STEM}.gz"
-    urls = [f"{dead_url}/{STEM}.gz", f"{server}/truncated/{STEM}.gz", f"{server}/corrupt/{STEM}.gz",
-            f"{server}/good/{STEM}.gz"]
+    urls = [
+        f"{dead_url}/{STEM}.gz",
+        f"{server}/truncated/{STEM}.gz",
+        f"{server}/corrupt/{STEM}.gz",
+        f"{server}/good/{STEM}.gz",
+    ]
     download_file(urls, dest, sums[STEM], progress=False, timeout=5)
     assert payload_sha256(dest) == sums[STEM]
     assert Handler.hits == [f"/truncated/{STEM}.gz", f"/corrupt/{STEM}.gz", f"/good/{STEM}.gz"]
@@ -149,13 +159,18 @@ def test_dead_mirror_then_good_one(server, dead_url, dataset, tmp_path):
 def test_only_dead_mirrors_is_not_found(dead_url, dataset, tmp_path):
     _, _, sums, _ = dataset
     with pytest.raises(DatasetNotFoundError, match="could not download"):
-        download_file([f"{dead_url}/a.gz", "file:///etc/passwd"], tmp_path / "a.gz", sums[STEM],
-                      progress=False, timeout=5)
+        download_file(
+            [f"{dead_url}/a.gz", "file:///etc/passwd"],
+            tmp_path / "a.gz",
+            sums[STEM],
+            progress=False,
+            timeout=5,
+        )
     assert leftovers(tmp_path) == []
 
 
 def test_load_dataset_downloads_into_the_cache_then_works_offline(server, dead_url, dataset, tmp_path):
-    X, y, sums, use_mirrors = dataset
+    X, y, _sums, use_mirrors = dataset
     use_mirrors(f"{dead_url}/", f"{server}/good/")
     Xl, yl = load_dataset("mnist", split="test", progress=False)
     np.testing.assert_array_equal(Xl, X)

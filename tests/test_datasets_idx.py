@@ -2,7 +2,6 @@
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import pathlib
@@ -11,13 +10,23 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
 from conftest import real_data_dir
+
 from handgrad.datasets import (
-    DATASET_NAMES, MAX_IDX_BYTES, ChecksumError, DatasetError, DatasetNotFoundError, Splits, class_names,
-    load_dataset, load_splits, make_synthetic_digits, read_idx, write_idx,
+    DATASET_NAMES,
+    MAX_IDX_BYTES,
+    ChecksumError,
+    DatasetError,
+    DatasetNotFoundError,
+    Splits,
+    class_names,
+    load_dataset,
+    load_splits,
+    make_synthetic_digits,
+    read_idx,
+    registry,
+    write_idx,
 )
-from handgrad.datasets import registry
 from handgrad.datasets.idx import idx_bytes
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
@@ -51,7 +60,7 @@ def test_round_trip_every_type_code(tmp_path, rng, dtype, code, suffix, shape):
     assert (raw[:2] == b"\x1f\x8b") == (suffix == ".gz")
     payload = gzip.decompress(raw) if suffix else raw
     assert payload[:4] == bytes([0, 0, code, len(shape)])  # the documented header, big-endian dims
-    assert struct.unpack(f">{len(shape)}I", payload[4:4 + 4 * len(shape)]) == shape
+    assert struct.unpack(f">{len(shape)}I", payload[4 : 4 + 4 * len(shape)]) == shape
     b = read_idx(path)
     assert b.dtype == np.dtype(dtype) and b.dtype.isnative and b.flags.writeable
     np.testing.assert_array_equal(a, b)
@@ -178,11 +187,28 @@ def test_missing_file_is_an_os_error(tmp_path):
 
 
 def test_names_and_classes():
-    assert set(DATASET_NAMES) == {"mnist", "fashion-mnist", "mnist-sample", "synthetic", "synthetic-color",
-                                  "fortunes", "fortunes-min"}  # the last two: text corpora
+    assert set(DATASET_NAMES) == {
+        "mnist",
+        "fashion-mnist",
+        "mnist-sample",
+        "synthetic",
+        "synthetic-color",
+        "fortunes",
+        "fortunes-min",
+    }  # the last two: text corpora
     assert class_names("mnist") == [str(d) for d in range(10)] == class_names("mnist-sample")
-    assert class_names("fashion-mnist") == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert class_names("fashion-mnist") == [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
     with pytest.raises(DatasetError, match="unknown dataset 'cifar'.*mnist"):
         load_dataset("cifar")
     with pytest.raises(ValueError, match="split must be one of train, test; got 'validation'"):
@@ -199,8 +225,12 @@ def write_fake(root, name, n=12, n_labels=None, stem_style="standard", seed=0):
     sums = {}
     for split in ("train", "test"):
         for stem, a in zip(registry.STEMS[split], (X, y)):
-            fname = {"standard": stem + ".gz", "raw": stem, "dotted": stem.replace("-idx", ".idx", 1) + ".gz",
-                     "dotted-raw": stem.replace("-idx", ".idx", 1)}[stem_style]
+            fname = {
+                "standard": stem + ".gz",
+                "raw": stem,
+                "dotted": stem.replace("-idx", ".idx", 1) + ".gz",
+                "dotted-raw": stem.replace("-idx", ".idx", 1),
+            }[stem_style]
             write_idx(folder / fname, a)
             sums[stem] = hashlib.sha256(idx_bytes(a)).hexdigest()
     return X, y, sums
@@ -214,6 +244,7 @@ def isolated(monkeypatch, tmp_path):
 
     def patch(name, **changes):
         import dataclasses
+
         spec = dataclasses.replace(registry.REGISTRY[name], **changes)
         monkeypatch.setitem(registry.REGISTRY, name, spec)
         return spec
@@ -259,8 +290,12 @@ def test_not_found_says_where_it_looked_and_what_to_do(tmp_path, isolated, monke
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("fashion-mnist", tmp_path / "arg", download=False)
     msg = str(info.value)
-    for where in [tmp_path / "arg" / "fashion-mnist", tmp_path / "env" / "fashion-mnist",
-                  tmp_path / "cache" / "handgrad" / "fashion-mnist", tmp_path / "system"]:
+    for where in [
+        tmp_path / "arg" / "fashion-mnist",
+        tmp_path / "env" / "fashion-mnist",
+        tmp_path / "cache" / "handgrad" / "fashion-mnist",
+        tmp_path / "system",
+    ]:
         assert str(where) in msg
     assert "HANDGRAD_DATA" in msg and "--data-dir" in msg and "download" in msg
     assert "train-images-idx3-ubyte.gz" in msg
@@ -324,6 +359,7 @@ def test_sample_splits_and_float_features():
 
 def test_damaged_sample_is_refused(tmp_path, monkeypatch):
     import shutil
+
     copy = tmp_path / "mnist-sample"
     shutil.copytree(SAMPLE_DIR, copy)
     labels = copy / "t10k-labels-idx1-ubyte.gz"
@@ -369,7 +405,7 @@ def test_synthetic_is_deterministic_balanced_and_learnable():
 
 
 def test_synthetic_through_load_dataset_and_splits():
-    X, y = load_dataset("synthetic")
+    X, _y = load_dataset("synthetic")
     Xt, _ = load_dataset("synthetic", split="test")
     assert X.shape == (6000, 28, 28) and Xt.shape == (1000, 28, 28)
     np.testing.assert_array_equal(X, make_synthetic_digits(6000, seed=0)[0])

@@ -6,11 +6,10 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import real_data_dir
 from PIL import Image, ImageDraw
 
-from conftest import real_data_dir
-from handgrad.datasets import DatasetError, load_dataset, load_image, preprocess_image
-from handgrad.datasets import images
+from handgrad.datasets import DatasetError, images, load_dataset, load_image, preprocess_image
 
 
 def png_bytes(img, fmt="PNG", **kw):
@@ -76,8 +75,11 @@ def test_mnist_digit_round_trip_through_png(mnist_digits, tmp_path):
 
 def best_shift_correlation(a, b):
     """Correlation of a and b allowing a 1-pixel shift (centring by whole pixels may round either way)."""
-    return max(np.corrcoef(np.roll(a, (dy, dx), (0, 1)).ravel(), b.ravel())[0, 1]
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    return max(
+        np.corrcoef(np.roll(a, (dy, dx), (0, 1)).ravel(), b.ravel())[0, 1]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )
 
 
 def test_inverted_and_enlarged_mnist_digit_is_recovered(mnist_digits):
@@ -201,11 +203,17 @@ def test_sources_path_bytes_and_file_object(tmp_path, reference):
 
 def huge_png(width, height):
     """A valid PNG header declaring width x height pixels, with a tiny (incomplete) payload."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + \
-        chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 100))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_not_an_image(tmp_path):

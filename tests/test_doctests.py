@@ -52,4 +52,6 @@ def test_module_examples_pass(name):
         runner.run(test, out=report.append)
     result = runner.summarize(verbose=False)
     assert result.attempted > 0, f"{name}: no examples were run"
-    assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} examples failed:\n" + "".join(report)
+    assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} examples failed:\n" + "".join(
+        report
+    )

@@ -95,7 +95,7 @@ def test_no_module_level_import_cycles():
         state[node] = "open"
         for dep in sorted(graph[node]):
             if state.get(dep) == "open":
-                cycles.append(" -> ".join([*trail[trail.index(dep):], dep]))
+                cycles.append(" -> ".join([*trail[trail.index(dep) :], dep]))
             elif dep not in state:
                 visit(dep, [*trail, dep])
         state[node] = "done"

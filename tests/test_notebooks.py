@@ -71,8 +71,9 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
         monkeypatch.setenv(name, os.environ.get(name, "1"))
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("import handgrad\nprint(handgrad.__file__)"))
-    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as e:

@@ -56,8 +56,14 @@ def _env(pythonpath):
 
 
 def _train(name, cwd, pythonpath, out):
-    done = subprocess.run([sys.executable, "-c", TRAIN, name, str(out)], cwd=cwd, env=_env(pythonpath),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN, name, str(out)],
+        cwd=cwd,
+        env=_env(pythonpath),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -65,8 +71,13 @@ def _train(name, cwd, pythonpath, out):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("single")
-    done = subprocess.run([sys.executable, str(SCRIPT), str(folder)], capture_output=True, text=True,
-                          env=_env(None), timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(folder)],
+        capture_output=True,
+        text=True,
+        env=_env(None),
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     path = folder / f"{NAME}.py"
     assert path.is_file() and f"wrote {path}" in done.stdout
@@ -93,7 +104,7 @@ def test_single_file_trains_the_same_mlp_as_the_package_bit_for_bit(built, tmp_p
 
 def test_single_file_embeds_every_module_in_reading_order(built):
     text = built.read_text(encoding="utf-8")
-    banners = [line[len("# handgrad/"):] for line in text.splitlines() if line.startswith("# handgrad/")]
+    banners = [line[len("# handgrad/") :] for line in text.splitlines() if line.startswith("# handgrad/")]
     package = SRC / "handgrad"
     expected = {p.relative_to(package).as_posix() for p in package.rglob("*.py") if "data" not in p.parts}
     assert set(banners) == expected - {"__main__.py", "cli.py", "app/server.py"}

@@ -21,8 +21,15 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["check_int", "check_int_pair", "check_number", "check_bool", "check_choice", "check_sizes",
-           "describe_interval"]
+__all__ = [
+    "check_int",
+    "check_int_pair",
+    "check_number",
+    "check_bool",
+    "check_choice",
+    "check_sizes",
+    "describe_interval",
+]
 
 
 def _is_int(value) -> bool:
@@ -102,14 +109,14 @@ def check_int(value, name, *, low=None, high=None, optional=False, error=ValueEr
 def check_int_pair(value, name, *, low=None, high=None, error=ValueError) -> tuple:
     """An integer or a pair of integers, each in [low, high], as a tuple ``(h, w)`` (kernel sizes, strides)::
 
-        >>> check_int_pair(3, "kernel_size", low=1)
-        (3, 3)
-        >>> check_int_pair([2, 1], "stride", low=1)
-        (2, 1)
-        >>> check_int_pair((3, 3, 3), "kernel_size", low=1)
-        Traceback (most recent call last):
-        ...
-        ValueError: kernel_size must be a positive integer or a pair of them, got (3, 3, 3)
+    >>> check_int_pair(3, "kernel_size", low=1)
+    (3, 3)
+    >>> check_int_pair([2, 1], "stride", low=1)
+    (2, 1)
+    >>> check_int_pair((3, 3, 3), "kernel_size", low=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: kernel_size must be a positive integer or a pair of them, got (3, 3, 3)
     """
     pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else ()
     ok = len(pair) == 2 and all(_is_int(v) for v in pair)
@@ -119,8 +126,9 @@ def check_int_pair(value, name, *, low=None, high=None, error=ValueError) -> tup
     return int(pair[0]), int(pair[1])
 
 
-def check_number(value, name, *, low=None, high=None, low_open=False, high_open=False, finite=True,
-                 error=ValueError) -> float:
+def check_number(
+    value, name, *, low=None, high=None, low_open=False, high_open=False, finite=True, error=ValueError
+) -> float:
     """``value`` as a ``float`` within the bounds (``*_open``: the bound itself is excluded)."""
     if not _is_real(value) or (finite and not math.isfinite(value)) or math.isnan(value):
         expected = describe_interval("number", low, high, low_open, high_open)
@@ -136,12 +144,12 @@ def check_number(value, name, *, low=None, high=None, low_open=False, high_open=
 def check_bool(value, name, *, error=ValueError) -> bool:
     """``value`` as a ``bool`` if it is one (NumPy's included); ``error`` otherwise (1 and "yes" are not)::
 
-        >>> check_bool(True, "nesterov")
-        True
-        >>> check_bool(1, "nesterov")
-        Traceback (most recent call last):
-        ...
-        ValueError: nesterov must be true or false, got 1
+    >>> check_bool(True, "nesterov")
+    True
+    >>> check_bool(1, "nesterov")
+    Traceback (most recent call last):
+    ...
+    ValueError: nesterov must be true or false, got 1
     """
     numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
     if not isinstance(value, bool) and not numpy_bool:

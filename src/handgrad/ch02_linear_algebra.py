@@ -16,15 +16,33 @@ from handgrad import ShapeError
 from handgrad._checks import check_int, check_number
 
 __all__ = [
-    "as_float_array", "infer_shape", "ensure_vector", "ensure_matrix", "check_same_shape",
+    "as_float_array",
+    "infer_shape",
+    "ensure_vector",
+    "ensure_matrix",
+    "check_same_shape",
     "check_broadcastable",
-    "mm", "mv", "vv", "affine_map",
-    "norm_l1", "norm_l2", "norm_frobenius", "spectral_norm", "svd_thin", "condition_number",
-    "pinv", "lstsq_min_norm", "trace", "det", "logdet", "PCA",
+    "mm",
+    "mv",
+    "vv",
+    "affine_map",
+    "norm_l1",
+    "norm_l2",
+    "norm_frobenius",
+    "spectral_norm",
+    "svd_thin",
+    "condition_number",
+    "pinv",
+    "lstsq_min_norm",
+    "trace",
+    "det",
+    "logdet",
+    "PCA",
 ]
 
 
 # --- §2.1 Shapes and validation -----------------------------------------------------------------------------
+
 
 def as_float_array(x, default_dtype=np.float64):
     """x as an array of a floating dtype: floating inputs keep theirs (no copy), integers and booleans
@@ -97,13 +115,15 @@ def check_broadcastable(a_shape, b_shape):
     out = []
     for axis, (da, db) in enumerate(zip(a_padded, b_padded)):
         if da != db and 1 not in (da, db):
-            raise ShapeError(f"check_broadcastable: shapes {a} and {b} do not broadcast: "
-                             f"axis {axis - n} has {da} and {db}")
+            raise ShapeError(
+                f"check_broadcastable: shapes {a} and {b} do not broadcast: axis {axis - n} has {da} and {db}"
+            )
         out.append(db if da == 1 else da)
     return tuple(out)
 
 
 # --- §2.2 Products ------------------------------------------------------------------------------------------
+
 
 def mm(A, B):
     """Matrix product C = AB, C_ij = Σ_k A_ik B_kj (book §2.2).  Shapes: (m, n) @ (n, p) -> (m, p)."""
@@ -146,6 +166,7 @@ def affine_map(X, W, b):
 
 # --- §2.5 Norms ---------------------------------------------------------------------------------------------
 
+
 def norm_l1(x):
     """L¹ norm ‖x‖₁ = Σ_i |x_i| of a vector (book §2.5; design report eq. 2)."""
     x = _with_ndim(x, 1, "norm_l1", "x")
@@ -180,6 +201,7 @@ def spectral_norm(A):
 
 
 # --- §2.8–2.9 SVD, conditioning and the pseudoinverse -------------------------------------------------------
+
 
 def svd_thin(A):
     """Thin singular value decomposition A = U diag(S) Vᵀ (book §2.8).
@@ -217,7 +239,7 @@ def pinv(A, rcond=1e-15):
     """
     rcond = check_number(rcond, "pinv: rcond", low=0)
     U, S, Vt = svd_thin(A)
-    keep = S > rcond * S[0]
+    keep = rcond * S[0] < S
     S_plus = np.zeros_like(S)
     S_plus[keep] = 1.0 / S[keep]
     return (Vt.T * S_plus) @ U.T  # (n, k) diag(k) @ (k, m) -> (n, m)
@@ -233,12 +255,15 @@ def lstsq_min_norm(A, b, rcond=1e-15):
     A = _with_ndim(A, 2, "lstsq_min_norm", "A")
     b = as_float_array(b)
     if b.ndim not in (1, 2) or b.shape[0] != A.shape[0]:
-        raise ShapeError(f"lstsq_min_norm: b must have shape ({A.shape[0]},) or ({A.shape[0]}, k) "
-                         f"to match A {A.shape}, got {b.shape}")
+        raise ShapeError(
+            f"lstsq_min_norm: b must have shape ({A.shape[0]},) or ({A.shape[0]}, k) "
+            f"to match A {A.shape}, got {b.shape}"
+        )
     return pinv(A, rcond) @ b
 
 
 # --- §2.10–2.11 Trace and determinant -----------------------------------------------------------------------
+
 
 def trace(A):
     """Trace Tr(A) = Σ_i A_ii of a square matrix (book §2.10)."""
@@ -261,12 +286,14 @@ def logdet(A):
     if sign == 0:
         raise ValueError(f"logdet: det(A) = 0 (A {infer_shape(A)} is singular), so log det(A) = -inf")
     if sign < 0:
-        raise ValueError(f"logdet: det(A) < 0 (sign -1, log|det(A)| = {float(log_abs):.6g}), "
-                         "so log det(A) is not real")
+        raise ValueError(
+            f"logdet: det(A) < 0 (sign -1, log|det(A)| = {float(log_abs):.6g}), so log det(A) is not real"
+        )
     return float(log_abs)
 
 
 # --- §2.12 Principal components analysis --------------------------------------------------------------------
+
 
 class PCA:
     """Principal components analysis by the thin SVD of centred data (book §2.12; design report §3.1.4).
@@ -291,14 +318,16 @@ class PCA:
         if n < 2:
             raise ValueError(f"PCA.fit: need at least 2 samples to estimate variance, X has shape {X.shape}")
         if k > min(n, D):
-            raise ValueError(f"PCA.fit: n_components={k} must be <= min(n_samples, n_features) = "
-                             f"{min(n, D)} for X of shape {X.shape}")
+            raise ValueError(
+                f"PCA.fit: n_components={k} must be <= min(n_samples, n_features) = "
+                f"{min(n, D)} for X of shape {X.shape}"
+            )
         self.mean_ = X.mean(axis=0)
-        U, S, Vt = svd_thin(X - self.mean_)
+        _U, S, Vt = svd_thin(X - self.mean_)
         signs = np.sign(Vt[np.arange(len(S)), np.argmax(np.abs(Vt), axis=1)])
         signs[signs == 0] = 1
         Vt = Vt * signs[:, None]
-        variance = S ** 2 / (n - 1)
+        variance = S**2 / (n - 1)
         total = variance.sum()
         self.components_ = Vt[:k]
         self.singular_values_ = S[:k]
@@ -314,7 +343,7 @@ class PCA:
         """Codes z = (x − μ) V_k for each row x of X."""
         self._check_fitted("transform")
         X = _with_ndim(X, 2, "PCA.transform", "X")
-        k, D = self.components_.shape
+        _k, D = self.components_.shape
         if X.shape[1] != D:
             raise ShapeError(f"PCA.transform: expects X of shape (N, {D}), got {X.shape}")
         return (X - self.mean_) @ self.components_.T  # (N, D) @ (D, k) -> (N, k)
@@ -323,7 +352,7 @@ class PCA:
         """Reconstructions x̂ = z V_kᵀ + μ for each row z of Z (exact when k = rank of the centred data)."""
         self._check_fitted("inverse_transform")
         Z = _with_ndim(Z, 2, "PCA.inverse_transform", "Z")
-        k, D = self.components_.shape
+        k, _D = self.components_.shape
         if Z.shape[1] != k:
             raise ShapeError(f"PCA.inverse_transform: expects Z of shape (N, {k}), got {Z.shape}")
         return Z @ self.components_ + self.mean_  # (N, k) @ (k, D) -> (N, D)

@@ -16,10 +16,20 @@ from handgrad import ShapeError
 from handgrad.ch02_linear_algebra import as_float_array, check_broadcastable, infer_shape
 
 __all__ = [
-    "check_probs", "normalize", "marginal", "conditional",
-    "expectation", "variance", "covariance",
-    "empirical_mean", "empirical_variance", "empirical_covariance",
-    "entropy", "cross_entropy", "kl_divergence", "sample_categorical",
+    "check_probs",
+    "normalize",
+    "marginal",
+    "conditional",
+    "expectation",
+    "variance",
+    "covariance",
+    "empirical_mean",
+    "empirical_variance",
+    "empirical_covariance",
+    "entropy",
+    "cross_entropy",
+    "kl_divergence",
+    "sample_categorical",
 ]
 
 
@@ -33,6 +43,7 @@ def _first_index(mask):
 
 # --- §3.3–3.5 Mass functions, marginals and conditionals ----------------------------------------------------
 
+
 def check_probs(p, axis=-1, atol=None):
     """Validate probability mass functions along ``axis`` and return them as a float array (book §3.3.1).
 
@@ -43,8 +54,9 @@ def check_probs(p, axis=-1, atol=None):
     """
     p = as_float_array(p)
     if p.ndim == 0 or p.size == 0:
-        raise ShapeError(f"check_probs: p must be a non-empty array with at least one axis, "
-                         f"got shape {p.shape}")
+        raise ShapeError(
+            f"check_probs: p must be a non-empty array with at least one axis, got shape {p.shape}"
+        )
     if not np.all(np.isfinite(p)):
         at = _first_index(~np.isfinite(p))
         raise ValueError(f"check_probs: p has a non-finite entry {p[at]} at index {at}")
@@ -59,8 +71,10 @@ def check_probs(p, axis=-1, atol=None):
     if np.any(bad):
         where = "" if np.ndim(sums) == 0 else f" at index {_first_index(bad)}"
         value = sums if np.ndim(sums) == 0 else sums[_first_index(bad)]
-        raise ValueError(f"check_probs: p sums to {float(value):.10g} along axis {axis}{where}, "
-                         f"expected 1 (atol {atol:.3g})")
+        raise ValueError(
+            f"check_probs: p sums to {float(value):.10g} along axis {axis}{where}, "
+            f"expected 1 (atol {atol:.3g})"
+        )
     return p
 
 
@@ -73,16 +87,18 @@ def normalize(counts, axis=-1):
     """
     counts = as_float_array(counts)
     if counts.ndim == 0 or counts.size == 0:
-        raise ShapeError(f"normalize: counts must be a non-empty array with at least one axis, "
-                         f"got shape {counts.shape}")
+        raise ShapeError(
+            f"normalize: counts must be a non-empty array with at least one axis, got shape {counts.shape}"
+        )
     if not np.all(np.isfinite(counts)) or np.any(counts < 0):
         at = _first_index(~(np.isfinite(counts) & (counts >= 0)))
         raise ValueError(f"normalize: counts must be finite and non-negative, got {counts[at]} at index {at}")
     totals = np.sum(counts, axis=axis, keepdims=True)
     if np.any(totals == 0):
         where = "" if axis is None else f" at index {_first_index(totals == 0)}"
-        raise ValueError(f"normalize: counts sum to 0 along axis {axis}{where}; "
-                         "there is nothing to normalise")
+        raise ValueError(
+            f"normalize: counts sum to 0 along axis {axis}{where}; there is nothing to normalise"
+        )
     return counts / totals
 
 
@@ -107,19 +123,23 @@ def conditional(joint, given_axis):
     if joint.ndim < 2:
         raise ShapeError(f"conditional: joint must have at least 2 axes, got shape {joint.shape}")
     if not -joint.ndim <= given_axis < joint.ndim:
-        raise ShapeError(f"conditional: given_axis {given_axis} is out of range "
-                         f"for joint of shape {joint.shape}")
+        raise ShapeError(
+            f"conditional: given_axis {given_axis} is out of range for joint of shape {joint.shape}"
+        )
     given_axis %= joint.ndim
     others = tuple(a for a in range(joint.ndim) if a != given_axis)
     p_given = np.sum(joint, axis=others, keepdims=True)
     if np.any(p_given == 0):
         index = _first_index(p_given == 0)[given_axis]
-        raise ValueError(f"conditional: P(axis {given_axis} = {index}) = 0, so the distribution "
-                         f"given that event is undefined")
+        raise ValueError(
+            f"conditional: P(axis {given_axis} = {index}) = 0, so the distribution "
+            f"given that event is undefined"
+        )
     return joint / p_given
 
 
 # --- §3.8 Expectation, variance and covariance --------------------------------------------------------------
+
 
 def _values_and_probs(values, p, who):
     p = check_probs(p)
@@ -158,8 +178,10 @@ def covariance(x_values, y_values, joint):
     joint = check_probs(joint, axis=None)
     x, y = as_float_array(x_values), as_float_array(y_values)
     if joint.ndim != 2 or x.ndim != 1 or y.ndim != 1 or joint.shape != (x.shape[0], y.shape[0]):
-        raise ShapeError(f"covariance: joint must have shape (len(x_values), len(y_values)); got x_values "
-                         f"{x.shape}, y_values {y.shape}, joint {joint.shape}")
+        raise ShapeError(
+            f"covariance: joint must have shape (len(x_values), len(y_values)); got x_values "
+            f"{x.shape}, y_values {y.shape}, joint {joint.shape}"
+        )
     dx = x - np.sum(joint, axis=1) @ x  # x_i − E[X]
     dy = y - np.sum(joint, axis=0) @ y  # y_j − E[Y]
     return float(dx @ joint @ dy)  # (n,) @ (n, m) @ (m,)
@@ -193,12 +215,14 @@ def empirical_covariance(x, y):
     """
     x, y = _samples(x, "empirical_covariance", 2), _samples(y, "empirical_covariance", 2)
     if x.ndim != 1 or x.shape != y.shape:
-        raise ShapeError(f"empirical_covariance: x and y must be 1-D of the same length, "
-                         f"got {x.shape} and {y.shape}")
+        raise ShapeError(
+            f"empirical_covariance: x and y must be 1-D of the same length, got {x.shape} and {y.shape}"
+        )
     return float((x - x.mean()) @ (y - y.mean()) / (x.shape[0] - 1))
 
 
 # --- §3.13 Information theory -------------------------------------------------------------------------------
+
 
 def _p_log_q(p, q):
     """p·log q term by term, with 0·log q = 0 for every q (also q = 0) and p·log 0 = −inf for p > 0."""
@@ -250,6 +274,7 @@ def kl_divergence(p, q):
 
 # --- §3.9.2 Sampling ----------------------------------------------------------------------------------------
 
+
 def sample_categorical(logits, size=None, rng=None):
     """Draw from Categorical(softmax(logits)) by the Gumbel-max trick (book §3.9.2).
 
@@ -267,18 +292,21 @@ def sample_categorical(logits, size=None, rng=None):
     if rng is None:
         rng = np.random.default_rng()
     if not isinstance(rng, np.random.Generator):
-        raise TypeError("sample_categorical: rng must be a numpy.random.Generator or None, "
-                        f"got {type(rng).__name__}")
+        raise TypeError(
+            f"sample_categorical: rng must be a numpy.random.Generator or None, got {type(rng).__name__}"
+        )
     logits = as_float_array(logits)
     if logits.ndim not in (1, 2) or logits.shape[-1] == 0:
-        raise ShapeError("sample_categorical: logits must have shape (K,) or (B, K) with K >= 1, "
-                         f"got {logits.shape}")
+        raise ShapeError(
+            f"sample_categorical: logits must have shape (K,) or (B, K) with K >= 1, got {logits.shape}"
+        )
     if np.any(np.isnan(logits) | (logits == np.inf)):
         at = _first_index(np.isnan(logits) | (logits == np.inf))
         raise ValueError(f"sample_categorical: logits must be finite or -inf, got {logits[at]} at index {at}")
     if np.any(np.all(logits == -np.inf, axis=-1)):
-        raise ValueError("sample_categorical: a row of logits is all -inf, "
-                         "so no class has positive probability")
+        raise ValueError(
+            "sample_categorical: a row of logits is all -inf, so no class has positive probability"
+        )
 
     batch = logits.shape[:-1]
     if size is None:
@@ -290,8 +318,10 @@ def sample_categorical(logits, size=None, rng=None):
         except ShapeError:
             fits = False
         if not fits:
-            raise ShapeError(f"sample_categorical: size {shape} must end with the batch shape {batch} "
-                             f"of logits {infer_shape(logits)}")
+            raise ShapeError(
+                f"sample_categorical: size {shape} must end with the batch shape {batch} "
+                f"of logits {infer_shape(logits)}"
+            )
     u = rng.random(shape + logits.shape[-1:])
     with np.errstate(divide="ignore"):  # u = 0 (probability 2⁻⁵³) gives g = −inf: that class just loses
         gumbel = -np.log(-np.log(u))

@@ -57,8 +57,9 @@ def _size_list(example):
         try:
             return tuple(int(part) for part in text.split(","))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated sizes such as {example}, "
-                                             f"got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated sizes such as {example}, got {text!r}"
+            ) from None
 
     return parse
 
@@ -105,66 +106,66 @@ def _train_help(datasets):
     number = lambda v: f"{v:g}"  # noqa: E731
     return {
         "dataset": f"dataset: {datasets} (default: mnist, or the bundled mnist-sample, with a notice, when "
-                   "MNIST is not found and cannot be downloaded)",
+        "MNIST is not found and cannot be downloaded)",
         "data_dir": "folder holding <dataset>/ folders of IDX files (searched before $HANDGRAD_DATA and "
-                    "~/.cache/handgrad)",
+        "~/.cache/handgrad)",
         "out": "run folder for checkpoints, metrics and plots (default: runs/<timestamp>)",
         "model": "model type: a multilayer perceptron, the convolutional network, or a recurrent network "
-                 "(tanh RNN, LSTM, GRU) reading each image as a sequence of rows, or with --text a character "
-                 "language model; picks the defaults of the options marked 'for mlp ..., for cnn ...'",
+        "(tanh RNN, LSTM, GRU) reading each image as a sequence of rows, or with --text a character "
+        "language model; picks the defaults of the options marked 'for mlp ..., for cnn ...'",
         "epochs": f"epochs to train (default: {_per_model('epochs')}; with --resume: the total to reach, by "
-                  "default the run's own)",
+        "default the run's own)",
         "batch_size": f"mini-batch size (default: {_per_model('batch_size')})",
         "hidden": "hidden dense layer sizes, comma-separated; for the CNN the dense layers after the "
-                  f"convolutions ('none' for none) (default: {_per_model('hidden', _sizes)})",
+        f"convolutions ('none' for none) (default: {_per_model('hidden', _sizes)})",
         "channels": "CNN only: output channels of each convolution block (3x3 conv, [batch norm], "
-                    "activation, 2x2 max-pool), comma-separated, at most 4 for 28x28 images (default: "
-                    f"{_sizes(MODEL_DEFAULTS['cnn']['channels'])})",
+        "activation, 2x2 max-pool), comma-separated, at most 4 for 28x28 images (default: "
+        f"{_sizes(MODEL_DEFAULTS['cnn']['channels'])})",
         "activation": "hidden-unit activation",
         "dropout": "dropout: probability of dropping a unit after each hidden dense layer (CNN: also after "
-                   f"the convolutions); 0 for none (default: {_per_model('dropout')})",
+        f"the convolutions); 0 for none (default: {_per_model('dropout')})",
         "batch_norm": f"batch normalisation before each hidden activation (default: "
-                      f"{_per_model('batch_norm', on_off)})",
+        f"{_per_model('batch_norm', on_off)})",
         "augment": "augment each training batch with random shifts and rotations (default: "
-                   f"{_per_model('augment', on_off)})",
+        f"{_per_model('augment', on_off)})",
         "augment_shift": "with --augment: largest shift, in pixels, in each direction",
         "augment_degrees": "with --augment: largest rotation, in degrees, either way",
         "optimizer": "optimiser (adamw: Adam with decoupled weight decay) (default: "
-                     f"{_per_model('optimizer')})",
+        f"{_per_model('optimizer')})",
         "lr": f"learning rate (peak rate with a schedule) (default: {_per_model('lr', number)})",
         "momentum": "momentum coefficient beta (with --optimizer momentum)",
         "nesterov": "Nesterov momentum",
         "weight_decay": "L2 penalty lambda on the weights (not biases or batch-norm parameters); with "
-                        f"adamw the decoupled decay rate (default: {_per_model('weight_decay', number)})",
+        f"adamw the decoupled decay rate (default: {_per_model('weight_decay', number)})",
         "schedule": f"learning-rate schedule, per step (default: {_per_model('schedule')})",
         "warmup_epochs": "linear learning-rate warmup, in epochs (default: "
-                         f"{_per_model('warmup_epochs', number)})",
+        f"{_per_model('warmup_epochs', number)})",
         "lr_step_epochs": "step schedule: multiply the rate by --lr-gamma every E epochs (default: a third "
-                          "of the epochs)",
+        "of the epochs)",
         "lr_batch": "linear scaling rule (Goyal et al. 2017): --lr is the rate for batches of N, and a "
-                    "--batch-size of B trains at lr x B/N, warming up from lr over --warmup-epochs; for a "
-                    "global batch grown with the ranks of mpiexec (default: off)",
+        "--batch-size of B trains at lr x B/N, warming up from lr over --warmup-epochs; for a "
+        "global batch grown with the ranks of mpiexec (default: off)",
         "lr_gamma": "decay factor in (0, 1]: per step of the step schedule (default 0.1), per epoch for the "
-                    "exponential one (default 0.9)",
+        "exponential one (default 0.9)",
         "patience": "early stopping: stop after N epochs without a better validation accuracy (default: off)",
         "seed": "seed of every random number generator",
         "resume": "continue the run in RUN_DIR (its own settings apply; --epochs sets the total to reach)",
         "limit": "use only the first N training images (validation and test sets stay whole)",
         "clip_grad_norm": "clip the gradient's global L2 norm to this value before each step (book "
-                          "§10.11.1); 0 for off (default: "
-                          f"{_per_model('clip_grad_norm', lambda v: f'{v:g}' if v else 'off')})",
+        "§10.11.1); 0 for off (default: "
+        f"{_per_model('clip_grad_norm', lambda v: f'{v:g}' if v else 'off')})",
         "text": "train a character language model (--model rnn, lstm or gru) on this UTF-8 text file: the "
-                "first 90%% for training, the next 5%% for validation, the last 5%% for testing, losses in "
-                "bits per character (a text corpus of --dataset, such as fortunes-min, works too)",
+        "first 90%% for training, the next 5%% for validation, the last 5%% for testing, losses in "
+        "bits per character (a text corpus of --dataset, such as fortunes-min, works too)",
         "seq_len": "language models: characters per sequence, the truncation length of back-propagation "
-                   f"through time (default: {MODEL_DEFAULTS['char-lstm']['seq_len']})",
+        f"through time (default: {MODEL_DEFAULTS['char-lstm']['seq_len']})",
         "embedding_dim": "language models: the size of each character's embedding (default: "
-                         f"{MODEL_DEFAULTS['char-lstm']['embedding_dim']})",
+        f"{MODEL_DEFAULTS['char-lstm']['embedding_dim']})",
         "overfit": "debugging check (book 11.5): train on the first N training images only, without "
-                   "augmentation or dropout unless given, and report whether 100%% training accuracy is "
-                   "reached (exit 1 if not)",
+        "augmentation or dropout unless given, and report whether 100%% training accuracy is "
+        "reached (exit 1 if not)",
         "monitor": "log per layer and epoch the activation mean/std, dead ReLU units, gradient norm and "
-                   "update ratio |dtheta|/|theta| into monitor.csv (and monitor.png), with warnings",
+        "update ratio |dtheta|/|theta| into monitor.csv (and monitor.png), with warnings",
         "plots": "do not draw the PNG plots",
         "quiet": "no progress bar or per-epoch lines, only the summary",
     }
@@ -172,12 +173,34 @@ def _train_help(datasets):
 
 # TrainConfig fields that are not train options; every other field is one, named after it.
 NOT_TRAIN_OPTIONS = ("eval_batch_size",)
-_METAVARS = {"dataset": "NAME", "data_dir": "DIR", "out": "DIR", "epochs": "N", "batch_size": "N",
-             "hidden": "512[,256...]", "channels": "16,32,64", "dropout": "P", "augment_shift": "PX",
-             "augment_degrees": "DEG", "lr": "LR", "momentum": "BETA", "weight_decay": "LAMBDA",
-             "warmup_epochs": "E", "lr_step_epochs": "E", "lr_batch": "N", "lr_gamma": "G", "patience": "N",
-             "seed": "S", "resume": "RUN_DIR", "limit": "N", "overfit": "N", "clip_grad_norm": "NORM",
-             "text": "FILE", "seq_len": "T", "embedding_dim": "E"}
+_METAVARS = {
+    "dataset": "NAME",
+    "data_dir": "DIR",
+    "out": "DIR",
+    "epochs": "N",
+    "batch_size": "N",
+    "hidden": "512[,256...]",
+    "channels": "16,32,64",
+    "dropout": "P",
+    "augment_shift": "PX",
+    "augment_degrees": "DEG",
+    "lr": "LR",
+    "momentum": "BETA",
+    "weight_decay": "LAMBDA",
+    "warmup_epochs": "E",
+    "lr_step_epochs": "E",
+    "lr_batch": "N",
+    "lr_gamma": "G",
+    "patience": "N",
+    "seed": "S",
+    "resume": "RUN_DIR",
+    "limit": "N",
+    "overfit": "N",
+    "clip_grad_norm": "NORM",
+    "text": "FILE",
+    "seq_len": "T",
+    "embedding_dim": "E",
+}
 _SHORT_FLAGS = {"quiet": ("-q",)}
 
 
@@ -231,77 +254,130 @@ def build_parser():
     from .datasets import DATASET_NAMES
 
     TRAIN_OPTIONS.clear()
-    parser = _Parser(prog=PROG, formatter_class=_Formatter, allow_abbrev=False,
-                     description="Deep learning from the Goodfellow-Bengio-Courville book in NumPy: train, "
-                                 "evaluate and use image classifiers (MNIST, Fashion-MNIST, and any registered dataset).")
+    parser = _Parser(
+        prog=PROG,
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Deep learning from the Goodfellow-Bengio-Courville book in NumPy: train, "
+        "evaluate and use image classifiers (MNIST, Fashion-MNIST, and any registered dataset).",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     datasets = ", ".join(DATASET_NAMES)
-    t = sub.add_parser("train", help="train a model and save checkpoints, metrics and plots",
-                       formatter_class=_Formatter, allow_abbrev=False,
-                       description="Train a classifier. The defaults depend on --model. For the MLP they are the "
-                                   "reference configuration: 784-512-10 with ReLU, batch 256, momentum SGD (lr 0.2, "
-                                   "beta 0.9), weight decay 1e-4 on the weights, 20 epochs at a constant learning "
-                                   "rate. For the CNN they are its recipe: conv blocks 16-32-64 (3x3 conv, batch "
-                                   "norm, ReLU, 2x2 max-pool), dense 128, dropout 0.25, Adam lr 3e-3, batch 128, "
-                                   "cosine schedule with 1 warmup epoch, shift/rotation augmentation, 12 epochs. "
-                                   "The recurrent models (rnn, lstm, gru) read each image "
-                                   "as 28 rows of 28 pixels; with --text FILE they train a character "
-                                   "language model. "
-                                   "Options given explicitly override the chosen model's defaults; options marked "
-                                   "'for mlp ..., for cnn ...' below take the chosen model's value when not given.")
+    t = sub.add_parser(
+        "train",
+        help="train a model and save checkpoints, metrics and plots",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Train a classifier. The defaults depend on --model. For the MLP they are the "
+        "reference configuration: 784-512-10 with ReLU, batch 256, momentum SGD (lr 0.2, "
+        "beta 0.9), weight decay 1e-4 on the weights, 20 epochs at a constant learning "
+        "rate. For the CNN they are its recipe: conv blocks 16-32-64 (3x3 conv, batch "
+        "norm, ReLU, 2x2 max-pool), dense 128, dropout 0.25, Adam lr 3e-3, batch 128, "
+        "cosine schedule with 1 warmup epoch, shift/rotation augmentation, 12 epochs. "
+        "The recurrent models (rnn, lstm, gru) read each image "
+        "as 28 rows of 28 pixels; with --text FILE they train a character "
+        "language model. "
+        "Options given explicitly override the chosen model's defaults; options marked "
+        "'for mlp ..., for cnn ...' below take the chosen model's value when not given.",
+    )
     _add_train_options(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="loss, accuracy, macro-F1, per-class metrics and confusion matrix",
-                       formatter_class=_Formatter, allow_abbrev=False,
-                       description="Evaluate a checkpoint on a test set: loss, accuracy, macro-F1, per-class "
-                                   "precision and recall, and the confusion matrix.")
+    e = sub.add_parser(
+        "evaluate",
+        help="loss, accuracy, macro-F1, per-class metrics and confusion matrix",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Evaluate a checkpoint on a test set: loss, accuracy, macro-F1, per-class "
+        "precision and recall, and the confusion matrix.",
+    )
     e.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file (best.npz) or a run folder")
-    e.add_argument("--dataset", metavar="NAME", choices=DATASET_NAMES,
-                   help=f"dataset to evaluate on: {datasets} (default: the one the checkpoint was trained on)")
+    e.add_argument(
+        "--dataset",
+        metavar="NAME",
+        choices=DATASET_NAMES,
+        help=f"dataset to evaluate on: {datasets} (default: the one the checkpoint was trained on)",
+    )
     e.add_argument("--data-dir", metavar="DIR", help="folder holding <dataset>/ folders of IDX files")
-    e.add_argument("--text", metavar="FILE",
-                   help="language models: evaluate on this text file, split as in training (default: the "
-                        "corpus the checkpoint was trained on)")
+    e.add_argument(
+        "--text",
+        metavar="FILE",
+        help="language models: evaluate on this text file, split as in training (default: the "
+        "corpus the checkpoint was trained on)",
+    )
     e.add_argument("--plots", metavar="DIR", help="also write confusion.png and misclassified.png into DIR")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    e.add_argument("--worst", type=int, default=0, metavar="K",
-                   help="also list the K test examples the model got wrong with the highest confidence "
-                        "(with --plots: worst.png)")
+    e.add_argument(
+        "--worst",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also list the K test examples the model got wrong with the highest confidence "
+        "(with --plots: worst.png)",
+    )
     e.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files", formatter_class=_Formatter, allow_abbrev=False,
-                       description="Classify images (PNG, JPEG, ...) after MNIST-style preprocessing: print the "
-                                   "predicted class, its confidence and the probability of every class.")
+    p = sub.add_parser(
+        "predict",
+        help="classify image files",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Classify images (PNG, JPEG, ...) after MNIST-style preprocessing: print the "
+        "predicted class, its confidence and the probability of every class.",
+    )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file (best.npz) or a run folder")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
-    p.add_argument("--json", action="store_true",
-                   help="print a JSON list, one object per image: path, prediction, label, confidence, probabilities")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list, one object per image: path, prediction, label, confidence, probabilities",
+    )
     p.set_defaults(func=cmd_predict)
 
-    g = sub.add_parser("sample", help="generate text with a character language model",
-                       formatter_class=_Formatter, allow_abbrev=False,
-                       description="Generate text with a language model trained by 'handgrad train --model "
-                                   "lstm --text FILE': each character drawn from the model's softmax at the "
-                                   "given temperature by the Gumbel-max trick (temperature 0: the likeliest "
-                                   "one).")
+    g = sub.add_parser(
+        "sample",
+        help="generate text with a character language model",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Generate text with a language model trained by 'handgrad train --model "
+        "lstm --text FILE': each character drawn from the model's softmax at the "
+        "given temperature by the Gumbel-max trick (temperature 0: the likeliest "
+        "one).",
+    )
     g.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file (best.npz) or a run folder")
     g.add_argument("--length", type=int, default=500, metavar="N", help="characters to generate")
-    g.add_argument("--temperature", type=float, default=1.0, metavar="T",
-                   help="softmax temperature: below 1 more likely text, above 1 more varied; 0: argmax")
-    g.add_argument("--prime", metavar="TEXT", help="text the model reads first; the sample continues it "
-                                                   "(default: a newline)")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="softmax temperature: below 1 more likely text, above 1 more varied; 0: argmax",
+    )
+    g.add_argument(
+        "--prime",
+        metavar="TEXT",
+        help="text the model reads first; the sample continues it (default: a newline)",
+    )
     g.add_argument("--seed", type=int, metavar="S", help="seed of the sampler (default: a fresh one)")
     g.set_defaults(func=cmd_sample)
 
-    s = sub.add_parser("serve", help="the draw-a-digit web page", formatter_class=_Formatter, allow_abbrev=False,
-                       description="Serve a local page where you draw a digit and see the model's prediction.")
-    s.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="a checkpoint file (best.npz) or a run folder")
+    s = sub.add_parser(
+        "serve",
+        help="the draw-a-digit web page",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Serve a local page where you draw a digit and see the model's prediction.",
+    )
+    s.add_argument(
+        "checkpoint", metavar="CHECKPOINT", nargs="?", help="a checkpoint file (best.npz) or a run folder"
+    )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    s.add_argument("--port", type=lambda v: _port(v), default=8000, help="port to listen on (0: any free port)")
+    s.add_argument(
+        "--port", type=lambda v: _port(v), default=8000, help="port to listen on (0: any free port)"
+    )
     s.set_defaults(func=cmd_serve)
     _add_tool_parsers(sub)
     _add_gradcheck_parser(sub)
@@ -315,15 +391,26 @@ def build_parser():
 # Train options a tool does not take: where and how verbosely a run goes (each tool has its own --out),
 # and for lr-find everything the ramp replaces (the rate, its schedule, the epochs).
 _TOOL_SKIP = ("out", "resume", "quiet")
-_LR_FIND_SKIP = (*_TOOL_SKIP, "plots", "lr", "epochs", "schedule", "warmup_epochs", "lr_step_epochs",
-                 "lr_gamma", "patience")
+_LR_FIND_SKIP = (
+    *_TOOL_SKIP,
+    "plots",
+    "lr",
+    "epochs",
+    "schedule",
+    "warmup_epochs",
+    "lr_step_epochs",
+    "lr_gamma",
+    "patience",
+)
 
 
 def _tool_parser(sub, name, help_text, description, skip):
-    parser = sub.add_parser(name, help=help_text, description=description, formatter_class=_Formatter,
-                            allow_abbrev=False)
-    _add_train_options(parser.add_argument_group(f"model, data and optimiser (as for '{PROG} train')"),
-                       skip=skip)
+    parser = sub.add_parser(
+        name, help=help_text, description=description, formatter_class=_Formatter, allow_abbrev=False
+    )
+    _add_train_options(
+        parser.add_argument_group(f"model, data and optimiser (as for '{PROG} train')"), skip=skip
+    )
     return parser
 
 
@@ -337,63 +424,116 @@ def _integer(text):
 def _add_tool_parsers(sub):
     from .app.tools.search import SPACE_HELP
 
-    f = _tool_parser(sub, "lr-find", "the learning-rate range test: loss against an exponential ramp of lr",
-                     "The learning-rate range test (book §11.4.1): from the initialisation train would use, "
-                     "one mini-batch step per learning rate, growing exponentially from --min-lr to --max-lr "
-                     "over --steps; the loss smoothed by a debiased moving average (beta 0.98); stopped when "
-                     "it passes 4x its minimum. Prints two suggestions: the steepest descent of the "
-                     "smoothed loss (central differences on log10 lr, before its minimum) and the learning "
-                     "rate at the minimum / 10. Writes OUT/lr_find.csv and OUT/lr_find.png; keeps no model.",
-                     _LR_FIND_SKIP)
+    f = _tool_parser(
+        sub,
+        "lr-find",
+        "the learning-rate range test: loss against an exponential ramp of lr",
+        "The learning-rate range test (book §11.4.1): from the initialisation train would use, "
+        "one mini-batch step per learning rate, growing exponentially from --min-lr to --max-lr "
+        "over --steps; the loss smoothed by a debiased moving average (beta 0.98); stopped when "
+        "it passes 4x its minimum. Prints two suggestions: the steepest descent of the "
+        "smoothed loss (central differences on log10 lr, before its minimum) and the learning "
+        "rate at the minimum / 10. Writes OUT/lr_find.csv and OUT/lr_find.png; keeps no model.",
+        _LR_FIND_SKIP,
+    )
     f.add_argument("--min-lr", type=float, default=1e-6, metavar="LR", help="first learning rate")
     f.add_argument("--max-lr", type=float, default=10.0, metavar="LR", help="last learning rate")
     f.add_argument("--steps", type=_integer, default=100, metavar="N", help="mini-batch steps")
     f.add_argument("--out", default="lr-find", metavar="DIR", help="folder for lr_find.csv and lr_find.png")
-    f.add_argument("--json", action="store_true",
-                   help='print {"suggestion", "min_loss_lr", "steps", "diverged"} as JSON: the '
-                        "steepest-descent suggestion, the learning rate at the smoothed minimum (the other "
-                        "suggestion is a tenth of it), the steps taken, whether it stopped on divergence")
+    f.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"suggestion", "min_loss_lr", "steps", "diverged"} as JSON: the '
+        "steepest-descent suggestion, the learning rate at the smoothed minimum (the other "
+        "suggestion is a tenth of it), the steps taken, whether it stopped on divergence",
+    )
     f.set_defaults(func=cmd_lr_find)
 
-    s = _tool_parser(sub, "search", "random or grid search over train's options, one run per trial",
-                     "Random search (book §11.4.4) or grid search (§11.4.3) over train's options. Each trial "
-                     "is a train run in its own folder under --out; the same command again continues the "
-                     "search (finished trials are read back, an interrupted one resumed). Trials are ranked "
-                     "by validation accuracy (test accuracy only shown, as a monitor) in OUT/results.csv and "
-                     "the printed table; OUT/search.png plots validation accuracy against each "
-                     "hyperparameter; the best trial's train command is printed. SPACE: " + SPACE_HELP,
-                     _TOOL_SKIP)
+    s = _tool_parser(
+        sub,
+        "search",
+        "random or grid search over train's options, one run per trial",
+        "Random search (book §11.4.4) or grid search (§11.4.3) over train's options. Each trial "
+        "is a train run in its own folder under --out; the same command again continues the "
+        "search (finished trials are read back, an interrupted one resumed). Trials are ranked "
+        "by validation accuracy (test accuracy only shown, as a monitor) in OUT/results.csv and "
+        "the printed table; OUT/search.png plots validation accuracy against each "
+        "hyperparameter; the best trial's train command is printed. SPACE: " + SPACE_HELP,
+        _TOOL_SKIP,
+    )
     s.add_argument("space", metavar="SPACE", nargs="*", help="the search space: NAME=KIND(ARGS) ... (quoted)")
     s.add_argument("--method", choices=("random", "grid"), default="random", help="how trials are chosen")
-    s.add_argument("--trials", type=_integer, metavar="N",
-                   help="trials to run (default: 10 for random, every point of a grid)")
-    s.add_argument("--grid-points", type=_integer, default=3, metavar="K",
-                   help="grid: values taken of each log/uniform/int range")
-    s.add_argument("--search-seed", type=_integer, default=0, metavar="S",
-                   help="random: seed of the draws (--seed is each trial's training seed)")
-    s.add_argument("--jobs", type=_integer, default=1, metavar="N",
-                   help="trials run at once, in processes with one BLAS thread each")
-    s.add_argument("--out", metavar="DIR",
-                   help="the search folder (default: runs/search-<hash of the search>)")
+    s.add_argument(
+        "--trials",
+        type=_integer,
+        metavar="N",
+        help="trials to run (default: 10 for random, every point of a grid)",
+    )
+    s.add_argument(
+        "--grid-points",
+        type=_integer,
+        default=3,
+        metavar="K",
+        help="grid: values taken of each log/uniform/int range",
+    )
+    s.add_argument(
+        "--search-seed",
+        type=_integer,
+        default=0,
+        metavar="S",
+        help="random: seed of the draws (--seed is each trial's training seed)",
+    )
+    s.add_argument(
+        "--jobs",
+        type=_integer,
+        default=1,
+        metavar="N",
+        help="trials run at once, in processes with one BLAS thread each",
+    )
+    s.add_argument(
+        "--out", metavar="DIR", help="the search folder (default: runs/search-<hash of the search>)"
+    )
     s.set_defaults(func=cmd_search)
 
-    c = _tool_parser(sub, "learning-curve", "training and validation error against training-set size",
-                     "Learning curve (book §11.3, whether to gather more data): trains on log-spaced "
-                     "fractions of the training set (the first N images; the same validation set) and "
-                     "measures each best model's error on its training images and on the validation set. "
-                     "Writes OUT/learning_curve.csv and OUT/learning_curve.png; re-running continues.",
-                     _TOOL_SKIP)
+    c = _tool_parser(
+        sub,
+        "learning-curve",
+        "training and validation error against training-set size",
+        "Learning curve (book §11.3, whether to gather more data): trains on log-spaced "
+        "fractions of the training set (the first N images; the same validation set) and "
+        "measures each best model's error on its training images and on the validation set. "
+        "Writes OUT/learning_curve.csv and OUT/learning_curve.png; re-running continues.",
+        _TOOL_SKIP,
+    )
     c.add_argument("--points", type=_integer, default=5, metavar="K", help="training-set sizes")
-    c.add_argument("--min-fraction", type=float, default=0.01, metavar="F",
-                   help="smallest fraction of the training set (the largest is all of it, or --limit)")
-    c.add_argument("--jobs", type=_integer, default=1, metavar="N",
-                   help="sizes trained at once, in processes with one BLAS thread each")
+    c.add_argument(
+        "--min-fraction",
+        type=float,
+        default=0.01,
+        metavar="F",
+        help="smallest fraction of the training set (the largest is all of it, or --limit)",
+    )
+    c.add_argument(
+        "--jobs",
+        type=_integer,
+        default=1,
+        metavar="N",
+        help="sizes trained at once, in processes with one BLAS thread each",
+    )
     c.add_argument("--out", default="learning-curve", metavar="DIR", help="folder for the runs, CSV and plot")
     c.set_defaults(func=cmd_learning_curve)
 
 
-GRADCHECK_MODEL_OPTIONS = ("dataset", "data_dir", "model", "hidden", "channels", "activation", "batch_norm",
-                           "seed")
+GRADCHECK_MODEL_OPTIONS = (
+    "dataset",
+    "data_dir",
+    "model",
+    "hidden",
+    "channels",
+    "activation",
+    "batch_norm",
+    "seed",
+)
 
 
 def _add_gradcheck_parser(sub):
@@ -402,27 +542,41 @@ def _add_gradcheck_parser(sub):
     from .app.tools.gradcheck import TOLERANCE
     from .datasets import DATASET_NAMES
 
-    g = sub.add_parser("gradcheck", help="check back-propagation against finite differences (book 11.5)",
-                       formatter_class=_Formatter, allow_abbrev=False,
-                       description="Build the model the same options give 'handgrad train' in float64 "
-                                   "(dropout off), and compare its back-propagated gradients with central "
-                                   "differences on a few training images: the largest relative error of each "
-                                   "parameter array; exit status 1 above the tolerance "
-                                   f"(default {TOLERANCE:g}).")
+    g = sub.add_parser(
+        "gradcheck",
+        help="check back-propagation against finite differences (book 11.5)",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Build the model the same options give 'handgrad train' in float64 "
+        "(dropout off), and compare its back-propagated gradients with central "
+        "differences on a few training images: the largest relative error of each "
+        "parameter array; exit status 1 above the tolerance "
+        f"(default {TOLERANCE:g}).",
+    )
     helps = _train_help(", ".join(DATASET_NAMES))
-    kinds = {"dataset": dict(metavar="NAME"), "data_dir": dict(metavar="DIR"),
-             "model": dict(choices=MODELS, default="mlp"), "hidden": dict(type=_size_list("512[,256...]"),
-                                                                         metavar="512[,256...]"),
-             "channels": dict(type=_size_list("16,32,64"), metavar="16,32,64"),
-             "activation": dict(choices=ACTIVATIONS, default="relu"),
-             "batch_norm": dict(action=argparse.BooleanOptionalAction), "seed": dict(type=int, default=0)}
+    kinds = {
+        "dataset": dict(metavar="NAME"),
+        "data_dir": dict(metavar="DIR"),
+        "model": dict(choices=MODELS, default="mlp"),
+        "hidden": dict(type=_size_list("512[,256...]"), metavar="512[,256...]"),
+        "channels": dict(type=_size_list("16,32,64"), metavar="16,32,64"),
+        "activation": dict(choices=ACTIVATIONS, default="relu"),
+        "batch_norm": dict(action=argparse.BooleanOptionalAction),
+        "seed": dict(type=int, default=0),
+    }
     for name in GRADCHECK_MODEL_OPTIONS:
         g.add_argument("--" + name.replace("_", "-"), dest=name, help=helps[name], **kinds[name])
     g.add_argument("--examples", type=int, default=4, metavar="N", help="training images in the batch")
-    g.add_argument("--entries", type=int, default=12, metavar="K",
-                   help="entries checked per parameter array at most (a random subset of larger ones)")
-    g.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="TOL",
-                   help="largest relative error that passes")
+    g.add_argument(
+        "--entries",
+        type=int,
+        default=12,
+        metavar="K",
+        help="entries checked per parameter array at most (a random subset of larger ones)",
+    )
+    g.add_argument(
+        "--tolerance", type=float, default=TOLERANCE, metavar="TOL", help="largest relative error that passes"
+    )
     g.add_argument("--json", action="store_true", help="print the result as JSON")
     g.set_defaults(func=cmd_gradcheck)
 
@@ -482,8 +636,14 @@ def cmd_lr_find(args, argv):
     from .app import TrainConfig
     from .app.tools.lr_find import format_report, lr_find
 
-    result = lr_find(TrainConfig(**_train_fields(args)), min_lr=args.min_lr, max_lr=args.max_lr,
-                     steps=args.steps, out=args.out, log=lambda msg="": print(msg, file=sys.stderr))
+    result = lr_find(
+        TrainConfig(**_train_fields(args)),
+        min_lr=args.min_lr,
+        max_lr=args.max_lr,
+        steps=args.steps,
+        out=args.out,
+        log=lambda msg="": print(msg, file=sys.stderr),
+    )
     print(json.dumps(result.to_json()) if args.json else format_report(result, args.min_lr, args.max_lr))
     return 0
 
@@ -491,9 +651,17 @@ def cmd_lr_find(args, argv):
 def cmd_search(args, argv):
     from .app.tools.search import format_table, search
 
-    result = search(args.space, _train_fields(args), method=args.method, trials=args.trials,
-                    grid_points=args.grid_points, seed=args.search_seed, out=args.out, jobs=args.jobs,
-                    plot=args.plots)
+    result = search(
+        args.space,
+        _train_fields(args),
+        method=args.method,
+        trials=args.trials,
+        grid_points=args.grid_points,
+        seed=args.search_seed,
+        out=args.out,
+        jobs=args.jobs,
+        plot=args.plots,
+    )
     print(format_table(result))
     return 0
 
@@ -501,8 +669,14 @@ def cmd_search(args, argv):
 def cmd_learning_curve(args, argv):
     from .app.tools.learning_curve import format_table, learning_curve
 
-    result = learning_curve(_train_fields(args), points=args.points, min_fraction=args.min_fraction,
-                            out=args.out, jobs=args.jobs, plot=args.plots)
+    result = learning_curve(
+        _train_fields(args),
+        points=args.points,
+        min_fraction=args.min_fraction,
+        out=args.out,
+        jobs=args.jobs,
+        plot=args.plots,
+    )
     print(format_table(result))
     return 0
 
@@ -510,8 +684,14 @@ def cmd_learning_curve(args, argv):
 def cmd_evaluate(args, argv):
     from .app.evaluation import evaluate, format_report
 
-    result = evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, plots_dir=args.plots,
-                      worst=args.worst, text=args.text)
+    result = evaluate(
+        args.checkpoint,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        plots_dir=args.plots,
+        worst=args.worst,
+        text=args.text,
+    )
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_report(result))
     return 0
 
@@ -534,8 +714,15 @@ def cmd_predict(args, argv):
 def cmd_sample(args, argv):
     from .app.language_model import sample
 
-    print(sample(args.checkpoint, length=args.length, temperature=args.temperature, prime=args.prime,
-                 seed=args.seed))
+    print(
+        sample(
+            args.checkpoint,
+            length=args.length,
+            temperature=args.temperature,
+            prime=args.prime,
+            seed=args.seed,
+        )
+    )
     return 0
 
 
@@ -548,8 +735,11 @@ def cmd_gradcheck(args, argv):
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_gradcheck(result))
     if not result.passed:
         worst = max(result.params, key=lambda p: p["error"])
-        return _error(f"gradient check failed: {worst['name']} has relative error {worst['error']:.2e} > "
-                      f"{result.tolerance:g}; the backward pass of a layer is wrong", 1)
+        return _error(
+            f"gradient check failed: {worst['name']} has relative error {worst['error']:.2e} > "
+            f"{result.tolerance:g}; the backward pass of a layer is wrong",
+            1,
+        )
     return 0
 
 

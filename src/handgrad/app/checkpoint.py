@@ -45,8 +45,18 @@ from numpy.lib import format as fmt
 from .. import __version__
 from .models import ArchitectureError, build_model, count_parameters, named_params, named_state
 
-__all__ = ["CheckpointError", "CheckpointWriteError", "Checkpoint", "save_checkpoint", "load_checkpoint",
-           "load_model", "restore_into", "resolve_checkpoint_path", "FORMAT", "FORMAT_VERSION"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointWriteError",
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "restore_into",
+    "resolve_checkpoint_path",
+    "FORMAT",
+    "FORMAT_VERSION",
+]
 
 FORMAT = "handgrad-checkpoint"
 FORMAT_VERSION = 1
@@ -172,8 +182,14 @@ def save_checkpoint(path, model, metadata: dict, optimizer_state=None, rng_state
     arrays = {f"param/{k}": np.asarray(v) for k, v in named_params(model).items()}
     arrays.update({f"state/{k}": np.asarray(v) for k, v in named_state(model).items()})
     optim = None if optimizer_state is None else _split_arrays(optimizer_state, (), arrays)
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "handgrad_version": __version__,
-              "metadata": metadata, "optimizer": optim, "rng_state": rng_state}
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "handgrad_version": __version__,
+        "metadata": metadata,
+        "optimizer": optim,
+        "rng_state": rng_state,
+    }
     text = json.dumps(header, allow_nan=True)  # NaN metrics (a diverged epoch) stay representable
     arrays[HEADER_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     path = pathlib.Path(path)
@@ -196,9 +212,13 @@ def resolve_checkpoint_path(path) -> pathlib.Path:
     if p.is_dir():
         if (p / "best.npz").is_file():
             return p / "best.npz"
-        raise CheckpointError(f"{p} is a folder without best.npz; give a checkpoint file such as RUN_DIR/best.npz")
+        raise CheckpointError(
+            f"{p} is a folder without best.npz; give a checkpoint file such as RUN_DIR/best.npz"
+        )
     if not p.exists():
-        raise CheckpointError(f"checkpoint {p} not found; check the path (training writes runs/<timestamp>/best.npz)")
+        raise CheckpointError(
+            f"checkpoint {p} not found; check the path (training writes runs/<timestamp>/best.npz)"
+        )
     return p
 
 
@@ -223,8 +243,10 @@ def _compare(kind, expected, found, path):
     for name, ref in expected.items():
         arr = found[name]
         if arr.shape != ref.shape or arr.dtype != ref.dtype:
-            raise CheckpointError(f"{path}: {kind[:-1]} {name!r} has shape {arr.shape} and dtype {arr.dtype}, "
-                                  f"but the architecture needs {ref.shape} {ref.dtype}")
+            raise CheckpointError(
+                f"{path}: {kind[:-1]} {name!r} has shape {arr.shape} and dtype {arr.dtype}, "
+                f"but the architecture needs {ref.shape} {ref.dtype}"
+            )
 
 
 class _Member(NamedTuple):
@@ -249,21 +271,29 @@ def _check_entry(path, info):
     """The member's name, flags, compression and declared sizes, from the zip directory alone."""
     name = info.filename
     if not MEMBER_NAME.fullmatch(name):
-        raise CheckpointError(f"{path}: unexpected member {name!r}; a checkpoint holds only "
-                              f"{HEADER_KEY}.npy, param/*.npy, state/*.npy and optim/*.npy")
+        raise CheckpointError(
+            f"{path}: unexpected member {name!r}; a checkpoint holds only "
+            f"{HEADER_KEY}.npy, param/*.npy, state/*.npy and optim/*.npy"
+        )
     if info.flag_bits & 0x1:
         raise CheckpointError(f"{path}: member {name!r} is encrypted; handgrad checkpoints are not")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise CheckpointError(f"{path}: member {name!r} uses zip compression method {info.compress_type}; "
-                              "handgrad reads stored or deflated members only")
+        raise CheckpointError(
+            f"{path}: member {name!r} uses zip compression method {info.compress_type}; "
+            "handgrad reads stored or deflated members only"
+        )
     if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-        raise CheckpointError(f"{path}: member {name!r} is stored uncompressed but its directory entry "
-                              f"gives {info.compress_size:,} bytes on disk for {info.file_size:,}; "
-                              "the file is damaged")
+        raise CheckpointError(
+            f"{path}: member {name!r} is stored uncompressed but its directory entry "
+            f"gives {info.compress_size:,} bytes on disk for {info.file_size:,}; "
+            "the file is damaged"
+        )
     if info.file_size > max(MAX_COMPRESSION_RATIO * info.compress_size, RATIO_FREE_BYTES):
-        raise CheckpointError(f"{path}: member {name!r} would inflate {info.compress_size:,} bytes to "
-                              f"{info.file_size:,} (more than {MAX_COMPRESSION_RATIO}x); "
-                              "refusing a likely zip bomb")
+        raise CheckpointError(
+            f"{path}: member {name!r} would inflate {info.compress_size:,} bytes to "
+            f"{info.file_size:,} (more than {MAX_COMPRESSION_RATIO}x); "
+            "refusing a likely zip bomb"
+        )
 
 
 def _npy_header(path, zf, info):
@@ -279,22 +309,35 @@ def _npy_header(path, zf, info):
             else:
                 raise ValueError(f"unsupported .npy format version {version}")
             offset = f.tell()
-    except (ValueError, EOFError, SyntaxError, TypeError, OverflowError, zipfile.BadZipFile, OSError,
-            zlib.error) as err:
+    except (
+        ValueError,
+        EOFError,
+        SyntaxError,
+        TypeError,
+        OverflowError,
+        zipfile.BadZipFile,
+        OSError,
+        zlib.error,
+    ) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{path}: member {name!r} is not .npy data ({reason})") from None
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biufc":
-        raise CheckpointError(f"{path}: member {name!r} has dtype {dtype.str!r}; a checkpoint holds plain "
-                              "numeric arrays only (no objects, pickles, records or raw bytes)")
+        raise CheckpointError(
+            f"{path}: member {name!r} has dtype {dtype.str!r}; a checkpoint holds plain "
+            "numeric arrays only (no objects, pickles, records or raw bytes)"
+        )
     if any(n < 0 for n in shape) or len(shape) > MAX_NDIM:
-        raise CheckpointError(f"{path}: member {name!r} declares an impossible shape {shape}; "
-                              "the file is damaged")
+        raise CheckpointError(
+            f"{path}: member {name!r} declares an impossible shape {shape}; the file is damaged"
+        )
     member = _Member(info, dtype, tuple(int(n) for n in shape), bool(fortran))
     needed = offset + member.size * dtype.itemsize
     if needed != info.file_size:
-        raise CheckpointError(f"{path}: member {name!r} declares a {'x'.join(map(str, shape)) or 'scalar'} "
-                              f"{dtype} array ({needed:,} bytes with its header) but holds "
-                              f"{info.file_size:,} bytes; the file is damaged")
+        raise CheckpointError(
+            f"{path}: member {name!r} declares a {'x'.join(map(str, shape)) or 'scalar'} "
+            f"{dtype} array ({needed:,} bytes with its header) but holds "
+            f"{info.file_size:,} bytes; the file is damaged"
+        )
     return member
 
 
@@ -310,8 +353,9 @@ def _scan(path):
     names = [info.filename for info in infos]
     if HEADER_KEY + ".npy" not in names:
         zf.close()
-        raise CheckpointError(f"{path} is an .npz archive but not a handgrad checkpoint "
-                              f"(no {HEADER_KEY} header)")
+        raise CheckpointError(
+            f"{path} is an .npz archive but not a handgrad checkpoint (no {HEADER_KEY} header)"
+        )
     try:
         twice = sorted(n for n, k in collections.Counter(names).items() if k > 1)
         if twice:
@@ -320,9 +364,11 @@ def _scan(path):
             _check_entry(path, info)
         packed, unpacked = sum(i.compress_size for i in infos), sum(i.file_size for i in infos)
         if unpacked > max(MAX_COMPRESSION_RATIO * packed, RATIO_FREE_BYTES):
-            raise CheckpointError(f"{path}: its members would inflate {packed:,} bytes to {unpacked:,} "
-                                  f"(more than {MAX_COMPRESSION_RATIO}x); refusing a likely zip bomb")
-        members = {info.filename[:-len(".npy")]: _npy_header(path, zf, info) for info in infos}
+            raise CheckpointError(
+                f"{path}: its members would inflate {packed:,} bytes to {unpacked:,} "
+                f"(more than {MAX_COMPRESSION_RATIO}x); refusing a likely zip bomb"
+            )
+        members = {info.filename[: -len(".npy")]: _npy_header(path, zf, info) for info in infos}
     except BaseException:
         zf.close()
         raise
@@ -336,18 +382,22 @@ def _read_member(path, zf, member):
             arr = fmt.read_array(f, allow_pickle=False, max_header_size=MAX_NPY_HEADER)
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path}: member {member.info.filename!r} cannot be read ({reason}); "
-                              "the file is damaged") from None
+        raise CheckpointError(
+            f"{path}: member {member.info.filename!r} cannot be read ({reason}); the file is damaged"
+        ) from None
     return arr
 
 
 def _read_header(path, zf, member):
     if member.dtype != np.uint8 or len(member.shape) != 1:
-        raise CheckpointError(f"{path} has a damaged checkpoint header "
-                              f"(member {HEADER_KEY!r} is not a byte array)")
+        raise CheckpointError(
+            f"{path} has a damaged checkpoint header (member {HEADER_KEY!r} is not a byte array)"
+        )
     if member.size > MAX_HEADER_BYTES:
-        raise CheckpointError(f"{path}: member {HEADER_KEY!r} holds a {member.size:,}-byte header, more than "
-                              f"the {MAX_HEADER_BYTES:,} a checkpoint may have; the file is damaged")
+        raise CheckpointError(
+            f"{path}: member {HEADER_KEY!r} holds a {member.size:,}-byte header, more than "
+            f"the {MAX_HEADER_BYTES:,} a checkpoint may have; the file is damaged"
+        )
     raw = _read_member(path, zf, member)
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
@@ -358,8 +408,10 @@ def _read_header(path, zf, member):
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a handgrad checkpoint (format {header.get('format')!r})")
     if header.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {header.get('format_version')!r}; "
-                              f"this handgrad {__version__} reads version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path} has checkpoint format version {header.get('format_version')!r}; "
+            f"this handgrad {__version__} reads version {FORMAT_VERSION}"
+        )
     return header
 
 
@@ -371,9 +423,11 @@ def _check_model_size(path, arch, members):
         raise CheckpointError(f"the checkpoint's architecture is not usable: {err}") from None
     held = sum(m.size for k, m in members.items() if k.startswith(("param/", "state/")))
     if claimed > max(held, SMALL_MODEL_NUMBERS):
-        raise CheckpointError(f"{path}: the architecture in its header describes a model of {claimed:,} "
-                              f"numbers but the archive holds {held:,} for parameters and state; "
-                              "the file is damaged")
+        raise CheckpointError(
+            f"{path}: the architecture in its header describes a model of {claimed:,} "
+            f"numbers but the archive holds {held:,} for parameters and state; "
+            "the file is damaged"
+        )
 
 
 def _check_optimizer_members(path, members, params):
@@ -383,11 +437,15 @@ def _check_optimizer_members(path, members, params):
     optim = {k: m for k, m in members.items() if k.startswith("optim/")}
     for m in optim.values():
         if m.size > max(largest, 1024):
-            raise CheckpointError(f"{path}: member {m.info.filename!r} holds {m.size:,} numbers, more than "
-                                  f"the largest parameter ({largest:,}); the file is damaged")
+            raise CheckpointError(
+                f"{path}: member {m.info.filename!r} holds {m.size:,} numbers, more than "
+                f"the largest parameter ({largest:,}); the file is damaged"
+            )
     if sum(m.size for m in optim.values()) > MAX_OPTIMIZER_COPIES * total + 1024:
-        raise CheckpointError(f"{path}: its optimizer state holds more than {MAX_OPTIMIZER_COPIES} copies of "
-                              f"the parameters ({total:,} numbers); the file is damaged")
+        raise CheckpointError(
+            f"{path}: its optimizer state holds more than {MAX_OPTIMIZER_COPIES} copies of "
+            f"the parameters ({total:,} numbers); the file is damaged"
+        )
     return optim
 
 
@@ -414,8 +472,10 @@ def load_checkpoint(path) -> Checkpoint:
         raise _unreadable(path, err) from None
     if magic != b"PK\x03\x04":
         what = "an empty file" if not magic else "not an .npz archive"
-        raise CheckpointError(f"{path} is not a handgrad checkpoint ({what}); give a best.npz or last.npz "
-                              "written by 'handgrad train'")
+        raise CheckpointError(
+            f"{path} is not a handgrad checkpoint ({what}); give a best.npz or last.npz "
+            "written by 'handgrad train'"
+        )
     zf, members = _scan(path)
     with zf:
         header = _read_header(path, zf, members.pop(HEADER_KEY))
@@ -424,8 +484,8 @@ def load_checkpoint(path) -> Checkpoint:
             raise CheckpointError(f"{path} has no architecture in its metadata")
         _check_model_size(path, metadata["arch"], members)
         _, want_params, want_state = _expected_arrays(metadata["arch"])
-        found_params = {k[len("param/"):]: m for k, m in members.items() if k.startswith("param/")}
-        found_state = {k[len("state/"):]: m for k, m in members.items() if k.startswith("state/")}
+        found_params = {k[len("param/") :]: m for k, m in members.items() if k.startswith("param/")}
+        found_state = {k[len("state/") :]: m for k, m in members.items() if k.startswith("state/")}
         _compare("parameters", want_params, found_params, path)
         _compare("states", want_state, found_state, path)
         found_optim = _check_optimizer_members(path, members, found_params)

@@ -32,8 +32,17 @@ from .._checks import check_bool, check_choice, check_int, check_number, check_s
 from .models import MODEL_TYPES, TEXT_MODEL_OF
 from .recipes import OPTIMIZER_RECIPES, SCHEDULE_RECIPES
 
-__all__ = ["ConfigError", "TrainConfig", "DEFAULT_DATASET", "FALLBACK_DATASET", "ACTIVATIONS", "OPTIMIZERS",
-           "SCHEDULES", "MODELS", "MODEL_DEFAULTS"]
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "DEFAULT_DATASET",
+    "FALLBACK_DATASET",
+    "ACTIVATIONS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "MODELS",
+    "MODEL_DEFAULTS",
+]
 
 DEFAULT_DATASET = "mnist"
 FALLBACK_DATASET = "mnist-sample"  # bundled with the package, used when MNIST is not found and not named
@@ -90,7 +99,9 @@ class TrainConfig:
     warmup_epochs: float | None = None
     lr_step_epochs: float | None = None  # step schedule: decay every this many epochs (None: a third of them)
     lr_batch: int | None = None  # linear scaling rule: lr is the rate for batches of this size (Goyal et al.)
-    lr_gamma: float | None = None  # decay factor: per step of the step schedule (0.1), per epoch (0.9) for exponential
+    lr_gamma: float | None = (
+        None  # decay factor: per step of the step schedule (0.1), per epoch (0.9) for exponential
+    )
     patience: int | None = None  # early stopping after this many epochs without a better val accuracy
     seed: int = 0
     resume: str | None = None
@@ -134,7 +145,7 @@ class TrainConfig:
         return TEXT_MODEL_OF.get(self.model, self.model) if self.trains_text else self.model
 
     # ------------------------------------------------------------------------------------------------
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first bad value; return self."""
         err = {"error": ConfigError}
         if self.dataset is not None and (not isinstance(self.dataset, str) or not self.dataset):
@@ -145,8 +156,9 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, low=1, **err)
         if self.limit is not None and self.overfit is not None:
-            raise ConfigError("overfit already limits the training set: give --overfit N or --limit N, "
-                              "not both")
+            raise ConfigError(
+                "overfit already limits the training set: give --overfit N or --limit N, not both"
+            )
         check_bool(self.monitor, "monitor", **err)
         check_choice(self.model, "model", MODELS, **err)
         check_sizes(self.hidden, "hidden", allow_empty=self.model == "cnn", **err)
@@ -189,11 +201,15 @@ class TrainConfig:
         """The settings of a language-model run (``trains_text``)."""
         err = {"error": ConfigError}
         if self.model not in TEXT_MODEL_OF:
-            raise ConfigError(f"a text trains a character language model: choose --model "
-                              f"{', '.join(TEXT_MODEL_OF)} (got {self.model})")
+            raise ConfigError(
+                f"a text trains a character language model: choose --model "
+                f"{', '.join(TEXT_MODEL_OF)} (got {self.model})"
+            )
         if self.text is not None and self.dataset is not None:
-            raise ConfigError(f"give either --text FILE or --dataset NAME, not both (got --text {self.text} "
-                              f"and --dataset {self.dataset})")
+            raise ConfigError(
+                f"give either --text FILE or --dataset NAME, not both (got --text {self.text} "
+                f"and --dataset {self.dataset})"
+            )
         if self.text is not None and (not isinstance(self.text, str) or not self.text):
             raise ConfigError(f"text must be the path of a text file, got {self.text!r}")
         check_int(self.seq_len, "seq_len", low=1, **err)
@@ -210,7 +226,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         """Build from a dict such as ``config.json``'s, ignoring keys this version does not know."""
         if not isinstance(d, dict):
             raise ConfigError(f"a configuration must be a JSON object, got {type(d).__name__}")
@@ -221,12 +237,14 @@ class TrainConfig:
         pathlib.Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, path) -> "TrainConfig":
+    def load(cls, path) -> TrainConfig:
         path = pathlib.Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"{path} not found: is {path.parent} a run folder written by 'handgrad train'?") from None
+            raise ConfigError(
+                f"{path} not found: is {path.parent} a run folder written by 'handgrad train'?"
+            ) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot read {path}: {err}") from None
         return cls.from_dict(data)

@@ -63,12 +63,13 @@ from .training import launched_ranks
 __all__ = ["DataParallel", "context"]
 
 
-
 def context():
     """The DataParallel context of this process under mpiexec; ConfigError when mpi4py is missing."""
     if MPI is None:
-        raise ConfigError(f"launched by mpiexec with {launched_ranks()} ranks, but mpi4py is not installed: "
-                          "pip install 'handgrad[mpi]' (or run without mpiexec)")
+        raise ConfigError(
+            f"launched by mpiexec with {launched_ranks()} ranks, but mpi4py is not installed: "
+            "pip install 'handgrad[mpi]' (or run without mpiexec)"
+        )
     if os.environ.get("PMI_FD") and "MPI_LOCALNRANKS" not in os.environ:  # MPICH's mpiexec.gforker
         # gforker (MPICH 5.0.2) ends a rank's output at its first non-ASCII byte and the rank's next write
         # fails with a broken pipe (measured), so under it the text goes out as ASCII with \u escapes.
@@ -132,8 +133,10 @@ class DataParallel:
 
     def agreed(self, callback):
         """``callback`` wrapped so that every rank acts on rank 0's return value."""
+
         def agreed_callback(*args):
             return self.comm.bcast(callback(*args) if self.is_root else None, root=0)
+
         return agreed_callback
 
     def check_same(self, what, value):
@@ -157,20 +160,29 @@ class DataParallel:
         """Make every rank's ``run`` rank 0's: parameters, state and (on resume) optimiser, generators,
         history and best epoch; give dropout and augmentation this rank's stream; hook batch norm."""
         config, n, B, K = run.config, len(run.y_train), run.config.batch_size, self.size
-        self.check_same("the training, validation and test set sizes",
-                        (len(run.y_train), len(run.y_val), len(run.y_test)))
+        self.check_same(
+            "the training, validation and test set sizes", (len(run.y_train), len(run.y_val), len(run.y_test))
+        )
         last = n % B
         if B < K or 0 < last < K:
-            raise ConfigError(f"{K} ranks need at least {K} images in every mini-batch, but batches of {B} "
-                              f"from {n:,} images leave {min(B, last or B)}; change --batch-size or --limit")
+            raise ConfigError(
+                f"{K} ranks need at least {K} images in every mini-batch, but batches of {B} "
+                f"from {n:,} images leave {min(B, last or B)}; change --batch-size or --limit"
+            )
         layer_state = [a for layer in _layers(run.model) for a in _state(layer)]
         self._bcast_arrays([p for _, p, _ in run.model.parameters()] + layer_state)
         bundle = None
         if self.is_root:
-            bundle = {"rng": run.rng.bit_generator.state, "history": run.history,
-                      "stopper": run.stopper.state_dict(), "start_epoch": run.start_epoch, "step": run.step,
-                      "saved": run.saved, "optimizer": run.optimizer.state_dict(),
-                      "rank_states": self._saved_rank_states(run) if resumed else None}
+            bundle = {
+                "rng": run.rng.bit_generator.state,
+                "history": run.history,
+                "stopper": run.stopper.state_dict(),
+                "start_epoch": run.start_epoch,
+                "step": run.step,
+                "saved": run.saved,
+                "optimizer": run.optimizer.state_dict(),
+                "rank_states": self._saved_rank_states(run) if resumed else None,
+            }
         bundle = self.comm.bcast(bundle, root=0)
         if not self.is_root:
             run.rng.bit_generator.state = bundle["rng"]
@@ -183,8 +195,10 @@ class DataParallel:
         if resumed and states is not None and len(states) == K:
             self.rank_rng.bit_generator.state = states[self.rank]
         elif resumed:
-            run.say(f"note: {run.run_dir} was trained by {len(states) if states else 1} process(es), not "
-                    f"{K}: dropout and augmentation continue from new streams")
+            run.say(
+                f"note: {run.run_dir} was trained by {len(states) if states else 1} process(es), not "
+                f"{K}: dropout and augmentation continue from new streams"
+            )
             fresh = np.random.SeedSequence(config.seed, spawn_key=(self.rank, run.start_epoch))
             self.rank_rng.bit_generator.state = np.random.default_rng(fresh).bit_generator.state
         for layer in _layers(run.model):
@@ -201,8 +215,10 @@ class DataParallel:
             self._grad_slices.append((g, slice(offset, offset + g.size)))
             offset += g.size
         shard = f"{B // K}" if B % K == 0 else f"{B // K}-{B // K + 1}"
-        run.say(f"data-parallel SGD on {K} ranks: each batch of {B} in shards of {shard}, one Allreduce of "
-                f"{self.grad_buffer.nbytes:,} bytes ({self.grad_buffer.dtype}) per step")
+        run.say(
+            f"data-parallel SGD on {K} ranks: each batch of {B} in shards of {shard}, one Allreduce of "
+            f"{self.grad_buffer.nbytes:,} bytes ({self.grad_buffer.dtype}) per step"
+        )
 
     def _saved_rank_states(self, run):
         """Every rank's stream as ``last.npz`` holds it (rank 0, on resume), or None."""
@@ -221,7 +237,7 @@ class DataParallel:
         self.comm.Bcast(buf, root=0)
         offset = 0
         for a in arrays:
-            a[...] = buf[offset:offset + a.size].reshape(a.shape)
+            a[...] = buf[offset : offset + a.size].reshape(a.shape)
             offset += a.size
 
     def shards(self, X, y, batch_size, rng):

@@ -24,9 +24,19 @@ from ..ch05_ml_basics import confusion_matrix, f1_score
 from ..ch06_feedforward import cross_entropy_from_logits
 from .models import eval_batch_size, prepare_inputs
 
-__all__ = ["evaluate_arrays", "scores_arrays", "per_class_metrics", "coverage_curve", "coverage_at_threshold",
-           "coverage_at_accuracy", "worst_mistakes", "COVERAGE_TARGETS", "EvalResult", "evaluate",
-           "format_report"]
+__all__ = [
+    "evaluate_arrays",
+    "scores_arrays",
+    "per_class_metrics",
+    "coverage_curve",
+    "coverage_at_threshold",
+    "coverage_at_accuracy",
+    "worst_mistakes",
+    "COVERAGE_TARGETS",
+    "EvalResult",
+    "evaluate",
+    "format_report",
+]
 
 EVAL_BATCH_SIZE = 2000
 COVERAGE_TARGETS = (0.99, 0.995)  # the accuracies at which evaluate reports the coverage
@@ -47,10 +57,10 @@ def evaluate_arrays(model, X, y, batch_size=EVAL_BATCH_SIZE):
     total = 0.0
     try:
         for start in range(0, n, batch_size):
-            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = X[start : start + batch_size], y[start : start + batch_size]
             logits = model.forward(xb)
             total += cross_entropy_from_logits(logits, yb) * len(yb)
-            preds[start:start + len(yb)] = logits.argmax(axis=1)
+            preds[start : start + len(yb)] = logits.argmax(axis=1)
     finally:
         model.train(was_training)
     return total / n, float(np.mean(preds == y)), preds
@@ -66,13 +76,13 @@ def scores_arrays(model, X, y, batch_size=EVAL_BATCH_SIZE):
     total = 0.0
     try:
         for start in range(0, n, batch_size):
-            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = X[start : start + batch_size], y[start : start + batch_size]
             logits = model.forward(xb)
             total += cross_entropy_from_logits(logits, yb) * len(yb)
             z = logits.astype(np.float64)
             z -= z.max(axis=1, keepdims=True)
-            preds[start:start + len(yb)] = logits.argmax(axis=1)
-            confidence[start:start + len(yb)] = 1.0 / np.exp(z).sum(axis=1)
+            preds[start : start + len(yb)] = logits.argmax(axis=1)
+            confidence[start : start + len(yb)] = 1.0 / np.exp(z).sum(axis=1)
     finally:
         model.train(was_training)
     return (total / n if n else float("nan")), preds, confidence
@@ -88,7 +98,9 @@ def coverage_curve(confidence, correct):
     c = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
     if c.shape != ok.shape or c.ndim != 1:
-        raise ValueError(f"confidence and correct must be vectors of one length, got {c.shape} and {ok.shape}")
+        raise ValueError(
+            f"confidence and correct must be vectors of one length, got {c.shape} and {ok.shape}"
+        )
     if len(c) == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     order = np.argsort(-c, kind="stable")
@@ -124,8 +136,10 @@ def worst_mistakes(confidence, y_true, y_pred, k):
     c, y_true, y_pred = np.asarray(confidence), np.asarray(y_true), np.asarray(y_pred)
     wrong = np.flatnonzero(y_true != y_pred)
     top = wrong[np.argsort(-c[wrong], kind="stable")[:k]]
-    return [{"index": int(i), "true": int(y_true[i]), "predicted": int(y_pred[i]), "confidence": float(c[i])}
-            for i in top]
+    return [
+        {"index": int(i), "true": int(y_true[i]), "predicted": int(y_pred[i]), "confidence": float(c[i])}
+        for i in top
+    ]
 
 
 def per_class_metrics(cm):
@@ -173,22 +187,29 @@ def format_report(r: EvalResult) -> str:
         from .language_model import format_text_report
 
         return format_text_report(r)
-    lines = [f"{r.checkpoint} on {r.dataset} {r.split} ({r.n:,} images)",
-             f"loss {r.loss:.4f}   accuracy {100 * r.accuracy:.2f}%   macro-F1 {r.macro_f1:.4f}"]
+    lines = [
+        f"{r.checkpoint} on {r.dataset} {r.split} ({r.n:,} images)",
+        f"loss {r.loss:.4f}   accuracy {100 * r.accuracy:.2f}%   macro-F1 {r.macro_f1:.4f}",
+    ]
     for c in r.coverage:
         target = f"{100 * c['accuracy']:g}%"
         if c["threshold"] is None:
-            lines.append(f"coverage at {target} accuracy: 0% (even the most confident answers are less "
-                         "accurate)")
+            lines.append(
+                f"coverage at {target} accuracy: 0% (even the most confident answers are less accurate)"
+            )
         else:
-            lines.append(f"coverage at {target} accuracy: {100 * c['coverage']:.2f}% of the images answered "
-                         f"(abstaining below confidence {c['threshold']:.4f})")
+            lines.append(
+                f"coverage at {target} accuracy: {100 * c['coverage']:.2f}% of the images answered "
+                f"(abstaining below confidence {c['threshold']:.4f})"
+            )
     lines.append("")
     width = max(5, *(len(c) for c in r.classes))
     lines.append(f"{'class':>{width}}  precision  recall     f1  support")
     for k, name in enumerate(r.classes):
         support = int(sum(r.confusion[k]))
-        lines.append(f"{name:>{width}}  {r.precision[k]:9.4f}  {r.recall[k]:6.4f}  {r.f1[k]:.4f}  {support:7d}")
+        lines.append(
+            f"{name:>{width}}  {r.precision[k]:9.4f}  {r.recall[k]:6.4f}  {r.f1[k]:.4f}  {support:7d}"
+        )
     lines.append("")
     lines.append("confusion matrix (rows: true class, columns: predicted)")
     cw = max(len(str(max(max(row) for row in r.confusion))), 3)
@@ -201,15 +222,18 @@ def format_report(r: EvalResult) -> str:
         cw = max(9, *(len(w["true_class"]) for w in r.worst), *(len(w["predicted_class"]) for w in r.worst))
         lines.append(f"{'index':>7}  {'true':>{cw}}  {'predicted':>{cw}}  confidence")
         for w in r.worst:
-            lines.append(f"{w['index']:>7}  {w['true_class']:>{cw}}  {w['predicted_class']:>{cw}}  "
-                         f"{100 * w['confidence']:9.2f}%")
+            lines.append(
+                f"{w['index']:>7}  {w['true_class']:>{cw}}  {w['predicted_class']:>{cw}}  "
+                f"{100 * w['confidence']:9.2f}%"
+            )
     for p in r.plots:
         lines.append(f"wrote {p}")
     return "\n".join(lines)
 
 
-def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="test",
-             batch_size=None, worst=0, text=None) -> EvalResult:
+def evaluate(
+    checkpoint, dataset=None, data_dir=None, plots_dir=None, split="test", batch_size=None, worst=0, text=None
+) -> EvalResult:
     """Evaluate a checkpoint (file or run folder) on a dataset's test split (default: the one it was
     trained on), with the coverage at ``COVERAGE_TARGETS`` and the ``worst`` most confident mistakes.
     ``plots_dir`` also writes the confusion matrix, misclassified examples, accuracy against coverage
@@ -224,8 +248,8 @@ def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="tes
     """
     from ..datasets import DatasetError, load_splits
     from .checkpoint import load_model
-    from .models import input_kind
     from .config import ConfigError
+    from .models import input_kind
 
     if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
         raise ConfigError(f"worst must be a number of examples (0 or more), got {worst!r}")
@@ -241,19 +265,24 @@ def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="tes
     splits = load_splits(name, data_dir)
     trained_on = ckpt.metadata.get("dataset") or "its own dataset"
     if splits.n_classes != arch["n_classes"]:
-        raise DatasetError(f"{name} has {splits.n_classes} classes but the model predicts "
-                           f"{arch['n_classes']}; evaluate it on a dataset with as many classes "
-                           f"(it was trained on {trained_on})")
+        raise DatasetError(
+            f"{name} has {splits.n_classes} classes but the model predicts "
+            f"{arch['n_classes']}; evaluate it on a dataset with as many classes "
+            f"(it was trained on {trained_on})"
+        )
     model_shape = tuple(arch["input_shape"])
     if tuple(splits.input_shape) != model_shape:
-        raise DatasetError(f"{name} has examples of shape {tuple(splits.input_shape)} but the model takes "
-                           f"{model_shape}; evaluate it on a dataset of that shape "
-                           f"(it was trained on {trained_on})")
+        raise DatasetError(
+            f"{name} has examples of shape {tuple(splits.input_shape)} but the model takes "
+            f"{model_shape}; evaluate it on a dataset of that shape "
+            f"(it was trained on {trained_on})"
+        )
     if split not in ("test", "val", "train"):
         raise ValueError(f"split must be test, val or train, got {split!r}")
     X_img, y = getattr(splits, split)
-    loss, preds, confidence = scores_arrays(model, prepare_inputs(arch, X_img), y,
-                                            batch_size or eval_batch_size(arch))
+    loss, preds, confidence = scores_arrays(
+        model, prepare_inputs(arch, X_img), y, batch_size or eval_batch_size(arch)
+    )
     acc = float(np.mean(preds == y)) if len(y) else float("nan")
     correct = preds == y
     coverage = []
@@ -262,16 +291,28 @@ def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="tes
         coverage.append({"accuracy": target, "coverage": cov, "threshold": threshold})
     mistakes = worst_mistakes(confidence, y, preds, worst)
     for w in mistakes:
-        w.update(true_class=str(splits.classes[w["true"]]),
-                 predicted_class=str(splits.classes[w["predicted"]]))
+        w.update(
+            true_class=str(splits.classes[w["true"]]), predicted_class=str(splits.classes[w["predicted"]])
+        )
     n_classes = arch["n_classes"]
     cm = confusion_matrix(y, preds, n_classes)
     precision, recall, f1 = per_class_metrics(cm)
     result = EvalResult(
-        checkpoint=str(ckpt.path), dataset=name, split=split, n=int(len(y)), loss=float(loss), accuracy=float(acc),
+        checkpoint=str(ckpt.path),
+        dataset=name,
+        split=split,
+        n=len(y),
+        loss=float(loss),
+        accuracy=float(acc),
         macro_f1=float(f1_score(y, preds, average="macro", n_classes=n_classes)),
-        classes=list(splits.classes), precision=precision.tolist(), recall=recall.tolist(), f1=f1.tolist(),
-        confusion=cm.tolist(), coverage=coverage, worst=mistakes)
+        classes=list(splits.classes),
+        precision=precision.tolist(),
+        recall=recall.tolist(),
+        f1=f1.tolist(),
+        confusion=cm.tolist(),
+        coverage=coverage,
+        worst=mistakes,
+    )
     if plots_dir is not None:
         from . import plots
 
@@ -279,10 +320,17 @@ def evaluate(checkpoint, dataset=None, data_dir=None, plots_dir=None, split="tes
         out.mkdir(parents=True, exist_ok=True)
         title = f"{name} {split}: accuracy {100 * acc:.2f}%"
         _, cov_curve, acc_curve = coverage_curve(confidence, correct)
-        drawn = [plots.plot_confusion(cm, splits.classes, out / "confusion.png", title=title),
-                 plots.plot_misclassified(X_img, y, preds, splits.classes, out / "misclassified.png"),
-                 plots.plot_coverage(cov_curve, acc_curve, coverage, out / "coverage.png",
-                                     title=f"{name} {split}: accuracy against coverage")]
+        drawn = [
+            plots.plot_confusion(cm, splits.classes, out / "confusion.png", title=title),
+            plots.plot_misclassified(X_img, y, preds, splits.classes, out / "misclassified.png"),
+            plots.plot_coverage(
+                cov_curve,
+                acc_curve,
+                coverage,
+                out / "coverage.png",
+                title=f"{name} {split}: accuracy against coverage",
+            ),
+        ]
         if mistakes:
             drawn.append(plots.plot_worst(X_img, mistakes, out / "worst.png"))
         result.plots = [str(p) for p in drawn if p is not None]

@@ -14,8 +14,16 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["available", "plot_curves", "plot_confusion", "plot_misclassified", "plot_first_layer",
-           "plot_monitor", "plot_coverage", "plot_worst"]
+__all__ = [
+    "available",
+    "plot_curves",
+    "plot_confusion",
+    "plot_misclassified",
+    "plot_first_layer",
+    "plot_monitor",
+    "plot_coverage",
+    "plot_worst",
+]
 
 
 def _figure(width, height):
@@ -78,14 +86,26 @@ def plot_confusion(cm, classes, path, title=None):
     im = ax.imshow(cm, cmap="Blues")
     fig.colorbar(im, ax=ax)
     k = len(classes)
-    ax.set_xticks(range(k), labels=classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right" if max(map(len, classes)) > 2 else "center")
+    ax.set_xticks(
+        range(k),
+        labels=classes,
+        rotation=45 if max(map(len, classes)) > 2 else 0,
+        ha="right" if max(map(len, classes)) > 2 else "center",
+    )
     ax.set_yticks(range(k), labels=classes)
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     threshold = cm.max() / 2 if cm.size else 0
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if cm[i, j] > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if cm[i, j] > threshold else "black",
+            )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -98,7 +118,9 @@ def _mosaic(tiles, cols, pad=2, fill=0.0):
     out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, *tiles.shape[3:]), fill, dtype=np.float64)
     for k in range(n):
         r, c = divmod(k, cols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = tiles[k]
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = (
+            tiles[k]
+        )
     return out, rows
 
 
@@ -139,8 +161,15 @@ def plot_misclassified(images, y_true, y_pred, classes, path, max_images=36, col
     for k, i in enumerate(shown):
         r, c = divmod(k, cols)
         text = f"{classes[y_pred[i]]} ({classes[y_true[i]]})"
-        ax.text(pad + c * (w + pad) + w / 2, pad + r * (h + label_h + pad) + label_h / 2, text, ha="center",
-                va="center", fontsize=min(8.0, 8.0 * 16 / len(text)), color="crimson")  # long names: smaller
+        ax.text(
+            pad + c * (w + pad) + w / 2,
+            pad + r * (h + label_h + pad) + label_h / 2,
+            text,
+            ha="center",
+            va="center",
+            fontsize=min(8.0, 8.0 * 16 / len(text)),
+            color="crimson",
+        )  # long names: smaller
     fig.suptitle(f"misclassified: predicted (true), first {len(shown)} of {len(wrong)}", fontsize=10)
     return _save(fig, path)
 
@@ -191,10 +220,12 @@ def plot_monitor(rows, path, title=None, healthy=1e-2):
     if fig is None or not rows:
         return None
     axes = fig.subplots(2, 2).ravel()
-    panels = (("act_std", "activation std (validation batch)", False),
-              ("dead_fraction", "dead units (fraction)", False),
-              ("grad_norm", "gradient norm ‖g‖ (mean per step)", True),
-              ("update_ratio", "update ratio ‖Δθ‖/‖θ‖ (mean per step)", True))
+    panels = (
+        ("act_std", "activation std (validation batch)", False),
+        ("dead_fraction", "dead units (fraction)", False),
+        ("grad_norm", "gradient norm ‖g‖ (mean per step)", True),
+        ("update_ratio", "update ratio ‖Δθ‖/‖θ‖ (mean per step)", True),
+    )
     layers = sorted({(r["layer"], r["kind"]) for r in rows})
     for ax, (key, label, log) in zip(axes, panels):
         for layer, kind in layers:
@@ -230,11 +261,20 @@ def plot_coverage(coverage, accuracy, marks, path, title=None):
     for m in marks:
         ax.axhline(100 * m["accuracy"], color="grey", lw=0.8, ls="--")
         if m["threshold"] is not None:
-            ax.plot(100 * m["coverage"], 100 * m["accuracy"], "o", ms=5,
-                    label=f"{100 * m['accuracy']:g}%: coverage {100 * m['coverage']:.1f}% "
-                          f"(confidence ≥ {m['threshold']:.3f})")
-    ax.set(xlabel="coverage (% of examples answered)", ylabel="accuracy on the answered (%)",
-           xlim=(0, 100.5), title=title or "accuracy against coverage")
+            ax.plot(
+                100 * m["coverage"],
+                100 * m["accuracy"],
+                "o",
+                ms=5,
+                label=f"{100 * m['accuracy']:g}%: coverage {100 * m['coverage']:.1f}% "
+                f"(confidence ≥ {m['threshold']:.3f})",
+            )
+    ax.set(
+        xlabel="coverage (% of examples answered)",
+        ylabel="accuracy on the answered (%)",
+        xlim=(0, 100.5),
+        title=title or "accuracy against coverage",
+    )
     low = min(100 * float(np.min(accuracy)), 100 * min((m["accuracy"] for m in marks), default=1.0))
     ax.set_ylim(max(0.0, low - 0.5), 100.1)
     ax.grid(alpha=0.3)

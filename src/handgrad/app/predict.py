@@ -42,7 +42,7 @@ class Predictor:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_checkpoint(cls, path) -> "Predictor":
+    def from_checkpoint(cls, path) -> Predictor:
         """Load a checkpoint (a file or a run folder, meaning its best.npz); CheckpointError if unusable."""
         from .models import input_kind
 
@@ -52,13 +52,17 @@ class Predictor:
         if input_kind(arch) != "images":
             from .checkpoint import CheckpointError
 
-            raise CheckpointError(f"{ckpt.path} holds a character language model ({arch['type']}), which "
-                                  f"reads text, not images; generate text with: handgrad sample {ckpt.path}")
+            raise CheckpointError(
+                f"{ckpt.path} holds a character language model ({arch['type']}), which "
+                f"reads text, not images; generate text with: handgrad sample {ckpt.path}"
+            )
         classes = meta.get("classes") or [str(k) for k in range(arch["n_classes"])]
         if len(classes) != arch["n_classes"]:
             from .checkpoint import CheckpointError
 
-            raise CheckpointError(f"{ckpt.path}: {len(classes)} class names for a model with {arch['n_classes']} outputs")
+            raise CheckpointError(
+                f"{ckpt.path}: {len(classes)} class names for a model with {arch['n_classes']} outputs"
+            )
         return cls(model, arch, classes, meta.get("dataset", "unknown"), meta)
 
     def predict_arrays(self, x) -> np.ndarray:
@@ -67,7 +71,9 @@ class Predictor:
         if x.shape == self.input_shape:
             x = x[None]
         if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
-            raise ShapeError(f"expected images of shape (n, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+            raise ShapeError(
+                f"expected images of shape (n, {', '.join(map(str, self.input_shape))}), got {x.shape}"
+            )
         inputs = prepare_inputs(self.arch, x)
         with self._lock:
             logits = self.model.forward(inputs)
@@ -86,9 +92,14 @@ class Predictor:
         image = load_image(source, self.input_shape)
         probs = self.predict_arrays(image)[0]
         k = int(np.argmax(probs))
-        return {"prediction": k, "label": self.classes[k], "confidence": float(probs[k]),
-                "probabilities": [float(p) for p in probs], "classes": list(self.classes),
-                "input": np.asarray(image, dtype=np.float64).tolist()}
+        return {
+            "prediction": k,
+            "label": self.classes[k],
+            "confidence": float(probs[k]),
+            "probabilities": [float(p) for p in probs],
+            "classes": list(self.classes),
+            "input": np.asarray(image, dtype=np.float64).tolist(),
+        }
 
 
 def predict(checkpoint, images) -> list:

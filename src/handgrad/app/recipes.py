@@ -23,14 +23,30 @@ warmup (``with_warmup``, the same for every schedule). Adding an optimiser or a 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from .._checks import check_choice
-from ..ch08_optimization import (SGD, AdaGrad, Adam, Momentum, RMSProp, cosine_schedule, exponential_schedule,
-                                 step_schedule, with_warmup)
+from ..ch08_optimization import (
+    SGD,
+    AdaGrad,
+    Adam,
+    Momentum,
+    RMSProp,
+    cosine_schedule,
+    exponential_schedule,
+    step_schedule,
+    with_warmup,
+)
 
-__all__ = ["OptimizerRecipe", "OPTIMIZER_RECIPES", "SCHEDULE_RECIPES", "make_optimizer", "loop_weight_decay",
-           "lr_schedule", "scaled_lr"]
+__all__ = [
+    "OptimizerRecipe",
+    "OPTIMIZER_RECIPES",
+    "SCHEDULE_RECIPES",
+    "make_optimizer",
+    "loop_weight_decay",
+    "lr_schedule",
+    "scaled_lr",
+]
 
 DECAY_KINDS = ("step", "decoupled", "l2")
 
@@ -50,11 +66,14 @@ class OptimizerRecipe:
 OPTIMIZER_RECIPES = {
     "sgd": OptimizerRecipe(SGD, lambda c: {"weight_decay": c.weight_decay}, "step"),
     "momentum": OptimizerRecipe(
-        Momentum, lambda c: {"beta": c.momentum, "nesterov": c.nesterov, "weight_decay": c.weight_decay},
-        "step"),
+        Momentum,
+        lambda c: {"beta": c.momentum, "nesterov": c.nesterov, "weight_decay": c.weight_decay},
+        "step",
+    ),
     "adam": OptimizerRecipe(Adam, lambda c: {}, "l2"),
-    "adamw": OptimizerRecipe(Adam, lambda c: {"weight_decay": c.weight_decay, "decoupled": True},
-                             "decoupled"),
+    "adamw": OptimizerRecipe(
+        Adam, lambda c: {"weight_decay": c.weight_decay, "decoupled": True}, "decoupled"
+    ),
     "rmsprop": OptimizerRecipe(RMSProp, lambda c: {}, "l2"),
     "adagrad": OptimizerRecipe(AdaGrad, lambda c: {}, "l2"),
 }
@@ -63,7 +82,7 @@ OPTIMIZER_RECIPES = {
 def _step_after_warmup(config, steps_per_epoch, steps, lr):
     """``step``: η γ^⌊t / k⌋, k = ``lr_step_epochs`` epochs of steps (a third of the run by default);
     γ = ``lr_gamma``, 0.1 by default."""
-    every = max(1, int(round((config.lr_step_epochs or config.epochs / 3) * steps_per_epoch)))
+    every = max(1, round((config.lr_step_epochs or config.epochs / 3) * steps_per_epoch))
     gamma = config.lr_gamma if config.lr_gamma is not None else 0.1
     return lambda t: step_schedule(t, lr, every, gamma)
 
@@ -120,7 +139,7 @@ def lr_schedule(config, steps_per_epoch: int):
     """
     recipe = _recipe(SCHEDULE_RECIPES, config.schedule, "schedule")
     total = config.epochs * steps_per_epoch
-    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total - 1)
     lr = scaled_lr(config)
     after = recipe(config, steps_per_epoch, total - warmup, lr)
     if after is None:

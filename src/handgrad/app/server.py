@@ -23,6 +23,7 @@ DNS rebinding: a page on another site whose name was re-pointed at 127.0.0.1 sti
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import ipaddress
 import json
@@ -130,12 +131,23 @@ class PredictionService:
 
     def info(self) -> dict:
         if self.predictor is None:
-            return {"ready": False, "classes": [], "dataset": None, "input_shape": None,
-                    "max_body_bytes": MAX_BODY_BYTES, "message": NO_MODEL_MESSAGE}
+            return {
+                "ready": False,
+                "classes": [],
+                "dataset": None,
+                "input_shape": None,
+                "max_body_bytes": MAX_BODY_BYTES,
+                "message": NO_MODEL_MESSAGE,
+            }
         shape = getattr(self.predictor, "input_shape", None)  # None: a predictor that does not say
-        return {"ready": True, "classes": list(self.predictor.classes), "dataset": self.predictor.dataset,
-                "input_shape": None if shape is None else list(shape), "max_body_bytes": MAX_BODY_BYTES,
-                "message": ""}
+        return {
+            "ready": True,
+            "classes": list(self.predictor.classes),
+            "dataset": self.predictor.dataset,
+            "input_shape": None if shape is None else list(shape),
+            "max_body_bytes": MAX_BODY_BYTES,
+            "message": "",
+        }
 
     def predict(self, data: bytes) -> dict:
         from handgrad.datasets import DatasetError
@@ -168,21 +180,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if self._status is not None:
                 ms = (time.perf_counter() - self._started) * 1000
                 request = self.requestline if self.requestline else "-"
-                logger.info('%s "%s" %d %d %.1fms', self.client_address[0], request,
-                            self._status, self._sent, ms)
+                logger.info(
+                    '%s "%s" %d %d %.1fms', self.client_address[0], request, self._status, self._sent, ms
+                )
 
     def log_request(self, code="-", size="-"):
         self._status = int(code) if str(code).isdigit() else 0
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+    def log_message(self, format, *args):
         logger.debug("%s " + format, self.client_address[0], *args)
 
-    def log_error(self, format, *args):  # noqa: A002
+    def log_error(self, format, *args):
         logger.debug("%s " + format, self.client_address[0], *args)
 
     # --- answers ----------------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None,
-              cache: str = "no-store"):
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict | None = None,
+        cache: str = "no-store",
+    ):
         if self.request_version == "HTTP/0.9":  # unparsable request line: answer as HTTP/1.0 anyway
             self.request_version = "HTTP/1.0"
             self.close_connection = True
@@ -232,8 +251,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if not host_allowed(host, self.server.bound_host):
                 self._discard_body()
                 what = f"unexpected Host header {host!r}" if host else "missing Host header"
-                raise RequestError(HTTPStatus.MISDIRECTED_REQUEST,
-                                   f"{what}; open the page at http://127.0.0.1 or http://localhost")
+                raise RequestError(
+                    HTTPStatus.MISDIRECTED_REQUEST,
+                    f"{what}; open the page at http://127.0.0.1 or http://localhost",
+                )
             path = self.path.split("?", 1)[0].split("#", 1)[0]
             self._route(path)
         except RequestError as err:
@@ -244,10 +265,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             logger.exception("internal error while answering %r", self.requestline)
             self.close_connection = True
             if self._status is None:  # nothing sent yet: answer; otherwise just close the connection
-                try:
+                with contextlib.suppress(OSError):
                     self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal server error"})
-                except OSError:
-                    pass
 
     def _route(self, path: str):
         if path == "/api/predict":
@@ -261,7 +280,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._static("index.html")
         elif path.startswith("/static/"):
             self._only("GET", "HEAD")
-            self._static(path[len("/static/"):])
+            self._static(path[len("/static/") :])
         else:
             self._discard_body()
             raise RequestError(HTTPStatus.NOT_FOUND, f"no such page: {path}")
@@ -269,14 +288,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _only(self, *methods):
         if self.command not in methods:
             self._discard_body()
-            raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED,
-                               f"{self.command} is not allowed here; use {' or '.join(methods)}",
-                               {"Allow": ", ".join(methods)})
+            raise RequestError(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"{self.command} is not allowed here; use {' or '.join(methods)}",
+                {"Allow": ", ".join(methods)},
+            )
 
     def _discard_body(self):
         """A refused request with a body: do not read it (see :meth:`_refuse_body`)."""
-        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or \
-                self.headers.get("Transfer-Encoding"):
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get(
+            "Transfer-Encoding"
+        ):
             self._refuse_body()
 
     def _static(self, name: str):
@@ -291,8 +313,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """The request body, after checking its declared length (before reading it) and its type."""
         if self.headers.get("Transfer-Encoding"):
             self._refuse_body()
-            raise RequestError(HTTPStatus.LENGTH_REQUIRED,
-                               "send the image with a Content-Length, not chunked")
+            raise RequestError(
+                HTTPStatus.LENGTH_REQUIRED, "send the image with a Content-Length, not chunked"
+            )
         length = self.headers.get("Content-Length")
         if length is None:
             self._refuse_body()
@@ -303,18 +326,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         size = int(length)
         if size > MAX_BODY_BYTES:
             self._refuse_body()
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                               f"the body of {size} bytes is larger than the limit of "
-                               f"{MAX_BODY_BYTES} bytes ({MAX_BODY_BYTES // (1024 * 1024)} MB)")
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the body of {size} bytes is larger than the limit of "
+                f"{MAX_BODY_BYTES} bytes ({MAX_BODY_BYTES // (1024 * 1024)} MB)",
+            )
         data = self.rfile.read(size)
         if len(data) != size:
             self.close_connection = True
             raise RequestError(HTTPStatus.BAD_REQUEST, f"the body ended after {len(data)} of {size} bytes")
         content_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if content_type not in ACCEPTED_TYPES:
-            raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                               f"unsupported content type {content_type or '(none)'!r}; "
-                               "send a PNG (image/png) or a JPEG (image/jpeg)")
+            raise RequestError(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                f"unsupported content type {content_type or '(none)'!r}; "
+                "send a PNG (image/png) or a JPEG (image/jpeg)",
+            )
         if size == 0:
             raise RequestError(HTTPStatus.BAD_REQUEST, "the request body is empty; send an image")
         return data
@@ -390,8 +417,10 @@ def serve(checkpoint=None, host: str = "127.0.0.1", port: int = 8000) -> None:
     try:
         server = make_server(predictor, host, port)
     except OSError as err:  # port taken, address not on this machine, ...
-        raise OSError(f"cannot listen on {host}:{port} ({err.strerror or err}); "
-                      "choose another --port, or --host 127.0.0.1") from err
+        raise OSError(
+            f"cannot listen on {host}:{port} ({err.strerror or err}); "
+            "choose another --port, or --host 127.0.0.1"
+        ) from err
     if not logging.getLogger().handlers and not logger.handlers:  # one line per request, on stderr
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     with server:
@@ -400,9 +429,12 @@ def serve(checkpoint=None, host: str = "127.0.0.1", port: int = 8000) -> None:
             print(f"Meanwhile the page at {server.url} says the same.", flush=True)
         else:
             shape = "×".join(map(str, predictor.input_shape))
-            print(f"Serving {checkpoint} ({predictor.dataset}, {len(predictor.classes)} classes, "
-                  f"{shape} inputs) "
-                  f"at {server.url}  (Ctrl-C stops)", flush=True)
+            print(
+                f"Serving {checkpoint} ({predictor.dataset}, {len(predictor.classes)} classes, "
+                f"{shape} inputs) "
+                f"at {server.url}  (Ctrl-C stops)",
+                flush=True,
+            )
         if host_name(host) not in LOCAL_NAMES:
             print(f"note: listening on {host}, reachable from other machines on the network", flush=True)
         try:

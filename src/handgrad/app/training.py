@@ -74,8 +74,20 @@ from .evaluation import evaluate_arrays
 from .models import arch_from_config, build_model, describe, first_layer_weights, prepare_inputs
 from .recipes import loop_weight_decay, lr_schedule, make_optimizer
 
-__all__ = ["train", "prepare", "run_epoch", "finish", "RunState", "TrainResult", "TrainingDiverged",
-           "TrainingHook", "load_data", "make_optimizer", "lr_schedule", "FALLBACK_NOTICE"]
+__all__ = [
+    "train",
+    "prepare",
+    "run_epoch",
+    "finish",
+    "RunState",
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainingHook",
+    "load_data",
+    "make_optimizer",
+    "lr_schedule",
+    "FALLBACK_NOTICE",
+]
 
 FALLBACK_NOTICE = """\
 ==============================================================================================
@@ -179,8 +191,9 @@ def _new_run_dir(out):
     if out is not None:
         path = pathlib.Path(out)
         if (path / "last.npz").exists() or (path / "config.json").exists():
-            raise ConfigError(f"{path} already holds a run; continue it with --resume {path} "
-                              "or choose another --out")
+            raise ConfigError(
+                f"{path} already holds a run; continue it with --resume {path} or choose another --out"
+            )
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -381,9 +394,15 @@ def _settle_config(config):
             raise ConfigError(f"--resume {resume_dir}: no such run folder")
         saved = TrainConfig.load(resume_dir / "config.json")
         epochs = config.epochs if config.epochs is not None else saved.epochs
-        keep = {"data_dir": config.data_dir or saved.data_dir, "quiet": config.quiet, "plots": config.plots,
-                "monitor": config.monitor,
-                "epochs": epochs, "resume": str(resume_dir), "out": str(resume_dir)}
+        keep = {
+            "data_dir": config.data_dir or saved.data_dir,
+            "quiet": config.quiet,
+            "plots": config.plots,
+            "monitor": config.monitor,
+            "epochs": epochs,
+            "resume": str(resume_dir),
+            "out": str(resume_dir),
+        }
         config = dataclasses.replace(saved, **keep)
     elif config.epochs is None:
         raise ConfigError("epochs must be a positive integer, got None")
@@ -418,8 +437,13 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print, dist=None, *,
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
     saved_config = config.to_dict()
     saved_config.update(dataset=dataset, resume=None, out=None)
-    base_meta = {"arch": arch, "dataset": dataset, "classes": list(splits.classes), "config": saved_config,
-                 "handgrad_version": __version__}
+    base_meta = {
+        "arch": arch,
+        "dataset": dataset,
+        "classes": list(splits.classes),
+        "config": saved_config,
+        "handgrad_version": __version__,
+    }
     root = dist is None or dist.is_root
     if resume_dir is not None:
         run_dir = resume_dir
@@ -432,17 +456,36 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print, dist=None, *,
     local_rng = rng if dist is None else dist.rank_generator(config.seed)  # dropout, augmentation: per rank
     # Without --patience the stopper only keeps the best epoch: it never runs out.
     stopper = EarlyStopping(config.patience or sys.maxsize, mode="max")
-    run = RunState(config=config, run_dir=run_dir, dataset=dataset, classes=tuple(splits.classes),
-                   fell_back=fell_back, arch=arch, model=model, optimizer=make_optimizer(config), rng=rng,
-                   X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val, X_test=X_test, y_test=y_test,
-                   X_test_img=X_test_img, steps_per_epoch=steps_per_epoch,
-                   schedule=lr_schedule(config, steps_per_epoch), weight_decay=loop_weight_decay(config),
-                   params={name: p for name, p, _ in model.parameters()},
-                   grads={name: g for name, _, g in model.parameters()},
-                   augment=_augmenter(config, arch, local_rng) if config.augment else None,
-                   stopper=stopper, base_meta=base_meta, say=say, log=log,
-                   bar_disabled=config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()),
-                   dist=dist)
+    run = RunState(
+        config=config,
+        run_dir=run_dir,
+        dataset=dataset,
+        classes=tuple(splits.classes),
+        fell_back=fell_back,
+        arch=arch,
+        model=model,
+        optimizer=make_optimizer(config),
+        rng=rng,
+        X_train=X_train,
+        y_train=y_train,
+        X_val=X_val,
+        y_val=y_val,
+        X_test=X_test,
+        y_test=y_test,
+        X_test_img=X_test_img,
+        steps_per_epoch=steps_per_epoch,
+        schedule=lr_schedule(config, steps_per_epoch),
+        weight_decay=loop_weight_decay(config),
+        params={name: p for name, p, _ in model.parameters()},
+        grads={name: g for name, _, g in model.parameters()},
+        augment=_augmenter(config, arch, local_rng) if config.augment else None,
+        stopper=stopper,
+        base_meta=base_meta,
+        say=say,
+        log=log,
+        bar_disabled=config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()),
+        dist=dist,
+    )
     if not files:
         model.train()
         return run
@@ -483,8 +526,9 @@ def _restore(run: RunState) -> None:
     run_dir, config = run.run_dir, run.config
     ckpt = load_checkpoint(run_dir / "last.npz")
     if ckpt.metadata.get("arch") != run.arch:
-        raise CheckpointError(f"{run_dir / 'last.npz'} holds a different architecture than "
-                              f"{run_dir / 'config.json'}")
+        raise CheckpointError(
+            f"{run_dir / 'last.npz'} holds a different architecture than {run_dir / 'config.json'}"
+        )
     restore_into(run.model, ckpt)
     if ckpt.optimizer_state is not None:
         run.optimizer.load_state_dict(ckpt.optimizer_state)
@@ -494,43 +538,69 @@ def _restore(run: RunState) -> None:
     start_epoch, run.history = int(meta["epoch"]), list(meta.get("history", []))
     best_epoch, best_val = int(meta.get("best_epoch", 0)), float(meta.get("best_val_accuracy", -1.0))
     if int(meta.get("steps", start_epoch * run.steps_per_epoch)) != start_epoch * run.steps_per_epoch:
-        raise CheckpointError(f"{run_dir}: the saved step count does not match {len(run.y_train):,} training "
-                              f"images in batches of {config.batch_size}; was the dataset changed?")
+        raise CheckpointError(
+            f"{run_dir}: the saved step count does not match {len(run.y_train):,} training "
+            f"images in batches of {config.batch_size}; was the dataset changed?"
+        )
     # Algorithm 7.1's counter j is the number of epochs since the best one.
-    run.stopper.load_state_dict({"patience": run.stopper.patience, "mode": "max", "min_delta": 0.0,
-                                 "best_metric": best_val, "best_epoch": best_epoch,
-                                 "bad_epochs": start_epoch - best_epoch, "epochs_seen": start_epoch + 1})
+    run.stopper.load_state_dict(
+        {
+            "patience": run.stopper.patience,
+            "mode": "max",
+            "min_delta": 0.0,
+            "best_metric": best_val,
+            "best_epoch": best_epoch,
+            "bad_epochs": start_epoch - best_epoch,
+            "epochs_seen": start_epoch + 1,
+        }
+    )
     run.start_epoch, run.step = start_epoch, start_epoch * run.steps_per_epoch
     run.saved = {"best.npz": best_epoch, "last.npz": start_epoch}
     # metrics.csv may hold a row written just before an interruption: rewrite it from the checkpoint.
     (run_dir / "metrics.csv").unlink(missing_ok=True)
     old = TrainConfig.load(run_dir / "config.json")
     if old.epochs != config.epochs and config.schedule == "cosine":
-        run.say(f"note: the cosine schedule now anneals to epoch {config.epochs} "
-                f"(it was set for {old.epochs})")
+        run.say(
+            f"note: the cosine schedule now anneals to epoch {config.epochs} (it was set for {old.epochs})"
+        )
     run.say(f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}")
 
 
 def _describe_run(run: RunState) -> str:
     config = run.config
-    return (f"{describe(run.arch)} on {run.dataset}: {len(run.y_train):,} train / {len(run.y_val):,} val / "
-            f"{len(run.y_test):,} test images, batch {config.batch_size}, {config.optimizer} lr {config.lr:g}"
-            + (f" β {config.momentum:g}{' nesterov' if config.nesterov else ''}"
-               if config.optimizer == "momentum" else "")
-            + f", weight decay {config.weight_decay:g}, {config.schedule} schedule"
-            + (f" (warmup {config.warmup_epochs:g} epochs)" if config.warmup_epochs else "")
-            + (f", augmentation ±{config.augment_shift} px ±{config.augment_degrees:g}°"
-               if config.augment else "")
-            + (f", patience {config.patience}" if config.patience else "")
-            + (f", gradient norm clipped at {config.clip_grad_norm:g}" if config.clip_grad_norm else "")
-            + f", {config.epochs} epochs -> {run.run_dir}")
+    return (
+        f"{describe(run.arch)} on {run.dataset}: {len(run.y_train):,} train / {len(run.y_val):,} val / "
+        f"{len(run.y_test):,} test images, batch {config.batch_size}, {config.optimizer} lr {config.lr:g}"
+        + (
+            f" β {config.momentum:g}{' nesterov' if config.nesterov else ''}"
+            if config.optimizer == "momentum"
+            else ""
+        )
+        + f", weight decay {config.weight_decay:g}, {config.schedule} schedule"
+        + (f" (warmup {config.warmup_epochs:g} epochs)" if config.warmup_epochs else "")
+        + (
+            f", augmentation ±{config.augment_shift} px ±{config.augment_degrees:g}°"
+            if config.augment
+            else ""
+        )
+        + (f", patience {config.patience}" if config.patience else "")
+        + (f", gradient norm clipped at {config.clip_grad_norm:g}" if config.clip_grad_norm else "")
+        + f", {config.epochs} epochs -> {run.run_dir}"
+    )
 
 
 def _save(run: RunState, name, epoch, row, resumable=False) -> None:
     """Write ``best.npz`` or ``last.npz`` (with the optimiser and generator state when ``resumable``)."""
     path = run.run_dir / name
-    meta = {**run.base_meta, "epoch": epoch, "steps": run.step, "metrics": row, "history": run.history,
-            "best_epoch": run.best_epoch, "best_val_accuracy": run.best_val}
+    meta = {
+        **run.base_meta,
+        "epoch": epoch,
+        "steps": run.step,
+        "metrics": row,
+        "history": run.history,
+        "best_epoch": run.best_epoch,
+        "best_val_accuracy": run.best_val,
+    }
     state = (run.optimizer.state_dict(), run.rng.bit_generator.state) if resumable else ()
     if run.dist is not None:  # every rank's dropout/augmentation stream goes in; rank 0 alone writes
         meta.update(run.dist.checkpoint_meta(resumable))
@@ -554,8 +624,11 @@ def _save_failed(run: RunState, path, err) -> CheckpointError:
         intact = f"{' and '.join(kept)} {'are' if len(kept) > 1 else 'is'} intact"
     else:
         intact = "no checkpoint was written yet"
-    then = (f"free space and continue with --resume {run.run_dir}" if "last.npz" in run.saved
-            else "free space and start the run again with a new --out")
+    then = (
+        f"free space and continue with --resume {run.run_dir}"
+        if "last.npz" in run.saved
+        else "free space and start the run again with a new --out"
+    )
     error = CheckpointError(f"{head}; {intact}; {then}")
     error.path = str(path)
     return error
@@ -570,10 +643,18 @@ def run_epoch(run: RunState, epoch: int) -> dict:
     train_seconds = time.perf_counter() - t0
     val_loss, val_acc, _ = _evaluate(run, run.X_val, run.y_val)
     test_loss, test_acc, _ = _evaluate(run, run.X_test, run.y_test)
-    row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-           "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
-           "lr": run.optimizer.lr, "train_seconds": round(train_seconds, 4),
-           "seconds": round(time.perf_counter() - t0, 4)}
+    row = {
+        "epoch": epoch,
+        "train_loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
+        "val_loss": val_loss,
+        "val_accuracy": val_acc,
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "lr": run.optimizer.lr,
+        "train_seconds": round(train_seconds, 4),
+        "seconds": round(time.perf_counter() - t0, 4),
+    }
     for hook in run.hooks:
         hook.epoch_metrics(run, epoch, row)
     run.history.append(row)
@@ -583,10 +664,12 @@ def run_epoch(run: RunState, epoch: int) -> dict:
     if improved:
         _save(run, "best.npz", epoch, row)
     _save(run, "last.npz", epoch, row, resumable=True)
-    run.say(f"epoch {epoch:>{len(str(config.epochs))}}/{config.epochs}  train loss {row['train_loss']:.4f} "
-            f"acc {100 * row['train_accuracy']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  "
-            f"test acc (monitor) {100 * test_acc:.2f}%  lr {run.optimizer.lr:.3g}  {train_seconds:.1f} s "
-            f"({seen / train_seconds:,.0f} img/s){'  *' if improved else ''}")
+    run.say(
+        f"epoch {epoch:>{len(str(config.epochs))}}/{config.epochs}  train loss {row['train_loss']:.4f} "
+        f"acc {100 * row['train_accuracy']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  "
+        f"test acc (monitor) {100 * test_acc:.2f}%  lr {run.optimizer.lr:.3g}  {train_seconds:.1f} s "
+        f"({seen / train_seconds:,.0f} img/s){'  *' if improved else ''}"
+    )
     for hook in run.hooks:
         hook.end_epoch(run, epoch, row)
     return row
@@ -610,8 +693,11 @@ def _train_batches(run: RunState, epoch: int, t0: float):
     loss_sum, correct, seen = 0.0, 0, 0
     bar = _progress(steps_per_epoch, f"epoch {epoch}/{run.config.epochs}", run.bar_disabled)
     try:
-        batches = (batch_iterator(run.X_train, run.y_train, run.config.batch_size, shuffle=True, rng=run.rng)
-                   if dist is None else dist.shards(run.X_train, run.y_train, run.config.batch_size, run.rng))
+        batches = (
+            batch_iterator(run.X_train, run.y_train, run.config.batch_size, shuffle=True, rng=run.rng)
+            if dist is None
+            else dist.shards(run.X_train, run.y_train, run.config.batch_size, run.rng)
+        )
         for b, (xb, yb) in enumerate(batches, 1):
             if schedule is not None:
                 optimizer.lr = schedule(step)
@@ -625,7 +711,10 @@ def _train_batches(run: RunState, epoch: int, t0: float):
                     f"{steps_per_epoch}; "
                     f"try a lower learning rate (--lr, now {optimizer.lr:g}). "
                     f"The best checkpoint so far (epoch {run.best_epoch}) is {run.run_dir / 'best.npz'}",
-                    epoch, b, str(run.run_dir))
+                    epoch,
+                    b,
+                    str(run.run_dir),
+                )
             n = len(yb)
             loss_sum += loss * n
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
@@ -682,28 +771,54 @@ def finish(run: RunState, started: float) -> TrainResult:
     macro_f1 = float(f1_score(run.y_test, preds, average="macro", n_classes=len(run.classes)))
 
     if config.plots and run.history:
-        _write_plots(run.run_dir, run.history, model, run.arch, run.X_test_img, run.y_test, preds,
-                     run.classes, run.dataset, run.say)
+        _write_plots(
+            run.run_dir,
+            run.history,
+            model,
+            run.arch,
+            run.X_test_img,
+            run.y_test,
+            preds,
+            run.classes,
+            run.dataset,
+            run.say,
+        )
 
     seconds = time.perf_counter() - started
     done, best_epoch, best_val = len(run.history), run.best_epoch, run.best_val
     if run.stopped_early:
         run.say(f"stopped after epoch {done}; continue with: handgrad train --resume {run.run_dir}")
     if run.stopped_by_patience:
-        run.say(f"early stopping: no better validation accuracy in the {config.patience} epochs after epoch "
-                f"{best_epoch}")
-    run.log(f"best epoch {best_epoch}/{done}: test accuracy {100 * test_acc:.2f}%, macro-F1 {macro_f1:.4f} "
-            f"(val {100 * max(best_val, 0):.2f}%) on {run.dataset}; {_fmt_seconds(seconds)}; "
-            f"saved in {run.run_dir}")
+        run.say(
+            f"early stopping: no better validation accuracy in the {config.patience} epochs after epoch "
+            f"{best_epoch}"
+        )
+    run.log(
+        f"best epoch {best_epoch}/{done}: test accuracy {100 * test_acc:.2f}%, macro-F1 {macro_f1:.4f} "
+        f"(val {100 * max(best_val, 0):.2f}%) on {run.dataset}; {_fmt_seconds(seconds)}; "
+        f"saved in {run.run_dir}"
+    )
     if run.fell_back:
-        run.log("NOTE: this was the bundled sample. For full MNIST put its four files in DIR/mnist/ and set "
-                "HANDGRAD_DATA=DIR (or pass --data-dir DIR), or run once with network access to download "
-                "them.")
-    return TrainResult(run_dir=str(run.run_dir), dataset=run.dataset, best_epoch=best_epoch,
-                       best_val_accuracy=best_val, test_accuracy=test_acc, test_loss=test_loss,
-                       test_macro_f1=macro_f1, epochs=done, seconds=seconds, history=run.history,
-                       fell_back=run.fell_back, stopped_early=run.stopped_early,
-                       stopped_by_patience=run.stopped_by_patience)
+        run.log(
+            "NOTE: this was the bundled sample. For full MNIST put its four files in DIR/mnist/ and set "
+            "HANDGRAD_DATA=DIR (or pass --data-dir DIR), or run once with network access to download "
+            "them."
+        )
+    return TrainResult(
+        run_dir=str(run.run_dir),
+        dataset=run.dataset,
+        best_epoch=best_epoch,
+        best_val_accuracy=best_val,
+        test_accuracy=test_acc,
+        test_loss=test_loss,
+        test_macro_f1=macro_f1,
+        epochs=done,
+        seconds=seconds,
+        history=run.history,
+        fell_back=run.fell_back,
+        stopped_early=run.stopped_early,
+        stopped_by_patience=run.stopped_by_patience,
+    )
 
 
 def _write_plots(run_dir, history, model, arch, X_test_img, y_test, preds, classes, dataset, say):
@@ -715,7 +830,8 @@ def _write_plots(run_dir, history, model, arch, X_test_img, y_test, preds, class
     cm = confusion_matrix(y_test, preds, len(classes))
     acc = float(np.trace(cm) / max(cm.sum(), 1))
     plots.plot_curves(history, run_dir / "curves.png", title=f"{describe(arch)} on {dataset}")
-    plots.plot_confusion(cm, classes, run_dir / "confusion.png",
-                         title=f"{dataset} test: accuracy {100 * acc:.2f}%")
+    plots.plot_confusion(
+        cm, classes, run_dir / "confusion.png", title=f"{dataset} test: accuracy {100 * acc:.2f}%"
+    )
     plots.plot_misclassified(X_test_img, y_test, preds, classes, run_dir / "misclassified.png")
     plots.plot_first_layer(first_layer_weights(model), run_dir / "weights.png", tuple(arch["input_shape"]))

@@ -121,7 +121,9 @@ class Layer:
     def _check_dY(self, dY, expected_shape):
         dY = np.asarray(dY)
         if dY.shape != tuple(expected_shape):
-            raise ShapeError(f"{self!r}.backward expects dY of the forward output's shape {tuple(expected_shape)}, got {dY.shape}")
+            raise ShapeError(
+                f"{self!r}.backward expects dY of the forward output's shape {tuple(expected_shape)}, got {dY.shape}"
+            )
         return dY
 
 

@@ -31,7 +31,9 @@ def _check_targets(logits, y):
         return logits, y
     if y.ndim == 2:
         if y.shape != logits.shape:
-            raise ShapeError(f"one-hot/probability targets must have the logits' shape {logits.shape}, got {y.shape}")
+            raise ShapeError(
+                f"one-hot/probability targets must have the logits' shape {logits.shape}, got {y.shape}"
+            )
         y = as_float_array(y, np.float32)
         tol = np.sqrt(np.finfo(y.dtype).eps)
         if np.any(y < 0) or not np.allclose(y.sum(axis=1), 1.0, rtol=0, atol=tol):

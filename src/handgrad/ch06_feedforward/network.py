@@ -27,7 +27,9 @@ class Sequential(Layer):
     def __init__(self, *layers):
         for i, layer in enumerate(layers):
             if not all(hasattr(layer, m) for m in ("forward", "backward", "train")):
-                raise TypeError(f"Sequential expects layers (forward, backward, train); argument {i} is {layer!r}")
+                raise TypeError(
+                    f"Sequential expects layers (forward, backward, train); argument {i} is {layer!r}"
+                )
         self.layers = list(layers)
         self.training = True
 
@@ -109,7 +111,7 @@ class Sequential(Layer):
         try:
             n = X.shape[0] if X.ndim else 0
             step = n if batch_size is None else int(batch_size)
-            parts = [np.argmax(self.forward(X[i:i + step]), axis=1) for i in range(0, n, max(step, 1))]
+            parts = [np.argmax(self.forward(X[i : i + step]), axis=1) for i in range(0, n, max(step, 1))]
         finally:
             self.training = own
             for layer, mode in zip(self.layers, modes):

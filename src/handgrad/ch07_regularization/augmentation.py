@@ -169,10 +169,16 @@ class Augmenter:
     ``rng`` (a seed or a ``np.random.Generator``).
     """
 
-    def __init__(self, max_shift=2, max_degrees=10.0, elastic_alpha=0.0, elastic_sigma=4.0, fill=0.0,
-                 rng=None):
-        self.settings = dict(max_shift=max_shift, max_degrees=max_degrees, elastic_alpha=elastic_alpha,
-                             elastic_sigma=elastic_sigma, fill=fill)
+    def __init__(
+        self, max_shift=2, max_degrees=10.0, elastic_alpha=0.0, elastic_sigma=4.0, fill=0.0, rng=None
+    ):
+        self.settings = dict(
+            max_shift=max_shift,
+            max_degrees=max_degrees,
+            elastic_alpha=elastic_alpha,
+            elastic_sigma=elastic_sigma,
+            fill=fill,
+        )
         _check_settings(**self.settings)
         self.rng = np.random.default_rng(rng)
 

@@ -118,15 +118,21 @@ class EarlyStopping:
 
     def state_dict(self):
         """Everything needed to resume as one flat dict (best parameters as "best.<name>"), for ``np.savez``."""
-        d = {"patience": self.patience, "mode": self.mode, "min_delta": self.min_delta,
-             "best_metric": np.nan if self.best_metric is None else self.best_metric,
-             "best_epoch": -1 if self.best_epoch is None else self.best_epoch,
-             "bad_epochs": self.bad_epochs, "epochs_seen": self.epochs_seen}
+        d = {
+            "patience": self.patience,
+            "mode": self.mode,
+            "min_delta": self.min_delta,
+            "best_metric": np.nan if self.best_metric is None else self.best_metric,
+            "best_epoch": -1 if self.best_epoch is None else self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "epochs_seen": self.epochs_seen,
+        }
         d.update({f"best.{k}": v.copy() for k, v in self.best_params.items()})
         return d
 
     def load_state_dict(self, d):
         """Restore what ``state_dict`` returned (also after a round trip through ``np.savez``/``np.load``)."""
+
         def scalar(key):
             v = d[key]
             return v.item() if isinstance(v, np.ndarray) else v

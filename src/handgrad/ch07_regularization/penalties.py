@@ -86,7 +86,9 @@ def add_l2_grad_(params, grads, lam, include_biases=False):
     if isinstance(params, dict) != isinstance(grads, dict):
         raise TypeError("params and grads must both be dicts or both be lists")
     if isinstance(grads, dict) and set(grads) != set(params):
-        raise ValueError(f"params and grads must have the same keys: missing from grads {sorted(set(params) - set(grads), key=str)}, extra in grads {sorted(set(grads) - set(params), key=str)}")
+        raise ValueError(
+            f"params and grads must have the same keys: missing from grads {sorted(set(params) - set(grads), key=str)}, extra in grads {sorted(set(grads) - set(params), key=str)}"
+        )
     if not isinstance(grads, dict) and len(grads) != len(params):
         raise ValueError(f"params has {len(params)} entries but grads has {len(grads)}")
     if lam == 0.0:
@@ -97,7 +99,9 @@ def add_l2_grad_(params, grads, lam, include_biases=False):
             continue
         p = np.asarray(p)
         if g.shape != p.shape:
-            raise ShapeError(f"parameter {key!r} has shape {np.shape(p)} but its gradient has shape {g.shape}")
+            raise ShapeError(
+                f"parameter {key!r} has shape {np.shape(p)} but its gradient has shape {g.shape}"
+            )
         lam_w = _scratch_like(p, g.dtype)
         np.multiply(p, g.dtype.type(lam), out=lam_w)  # ∇Ω = λw, eq. 21
         g += lam_w

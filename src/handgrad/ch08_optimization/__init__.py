@@ -7,8 +7,14 @@ Split by the book's sections: ``sgd`` (§8.3.1–8.3.3: SGD, momentum, Nesterov;
 
 from .adaptive import AdaGrad, Adam, RMSProp
 from .batch_norm import BatchNorm1D, BatchNorm2D
-from .schedules import (constant_schedule, cosine_schedule, exponential_schedule, make_schedule, step_schedule,
-                        with_warmup)
+from .schedules import (
+    constant_schedule,
+    cosine_schedule,
+    exponential_schedule,
+    make_schedule,
+    step_schedule,
+    with_warmup,
+)
 from .sgd import SGD, Momentum, Optimizer
 
 __all__ = [

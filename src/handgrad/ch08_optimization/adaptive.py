@@ -136,8 +136,10 @@ class Adam(Optimizer):
         return (self.beta1, self.beta2)
 
     def __repr__(self):
-        return (f"Adam(lr={self.lr!r}, betas={self.betas!r}, eps={self.eps!r}, "
-                f"weight_decay={self.weight_decay!r}, decoupled={self.decoupled!r})")
+        return (
+            f"Adam(lr={self.lr!r}, betas={self.betas!r}, eps={self.eps!r}, "
+            f"weight_decay={self.weight_decay!r}, decoupled={self.decoupled!r})"
+        )
 
     def _validate(self):
         self.beta1 = check_number(self.beta1, "beta1", low=0, high=1, high_open=True)

@@ -73,7 +73,9 @@ class _BatchNorm(Layer):
         if self.training:
             mean, m = self._batch_mean(X, axes, dtype)  # μ_B = (1/m) Σ_i x_i, m over every replica
             if m < 2:
-                raise ValueError(f"{self!r} needs more than 1 value per channel in training mode, got {X.shape}")
+                raise ValueError(
+                    f"{self!r} needs more than 1 value per channel in training mode, got {X.shape}"
+                )
             np.subtract(X, mean.reshape(bshape), out=xhat)  # x − μ
             (var,) = self._batch_sums(self._channel_sum(np.square(xhat), axes, dtype))
             var /= m  # σ²_B, biased: divides by m
@@ -114,7 +116,7 @@ class _BatchNorm(Layer):
             return sums
         C = self.num_features
         total = self.sum_across(np.concatenate(sums))
-        return tuple(total[i * C:(i + 1) * C] for i in range(len(sums)))
+        return tuple(total[i * C : (i + 1) * C] for i in range(len(sums)))
 
     def _update_running(self, mean, var, m):
         """running ← (1 − momentum) running + momentum · batch statistic (variance unbiased, × m/(m−1))."""
@@ -127,7 +129,7 @@ class _BatchNorm(Layer):
     def backward(self, dY):
         xhat, inv_std, training, m = self._cached(self._cache)
         dY = self._check_dY(dY, xhat.shape)
-        axes = (0,) + tuple(range(2, xhat.ndim))
+        axes = (0, *tuple(range(2, xhat.ndim)))
         bshape = (1, self.num_features) + (1,) * (xhat.ndim - 2)
         gamma = self.params["gamma"]
         dgamma, dbeta = self.grads["gamma"], self.grads["beta"]

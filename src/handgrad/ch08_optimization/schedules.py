@@ -19,8 +19,14 @@ import math
 
 from .._checks import check_int, check_number
 
-__all__ = ["cosine_schedule", "constant_schedule", "step_schedule", "exponential_schedule", "make_schedule",
-           "with_warmup"]
+__all__ = [
+    "cosine_schedule",
+    "constant_schedule",
+    "step_schedule",
+    "exponential_schedule",
+    "make_schedule",
+    "with_warmup",
+]
 
 
 def _step(t):

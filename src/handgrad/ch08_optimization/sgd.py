@@ -90,7 +90,9 @@ class Optimizer:
             if params.keys() != grads.keys():
                 missing = [k for k in params if k not in grads]
                 extra = [k for k in grads if k not in params]
-                raise ValueError(f"params and grads must have the same keys: missing from grads {missing}, extra in grads {extra}")
+                raise ValueError(
+                    f"params and grads must have the same keys: missing from grads {missing}, extra in grads {extra}"
+                )
             items = [(str(k), params[k], grads[k]) for k in params]
         elif isinstance(params, (list, tuple)) and isinstance(grads, (list, tuple)):
             if len(params) != len(grads):
@@ -105,10 +107,14 @@ class Optimizer:
             if g is None:
                 continue
             if not isinstance(p, np.ndarray):
-                raise TypeError(f"parameter {key!r} must be a NumPy array (updated in place), got {type(p).__name__}")
+                raise TypeError(
+                    f"parameter {key!r} must be a NumPy array (updated in place), got {type(p).__name__}"
+                )
             g = np.asarray(g)
             if g.shape != p.shape:
-                raise ShapeError(f"parameter {key!r} has shape {p.shape} but its gradient has shape {g.shape}")
+                raise ShapeError(
+                    f"parameter {key!r} has shape {p.shape} but its gradient has shape {g.shape}"
+                )
             out.append((key, p, g))
         return out
 
@@ -118,7 +124,9 @@ class Optimizer:
         if a is None:
             a = arrays[key] = np.zeros_like(param)
         elif a.shape != param.shape:
-            raise ShapeError(f"{slot} of parameter {key!r} has shape {a.shape}, the parameter now {param.shape}")
+            raise ShapeError(
+                f"{slot} of parameter {key!r} has shape {a.shape}, the parameter now {param.shape}"
+            )
         return a
 
     def _scratch(self, param, name=None):
@@ -148,7 +156,9 @@ class Optimizer:
         known = set(self.hyperparameters) | {"t"}
         for k in d:
             if k not in known and "." not in k:
-                raise ValueError(f"unknown entry {k!r} in the optimizer state (expected {sorted(known)} or '<slot>.<key>')")
+                raise ValueError(
+                    f"unknown entry {k!r} in the optimizer state (expected {sorted(known)} or '<slot>.<key>')"
+                )
         optional = getattr(self, "optional_hyperparameters", ())
         missing = [h for h in self.hyperparameters if h not in d and h not in optional]
         if missing:

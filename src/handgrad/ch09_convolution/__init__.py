@@ -17,5 +17,14 @@ from .convolution import Conv2D, Flatten, col2im, conv_output_size, im2col
 from .fused import ConvBNReLUPool, FusedSequential
 from .pooling import AvgPool2D, MaxPool2D
 
-__all__ = ["Conv2D", "Flatten", "MaxPool2D", "AvgPool2D", "im2col", "col2im", "conv_output_size",
-           "ConvBNReLUPool", "FusedSequential"]
+__all__ = [
+    "Conv2D",
+    "Flatten",
+    "MaxPool2D",
+    "AvgPool2D",
+    "im2col",
+    "col2im",
+    "conv_output_size",
+    "ConvBNReLUPool",
+    "FusedSequential",
+]

@@ -56,7 +56,7 @@ def _check_nchw(layer, X, channels, kernel, padding):
 
 def _pad_nhwc(X, padding, out):
     """Write the NCHW batch X into ``out`` (N, H + 2p_h, W + 2p_w, C): channels last, zero border."""
-    (ph, pw), (N, C, H, W) = padding, X.shape
+    (ph, pw), (_N, _C, H, W) = padding, X.shape
     if ph:
         out[:, :ph] = 0
         out[:, H + ph :] = 0
@@ -131,8 +131,11 @@ def _input_grad_nhwc(dY_mat, W, stride, out_hw, out, scratch):
 
 
 def _geometry_args(kernel_size, stride, padding):
-    return (check_int_pair(kernel_size, "kernel_size", low=1), check_int_pair(stride, "stride", low=1),
-            check_int_pair(padding, "padding", low=0))
+    return (
+        check_int_pair(kernel_size, "kernel_size", low=1),
+        check_int_pair(stride, "stride", low=1),
+        check_int_pair(padding, "padding", low=0),
+    )
 
 
 def _geometry(x_shape, kernel, stride, padding):
@@ -209,8 +212,17 @@ class Conv2D(Layer):
     (2, 8, 28, 28)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 rng=None, dtype=np.float32, init="he_normal"):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        rng=None,
+        dtype=np.float32,
+        init="he_normal",
+    ):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels", low=1)
         self.out_channels = check_int(out_channels, "out_channels", low=1)
@@ -268,8 +280,9 @@ class Conv2D(Layer):
         padded, out_hw = _geometry(x_shape, self.kernel_size, self.stride, self.padding)
         dXp = self._buffer("dXp", padded, dY_mat.dtype)
         scratch = self._buffer("dX_part", (dY_mat.shape[0], C_in), dY_mat.dtype)
-        _input_grad_nhwc(dY_mat, self.params["W"].astype(dY_mat.dtype, copy=False), self.stride, out_hw, dXp,
-                         scratch)  # dX̃ = col2im(dY_mat @ W_mat), one kernel offset at a time
+        _input_grad_nhwc(
+            dY_mat, self.params["W"].astype(dY_mat.dtype, copy=False), self.stride, out_hw, dXp, scratch
+        )  # dX̃ = col2im(dY_mat @ W_mat), one kernel offset at a time
         (ph, pw), (H, W) = self.padding, x_shape[2:]
         dX = self._output("dX", x_shape, dY_mat.dtype)
         np.copyto(dX, dXp[:, ph : ph + H, pw : pw + W].transpose(0, 3, 1, 2))  # NHWC -> NCHW

@@ -60,8 +60,15 @@ def fusable(layers):
     if len(layers) != 4:
         return False
     conv, bn, act, pool = layers
-    return (type(conv) is Conv2D and type(bn) is BatchNorm2D and type(act) is ReLU and type(pool) is MaxPool2D
-            and bn.num_features == conv.out_channels and pool.kernel_size == (2, 2) and pool.stride == (2, 2))
+    return (
+        type(conv) is Conv2D
+        and type(bn) is BatchNorm2D
+        and type(act) is ReLU
+        and type(pool) is MaxPool2D
+        and bn.num_features == conv.out_channels
+        and pool.kernel_size == (2, 2)
+        and pool.stride == (2, 2)
+    )
 
 
 class ConvBNReLUPool(Layer):
@@ -80,17 +87,27 @@ class ConvBNReLUPool(Layer):
 
     def __init__(self, conv, bn, relu, pool, channels_last_in=False, channels_last_out=False):
         if not fusable([conv, bn, relu, pool]):
-            raise ValueError("ConvBNReLUPool fuses Conv2D, BatchNorm2D(C_out), ReLU and MaxPool2D(2), got "
-                             f"{conv!r}, {bn!r}, {relu!r}, {pool!r}")
+            raise ValueError(
+                "ConvBNReLUPool fuses Conv2D, BatchNorm2D(C_out), ReLU and MaxPool2D(2), got "
+                f"{conv!r}, {bn!r}, {relu!r}, {pool!r}"
+            )
         self.layers = (conv, bn, relu, pool)
         super().__init__()
         self.conv, self.bn = conv, bn
         self.in_channels = conv.in_channels
         self.channels_last_in, self.channels_last_out = bool(channels_last_in), bool(channels_last_out)
-        self.params = {"W": conv.params["W"], "b": conv.params["b"], "gamma": bn.params["gamma"],
-                       "beta": bn.params["beta"]}
-        self.grads = {"W": conv.grads["W"], "b": conv.grads["b"], "gamma": bn.grads["gamma"],
-                      "beta": bn.grads["beta"]}
+        self.params = {
+            "W": conv.params["W"],
+            "b": conv.params["b"],
+            "gamma": bn.params["gamma"],
+            "beta": bn.params["beta"],
+        }
+        self.grads = {
+            "W": conv.grads["W"],
+            "b": conv.grads["b"],
+            "gamma": bn.grads["gamma"],
+            "beta": bn.grads["beta"],
+        }
         self._cache = None
 
     # the mode is the layers' own, so that setting it on them (Sequential.predict) sets it here
@@ -111,8 +128,9 @@ class ConvBNReLUPool(Layer):
     def _nchw_shape(self, X):
         if self.channels_last_in:
             if X.ndim != 4 or X.shape[3] != self.in_channels:
-                raise ShapeError(f"{self!r} expects channels-last input (N, H, W, {self.in_channels}), "
-                                 f"got {X.shape}")
+                raise ShapeError(
+                    f"{self!r} expects channels-last input (N, H, W, {self.in_channels}), got {X.shape}"
+                )
             return (X.shape[0], X.shape[3], X.shape[1], X.shape[2])
         _check_nchw(self.conv, X, self.in_channels, self.conv.kernel_size, self.conv.padding)
         return X.shape
@@ -248,8 +266,10 @@ class ConvBNReLUPool(Layer):
 
     def backward(self, dOut):
         if self._cache is None:
-            raise RuntimeError(f"{self!r}: backward needs a forward in training mode first (eval mode keeps "
-                               "nothing for backward)")
+            raise RuntimeError(
+                f"{self!r}: backward needs a forward in training mode first (eval mode keeps "
+                "nothing for backward)"
+            )
         cols, Y, P, masks, pos, inv_std, x_shape, out_hw, y_shape, m = self._cache
         N, PH, PW, C = y_shape
         expected = y_shape if self.channels_last_out else (N, C, PH, PW)

@@ -9,9 +9,9 @@ contributions of all windows that share a pixel.
 
 import numpy as np
 
+from .._checks import check_int_pair
 from ..ch02_linear_algebra import as_float_array
 from ..ch06_feedforward import Layer
-from .._checks import check_int_pair
 from .convolution import _check_nchw, conv_output_size
 
 __all__ = ["MaxPool2D", "AvgPool2D"]

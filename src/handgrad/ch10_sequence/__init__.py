@@ -28,5 +28,14 @@ from .gated import GRU, LSTM
 from .recurrent import RNN, Recurrent
 from .wrappers import Bidirectional, LastStep, TimeDistributed
 
-__all__ = ["Recurrent", "RNN", "LSTM", "GRU", "Bidirectional", "LastStep", "TimeDistributed", "Embedding",
-           "clip_grad_norm"]
+__all__ = [
+    "Recurrent",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "Bidirectional",
+    "LastStep",
+    "TimeDistributed",
+    "Embedding",
+    "clip_grad_norm",
+]

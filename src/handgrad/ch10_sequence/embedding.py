@@ -66,8 +66,9 @@ class Embedding(Layer):
             raise ValueError(f"{self!r} expects integer indices, got dtype {indices.dtype}")
         if indices.size and (indices.min() < 0 or indices.max() >= self.num_embeddings):
             bad = indices[(indices < 0) | (indices >= self.num_embeddings)]
-            raise ValueError(f"{self!r}: indices must lie in [0, {self.num_embeddings}), "
-                             f"got {bad[:5].tolist()}")
+            raise ValueError(
+                f"{self!r}: indices must lie in [0, {self.num_embeddings}), got {bad[:5].tolist()}"
+            )
         W = self.params["W"]
         Y = self._output("Y", (*indices.shape, self.embedding_dim), W.dtype)
         np.take(W, indices, axis=0, out=Y)
@@ -79,4 +80,3 @@ class Embedding(Layer):
         dY = self._check_dY(dY, (*indices.shape, self.embedding_dim))
         bincount_rows(indices, dY, self.num_embeddings, out=self.grads["W"])
         return None
-

@@ -74,8 +74,9 @@ class LSTM(Recurrent):
     def _as_state(self, state, N, dtype, name="state"):
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise ValueError(f"{self!r}: {name} must be a pair (h, c), got {type(state).__name__}")
-        return self._check_state(state[0], N, dtype, f"{name}[0] (h)"), \
-            self._check_state(state[1], N, dtype, f"{name}[1] (c)")
+        return self._check_state(state[0], N, dtype, f"{name}[0] (h)"), self._check_state(
+            state[1], N, dtype, f"{name}[1] (c)"
+        )
 
     def _forward(self, X_tm, state):
         T, N, _ = X_tm.shape
@@ -179,8 +180,7 @@ class GRU(Recurrent):
 
     gates = 3
 
-    def __init__(self, input_size, hidden_size, reset_after=True, rng=None, dtype=np.float32,
-                 stateful=False):
+    def __init__(self, input_size, hidden_size, reset_after=True, rng=None, dtype=np.float32, stateful=False):
         self.reset_after = check_bool(reset_after, "reset_after")
         rng = np.random.default_rng(rng)
         super().__init__(input_size, hidden_size, rng=rng, dtype=dtype, stateful=stateful)

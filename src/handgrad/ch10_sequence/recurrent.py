@@ -134,8 +134,10 @@ class Recurrent(Layer):
     def _check_state(self, h, N, dtype, name="h0"):
         h = np.asarray(h)
         if h.shape != (N, self.hidden_size):
-            raise ShapeError(f"{self!r}: {name} must have shape (N, H) = {(N, self.hidden_size)} "
-                             f"for input of {N} sequences, got {h.shape}")
+            raise ShapeError(
+                f"{self!r}: {name} must have shape (N, H) = {(N, self.hidden_size)} "
+                f"for input of {N} sequences, got {h.shape}"
+            )
         return h.astype(dtype, copy=False)
 
     def _as_state(self, state, N, dtype, name="h0"):
@@ -242,8 +244,9 @@ class RNN(Recurrent):
     (2, 4, 5)
     """
 
-    def __init__(self, input_size, hidden_size, nonlinearity="tanh", rng=None, dtype=np.float32,
-                 stateful=False):
+    def __init__(
+        self, input_size, hidden_size, nonlinearity="tanh", rng=None, dtype=np.float32, stateful=False
+    ):
         self.nonlinearity = check_choice(nonlinearity, "nonlinearity", ("tanh", "relu"))
         super().__init__(input_size, hidden_size, rng=rng, dtype=dtype, stateful=stateful)
 

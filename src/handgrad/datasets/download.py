@@ -63,6 +63,7 @@ def _progress_bar(total, desc, progress):
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is an app dependency
+
         class _Silent:
             def update(self, n):
                 pass
@@ -71,8 +72,15 @@ def _progress_bar(total, desc, progress):
                 pass
 
         return _Silent()
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-                disable=None if progress is None else not progress)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        leave=False,
+        disable=None if progress is None else not progress,
+    )
 
 
 def _fetch(url, tmp, timeout, progress, desc):
@@ -130,8 +138,9 @@ def download_file(urls, dest, sha256, *, timeout=None, progress=None):
                 _fetch(url, tmp, timeout, progress, dest.name)
             found = payload_sha256(tmp_name)
             if found != sha256:
-                raise ChecksumError(f"{dest.name} from {url}: SHA-256 of the decompressed file is {found}, "
-                                    f"expected {sha256}")
+                raise ChecksumError(
+                    f"{dest.name} from {url}: SHA-256 of the decompressed file is {found}, expected {sha256}"
+                )
             os.replace(tmp_name, dest)
             return dest
         except ChecksumError as e:

@@ -126,7 +126,9 @@ def _parse(stream, name, limit):
         raise DatasetError(f"{name}: IDX header declares 0 dimensions")
     dim_bytes = _read_exactly(stream, 4 * ndim, name, hasher)
     if len(dim_bytes) < 4 * ndim:
-        raise DatasetError(f"{name}: header truncated ({ndim} dimensions need {4 * ndim} bytes, got {len(dim_bytes)})")
+        raise DatasetError(
+            f"{name}: header truncated ({ndim} dimensions need {4 * ndim} bytes, got {len(dim_bytes)})"
+        )
     dims = tuple(int(d) for d in np.frombuffer(dim_bytes, dtype=">u4"))
     dtype = IDX_TYPES[code]
     size = dtype.itemsize

@@ -82,8 +82,10 @@ def procedure_for(input_shape):
         return "digits"
     if len(shape) == 3 and shape[0] in (1, 3) and min(shape) > 0:
         return "resize"
-    raise DatasetError(f"cannot prepare images for examples of shape {shape}: expected (H, W) grayscale or "
-                       "(C, H, W) with 1 or 3 channels")
+    raise DatasetError(
+        f"cannot prepare images for examples of shape {shape}: expected (H, W) grayscale or "
+        "(C, H, W) with 1 or 3 channels"
+    )
 
 
 def _default_shape():
@@ -120,15 +122,19 @@ def load_image(source, input_shape=None):
     elif hasattr(source, "read"):
         name, stream = str(getattr(source, "name", "the image stream")), source
     else:
-        raise TypeError(f"load_image needs a path, bytes or a binary file object, got {type(source).__name__}")
+        raise TypeError(
+            f"load_image needs a path, bytes or a binary file object, got {type(source).__name__}"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(stream)
             w, h = img.size
             if w * h > MAX_IMAGE_PIXELS:
-                raise DatasetError(f"{name}: {w}x{h} pixels is more than the {MAX_IMAGE_PIXELS:,} accepted "
-                                   "(a decompression bomb, or a photo to shrink first)")
+                raise DatasetError(
+                    f"{name}: {w}x{h} pixels is more than the {MAX_IMAGE_PIXELS:,} accepted "
+                    "(a decompression bomb, or a photo to shrink first)"
+                )
             img.load()
             img = ImageOps.exif_transpose(img)
     except DatasetError:
@@ -136,7 +142,9 @@ def load_image(source, input_shape=None):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DatasetError(f"{name}: refused as a possible decompression bomb ({e})") from e
     except Image.UnidentifiedImageError as e:
-        raise DatasetError(f"{name} is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP ...)") from e
+        raise DatasetError(
+            f"{name} is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP ...)"
+        ) from e
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
         raise DatasetError(f"{name}: the image data is truncated or corrupt ({e})") from e
     if procedure == "resize":
@@ -167,10 +175,13 @@ def resize_image(img, input_shape, name="image"):
 
 def to_grayscale(img):
     """A decoded Pillow image as float64 grayscale in [0, 1], transparency composited as background."""
-    Image, _ = _pil()
+    _Image, _ = _pil()
     mode = img.mode
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info) \
+    has_alpha = (
+        mode in ("RGBA", "LA", "PA", "RGBa", "La")
+        or (mode == "P" and "transparency" in img.info)
         or (mode in ("L", "RGB") and "transparency" in img.info)
+    )
     if has_alpha:
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255.0
         lum = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])
@@ -199,7 +210,7 @@ def _median3(a):
     """3x3 median filter (edges replicated): removes isolated specks, keeps strokes."""
     p = np.pad(a, 1, mode="edge")
     h, w = a.shape
-    return np.median(np.stack([p[i:i + h, j:j + w] for i in range(3) for j in range(3)]), axis=0)
+    return np.median(np.stack([p[i : i + h, j : j + w] for i in range(3) for j in range(3)]), axis=0)
 
 
 def _shrink(img):
@@ -229,11 +240,15 @@ def preprocess_image(img, name="image", field=None):
     g = to_grayscale(_shrink(img))
     if g.size == 0:
         raise DatasetError(f"{name}: the image is empty (0 pixels)")
-    if max(g.shape) > WORK_SIZE:  # work at most at WORK_SIZE: plenty for a 20x20 result, and it averages noise
+    if (
+        max(g.shape) > WORK_SIZE
+    ):  # work at most at WORK_SIZE: plenty for a 20x20 result, and it averages noise
         s = WORK_SIZE / max(g.shape)
         size = (max(1, round(g.shape[1] * s)), max(1, round(g.shape[0] * s)))
-        g = np.asarray(Image.fromarray(g.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX),
-                       dtype=np.float64)
+        g = np.asarray(
+            Image.fromarray(g.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX),
+            dtype=np.float64,
+        )
     if np.median(_border(g)) > 0.5:
         g = 1.0 - g
     border = _border(g)
@@ -251,7 +266,7 @@ def preprocess_image(img, name="image", field=None):
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         raise DatasetError(f"{name}: no ink found; draw a digit first")
-    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     h, w = ink.shape
     s = box / max(h, w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
@@ -269,5 +284,5 @@ def preprocess_image(img, name="image", field=None):
     top_row = int(np.clip(round(centre_row - cy), 0, field_h - nh))
     left = int(np.clip(round(centre_col - cx), 0, field_w - nw))
     out = np.zeros((field_h, field_w), dtype=np.float32)
-    out[top_row:top_row + nh, left:left + nw] = ink
+    out[top_row : top_row + nh, left : left + nw] = ink
     return out

@@ -95,17 +95,21 @@ def _check_pair(X, y, where, spec):
     shape = spec.input_shape
     if X.shape[1:] != shape or X.dtype != np.uint8:
         wanted = ", ".join(map(str, ("n", *shape)))
-        raise DatasetError(f"{where}: images must be uint8 ({wanted}) for {spec.name}, "
-                           f"got {X.dtype} {X.shape}")
+        raise DatasetError(
+            f"{where}: images must be uint8 ({wanted}) for {spec.name}, got {X.dtype} {X.shape}"
+        )
     if y.ndim != 1 or y.dtype.kind not in "iu" or (spec.source != "generated" and y.dtype != np.uint8):
-        raise DatasetError(f"{where}: labels must be {'integers' if spec.source == 'generated' else 'uint8'} "
-                           f"(n,), got {y.dtype} {y.shape}")
+        raise DatasetError(
+            f"{where}: labels must be {'integers' if spec.source == 'generated' else 'uint8'} "
+            f"(n,), got {y.dtype} {y.shape}"
+        )
     if len(X) != len(y):
         raise DatasetError(f"{where}: {len(X):,} images but {len(y):,} labels; the counts must agree")
     if len(y) and (y.min() < 0 or y.max() >= spec.n_classes):
         bad = int(y.min()) if y.min() < 0 else int(y.max())
-        raise DatasetError(f"{where}: labels must be 0-{spec.n_classes - 1} ({spec.n_classes} classes), "
-                           f"found {bad}")
+        raise DatasetError(
+            f"{where}: labels must be 0-{spec.n_classes - 1} ({spec.n_classes} classes), found {bad}"
+        )
     return X, y.astype(np.int64)
 
 
@@ -116,7 +120,9 @@ def _load_files(name, data_dir, split, download, progress):
     paths = [find_file(stem, folders) for stem in stems]
     missing = [stem for stem, path in zip(stems, paths) if path is None]
     if missing and not download:
-        raise DatasetNotFoundError(_not_found_message(name, missing, folders, "files not found and download=False"))
+        raise DatasetNotFoundError(
+            _not_found_message(name, missing, folders, "files not found and download=False")
+        )
     for i, stem in enumerate(stems):
         if paths[i] is None:
             urls = [base + stem + ".gz" for base in spec.mirrors]
@@ -124,7 +130,9 @@ def _load_files(name, data_dir, split, download, progress):
             try:
                 paths[i] = _download.download_file(urls, target, spec.sha256[stem], progress=progress)
             except DatasetNotFoundError as e:
-                raise DatasetNotFoundError(_not_found_message(name, missing, folders, f"files not found ({e})")) from e
+                raise DatasetNotFoundError(
+                    _not_found_message(name, missing, folders, f"files not found ({e})")
+                ) from e
     X = _read_verified(paths[0], spec.sha256[stems[0]])
     y = _read_verified(paths[1], spec.sha256[stems[1]])
     return _check_pair(X, y, f"{name} {split} ({paths[0]}, {paths[1]})", spec)
@@ -172,8 +180,10 @@ def load_dataset(name, data_dir=None, split="train", download=True, *, progress=
     """
     spec = registry.get_spec(name)
     if spec.kind == "text":
-        raise DatasetError(f"{name} is a text corpus, not a dataset of images: train a character language "
-                           f"model on it (handgrad train --model lstm --dataset {name})")
+        raise DatasetError(
+            f"{name} is a text corpus, not a dataset of images: train a character language "
+            f"model on it (handgrad train --model lstm --dataset {name})"
+        )
     check_choice(split, "split", SPLITS)
     if spec.source == "generated":
         X, y = spec.generator(spec.sizes[split], seed if split == "train" else [seed, 1])

@@ -16,16 +16,24 @@ from __future__ import annotations
 import json
 import numbers
 import pathlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .errors import DatasetError
 from .synthetic import COLOR_CLASSES, COLOR_SHAPE, make_synthetic_color, make_synthetic_digits
 
 DIGITS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 #: The example shape of MNIST and Fashion-MNIST (and of the synthetic digits made in their image): 28x28
 #: grayscale.
@@ -79,8 +87,10 @@ class DatasetSpec:
             raise DatasetError(f"a dataset name must be a non-empty string, got {self.name!r}")
         if self.kind == "text":
             if self.source not in ("files", "bundled") or not self.file or self.classes or self.input_shape:
-                raise DatasetError(f"dataset {self.name}: a text dataset is one file (source 'files' or "
-                                   "'bundled', a file name) with no classes or input_shape")
+                raise DatasetError(
+                    f"dataset {self.name}: a text dataset is one file (source 'files' or "
+                    "'bundled', a file name) with no classes or input_shape"
+                )
             object.__setattr__(self, "classes", ())
             object.__setattr__(self, "input_shape", ())
             return
@@ -89,19 +99,26 @@ class DatasetSpec:
             raise DatasetError(f"dataset {self.name}: needs two or more distinct class names, got {classes}")
         shape = tuple(self.input_shape)
         if not 2 <= len(shape) <= 3 or not all(
-                isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape):
-            raise DatasetError(f"dataset {self.name}: input_shape must be (H, W) or (C, H, W) of positive "
-                               f"integers, got {self.input_shape!r}")
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape
+        ):
+            raise DatasetError(
+                f"dataset {self.name}: input_shape must be (H, W) or (C, H, W) of positive "
+                f"integers, got {self.input_shape!r}"
+            )
         if self.kind not in KINDS:
-            raise DatasetError(f"dataset {self.name}: kind must be one of {', '.join(KINDS)}, "
-                               f"got {self.kind!r}")
+            raise DatasetError(
+                f"dataset {self.name}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}"
+            )
         if self.source not in SOURCES:
-            raise DatasetError(f"dataset {self.name}: source must be one of {', '.join(SOURCES)}, "
-                               f"got {self.source!r}")
+            raise DatasetError(
+                f"dataset {self.name}: source must be one of {', '.join(SOURCES)}, got {self.source!r}"
+            )
         generated = self.source == "generated"
         if generated and (not callable(self.generator) or set(self.sizes) != {"train", "test"}):
-            raise DatasetError(f"dataset {self.name}: a generated dataset needs a generator(n, seed) and "
-                               "sizes for 'train' and 'test'")
+            raise DatasetError(
+                f"dataset {self.name}: a generated dataset needs a generator(n, seed) and "
+                "sizes for 'train' and 'test'"
+            )
         object.__setattr__(self, "classes", classes)
         object.__setattr__(self, "input_shape", tuple(int(d) for d in shape))
 
@@ -172,7 +189,7 @@ REGISTRY = {
         generator=make_synthetic_color,
         sizes={"train": 3000, "test": 600},
         description="coloured shapes on a dark background with noise, 3x16x16, generated from a seed "
-                    "(3,000 + 600)",
+        "(3,000 + 600)",
     ),
     "fortunes": DatasetSpec(
         name="fortunes",
@@ -182,7 +199,7 @@ REGISTRY = {
         kind="text",
         file="text/fortunes.txt.gz",
         description="31 collections of the BSD fortune program's sayings (Debian's fortunes and "
-                    "fortunes-min, BSD licence), 2.2 MB of UTF-8: <root>/text/fortunes.txt.gz",
+        "fortunes-min, BSD licence), 2.2 MB of UTF-8: <root>/text/fortunes.txt.gz",
     ),
     "fortunes-min": DatasetSpec(
         name="fortunes-min",

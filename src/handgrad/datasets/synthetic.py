@@ -21,8 +21,13 @@ from .._checks import check_int
 
 #: Segments a-g of a seven-segment display, each (row0, row1, col0, col1) in a 20x20 box.
 _SEGMENTS = {
-    "a": (0, 3, 3, 17), "b": (1, 10, 14, 18), "c": (10, 19, 14, 18), "d": (17, 20, 3, 17),
-    "e": (10, 19, 2, 6), "f": (1, 10, 2, 6), "g": (8, 12, 3, 17),
+    "a": (0, 3, 3, 17),
+    "b": (1, 10, 14, 18),
+    "c": (10, 19, 14, 18),
+    "d": (17, 20, 3, 17),
+    "e": (10, 19, 2, 6),
+    "f": (1, 10, 2, 6),
+    "g": (8, 12, 3, 17),
 }
 #: Which segments light up for each digit.
 _DIGIT_SEGMENTS = ["abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg", "abcdfg"]
@@ -39,7 +44,7 @@ def class_patterns():
     for digit, segments in enumerate(_DIGIT_SEGMENTS):
         for s in segments:
             r0, r1, c0, c1 = _SEGMENTS[s]
-            out[digit, off + r0:off + r1, off + c0:off + c1] = 1.0
+            out[digit, off + r0 : off + r1, off + c0 : off + c1] = 1.0
     return out
 
 
@@ -69,7 +74,7 @@ def make_synthetic_digits(n, seed=0):
     X = np.empty((n, size, size), dtype=np.float32)
     for i in range(n):  # a window into the padded template = a shift with zeros shifted in
         r, c = pad - dy[i], pad - dx[i]
-        X[i] = padded[y[i], r:r + size, c:c + size]
+        X[i] = padded[y[i], r : r + size, c : c + size]
     X *= brightness
     X += rng.normal(0.0, _NOISE, size=X.shape).astype(np.float32)
     np.clip(X, 0.0, 1.0, out=X)
@@ -90,12 +95,14 @@ def _shape_masks(y, cy, cx, r, size):
     cols = np.arange(size, dtype=np.float64)[None, None, :]
     dy, dx, r = rows - cy[:, None, None], cols - cx[:, None, None], r[:, None, None]
     inside = (np.abs(dy) <= r) & (np.abs(dx) <= r)
-    masks = np.stack([
-        inside,                                                           # square
-        dy ** 2 + dx ** 2 <= r ** 2,                                      # disc
-        inside & (np.floor(dy).astype(np.int64) % 4 < 2),                 # horizontal stripes
-        inside & ((np.abs(dy) <= 1.0) | (np.abs(dx) <= 1.0)),             # cross
-    ])  # (classes, n, size, size)
+    masks = np.stack(
+        [
+            inside,  # square
+            dy**2 + dx**2 <= r**2,  # disc
+            inside & (np.floor(dy).astype(np.int64) % 4 < 2),  # horizontal stripes
+            inside & ((np.abs(dy) <= 1.0) | (np.abs(dx) <= 1.0)),  # cross
+        ]
+    )  # (classes, n, size, size)
     return masks[y, np.arange(len(y))]
 
 

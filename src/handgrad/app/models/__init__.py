@@ -14,18 +14,57 @@ here that ends with ``register_model_type(ModelType(...))``, imported below.
 from . import mlp  # noqa: F401
 
 # isort: split
-from . import cnn  # noqa: F401
-from . import rnn  # noqa: F401
-from . import char_lm  # noqa: F401
+from . import (
+    char_lm,  # noqa: F401
+    cnn,  # noqa: F401
+    rnn,  # noqa: F401
+)
 from .char_lm import TEXT_MODEL_OF, char_arch, reset_states
 from .cnn import CNN_EVAL_BATCH_SIZE, build_cnn, cnn_arch
 from .mlp import mlp_arch
-from .registry import (MODEL_TYPES, ArchitectureError, ModelType, arch_from_config, build_model, count_parameters,
-                       describe, eval_batch_size, first_layer_weights, get_model_type, named_params, named_state,
-                       input_kind, prepare_inputs, register_model_type, validate_arch)
+from .registry import (
+    MODEL_TYPES,
+    ArchitectureError,
+    ModelType,
+    arch_from_config,
+    build_model,
+    count_parameters,
+    describe,
+    eval_batch_size,
+    first_layer_weights,
+    get_model_type,
+    input_kind,
+    named_params,
+    named_state,
+    prepare_inputs,
+    register_model_type,
+    validate_arch,
+)
 from .rnn import rnn_arch
 
-__all__ = ["MODEL_TYPES", "ArchitectureError", "ModelType", "arch_from_config", "build_model", "count_parameters",
-           "describe", "eval_batch_size", "first_layer_weights", "get_model_type", "named_params", "named_state",
-           "prepare_inputs", "register_model_type", "validate_arch", "mlp_arch", "cnn_arch", "build_cnn",
-           "CNN_EVAL_BATCH_SIZE", "input_kind", "rnn_arch", "char_arch", "reset_states", "TEXT_MODEL_OF"]
+__all__ = [
+    "MODEL_TYPES",
+    "ArchitectureError",
+    "ModelType",
+    "arch_from_config",
+    "build_model",
+    "count_parameters",
+    "describe",
+    "eval_batch_size",
+    "first_layer_weights",
+    "get_model_type",
+    "named_params",
+    "named_state",
+    "prepare_inputs",
+    "register_model_type",
+    "validate_arch",
+    "mlp_arch",
+    "cnn_arch",
+    "build_cnn",
+    "CNN_EVAL_BATCH_SIZE",
+    "input_kind",
+    "rnn_arch",
+    "char_arch",
+    "reset_states",
+    "TEXT_MODEL_OF",
+]

@@ -54,27 +54,61 @@ from ...ch07_regularization import Dropout
 from ...ch08_optimization import BatchNorm2D
 from ...ch09_convolution import Conv2D, Flatten, FusedSequential, MaxPool2D
 from ...datasets.registry import get_spec
-from .dense import (ACTIVATION_LAYERS, check_dense_head, check_input_shape, check_keys, dense_layers,
-                    dense_parameter_count, regulariser_text)
+from .dense import (
+    ACTIVATION_LAYERS,
+    check_dense_head,
+    check_input_shape,
+    check_keys,
+    dense_layers,
+    dense_parameter_count,
+    regulariser_text,
+)
 from .registry import ArchitectureError, ModelType, register_model_type
 
 MNIST = get_spec("mnist")
 
 __all__ = ["cnn_arch", "build_cnn", "CNN", "CNN_EVAL_BATCH_SIZE"]
 
-KEYS = ("type", "input_shape", "channels", "kernel_size", "hidden", "activation", "batch_norm", "dropout", "init",
-        "n_classes")
+KEYS = (
+    "type",
+    "input_shape",
+    "channels",
+    "kernel_size",
+    "hidden",
+    "activation",
+    "batch_norm",
+    "dropout",
+    "init",
+    "n_classes",
+)
 CNN_EVAL_BATCH_SIZE = 500  # images per forward pass in evaluation: bounds the im2col matrices (~60 MB here)
 
 
-def cnn_arch(channels=(16, 32, 64), hidden=(128,), activation="relu", n_classes=MNIST.n_classes,
-             input_shape=MNIST.input_shape, kernel_size=3, batch_norm=True, dropout=0.25,
-             init="glorot_uniform"):
+def cnn_arch(
+    channels=(16, 32, 64),
+    hidden=(128,),
+    activation="relu",
+    n_classes=MNIST.n_classes,
+    input_shape=MNIST.input_shape,
+    kernel_size=3,
+    batch_norm=True,
+    dropout=0.25,
+    init="glorot_uniform",
+):
     """The architecture dict of the CNN (module docstring); ``init`` is the dense layers' initialisation.
     The shape and class count default to MNIST's (the reference data); training takes the dataset's."""
-    return {"type": "cnn", "input_shape": [int(s) for s in input_shape], "channels": [int(c) for c in channels],
-            "kernel_size": int(kernel_size), "hidden": [int(h) for h in hidden], "activation": activation,
-            "batch_norm": bool(batch_norm), "dropout": float(dropout), "init": init, "n_classes": int(n_classes)}
+    return {
+        "type": "cnn",
+        "input_shape": [int(s) for s in input_shape],
+        "channels": [int(c) for c in channels],
+        "kernel_size": int(kernel_size),
+        "hidden": [int(h) for h in hidden],
+        "activation": activation,
+        "batch_norm": bool(batch_norm),
+        "dropout": float(dropout),
+        "init": init,
+        "n_classes": int(n_classes),
+    }
 
 
 def _image_shape(arch):
@@ -95,17 +129,23 @@ def _validate(arch):
     check_keys(arch, KEYS)
     check_input_shape(arch)
     if len(arch["input_shape"]) not in (2, 3):
-        raise ArchitectureError(f"a cnn's input_shape must be [height, width] or [channels, height, width], "
-                                f"got {arch['input_shape']!r}")
+        raise ArchitectureError(
+            f"a cnn's input_shape must be [height, width] or [channels, height, width], "
+            f"got {arch['input_shape']!r}"
+        )
     check_sizes(arch["channels"], "channels", error=ArchitectureError)
     check_dense_head(arch)
     k = check_int(arch["kernel_size"], "kernel_size", low=1, error=ArchitectureError)
     if k % 2 == 0:
-        raise ArchitectureError(f"kernel_size must be an odd positive integer (padding keeps the size), got {k!r}")
+        raise ArchitectureError(
+            f"kernel_size must be an odd positive integer (padding keeps the size), got {k!r}"
+        )
     _, h, w = _feature_size(arch)
     if h < 1 or w < 1:
-        raise ArchitectureError(f"{len(arch['channels'])} pooling blocks shrink {arch['input_shape']} images to "
-                                "nothing; use fewer channels entries")
+        raise ArchitectureError(
+            f"{len(arch['channels'])} pooling blocks shrink {arch['input_shape']} images to "
+            "nothing; use fewer channels entries"
+        )
 
 
 def build_cnn(arch, rng, dtype=np.float32):
@@ -138,28 +178,58 @@ def _count(arch):
 def _to_nchw(arch, X):
     shape = tuple(arch["input_shape"])
     if X.shape[1:] != shape:
-        raise ShapeError(f"the model expects images of shape (n, {', '.join(map(str, shape))}), got {X.shape}")
+        raise ShapeError(
+            f"the model expects images of shape (n, {', '.join(map(str, shape))}), got {X.shape}"
+        )
     return X[:, None] if len(shape) == 2 else X  # (n, H, W) -> (n, 1, H, W): a view
 
 
 def _from_config(config, input_shape, n_classes):
-    return cnn_arch(config.channels, config.hidden, config.activation, n_classes, input_shape,
-                    batch_norm=config.batch_norm, dropout=config.dropout)
+    return cnn_arch(
+        config.channels,
+        config.hidden,
+        config.activation,
+        n_classes,
+        input_shape,
+        batch_norm=config.batch_norm,
+        dropout=config.dropout,
+    )
 
 
 def _describe(arch):
     dense = "-".join(map(str, [*arch["hidden"], arch["n_classes"]]))
     k = arch["kernel_size"]
-    return (f"cnn conv{k}x{k} {'-'.join(map(str, arch['channels']))} (each + max-pool 2), dense {dense} "
-            f"{arch['activation']}" + regulariser_text(arch))
+    return (
+        f"cnn conv{k}x{k} {'-'.join(map(str, arch['channels']))} (each + max-pool 2), dense {dense} "
+        f"{arch['activation']}" + regulariser_text(arch)
+    )
 
 
 # The recipe: the module docstring says what it is and what it measured.
-CNN = register_model_type(ModelType(
-    name="cnn",
-    defaults=dict(epochs=12, batch_size=128, hidden=(128,), optimizer="adam", lr=3e-3, weight_decay=0.0,
-                  schedule="cosine", warmup_epochs=1.0, dropout=0.25, batch_norm=True, augment=True,
-                  channels=(16, 32, 64), eval_batch_size=CNN_EVAL_BATCH_SIZE),
-    build=build_cnn, validate=_validate, from_config=_from_config, describe=_describe, prepare_inputs=_to_nchw,
-    count_parameters=_count, eval_batch_size=CNN_EVAL_BATCH_SIZE,
-))
+CNN = register_model_type(
+    ModelType(
+        name="cnn",
+        defaults=dict(
+            epochs=12,
+            batch_size=128,
+            hidden=(128,),
+            optimizer="adam",
+            lr=3e-3,
+            weight_decay=0.0,
+            schedule="cosine",
+            warmup_epochs=1.0,
+            dropout=0.25,
+            batch_norm=True,
+            augment=True,
+            channels=(16, 32, 64),
+            eval_batch_size=CNN_EVAL_BATCH_SIZE,
+        ),
+        build=build_cnn,
+        validate=_validate,
+        from_config=_from_config,
+        describe=_describe,
+        prepare_inputs=_to_nchw,
+        count_parameters=_count,
+        eval_batch_size=CNN_EVAL_BATCH_SIZE,
+    )
+)

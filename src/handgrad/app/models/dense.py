@@ -9,6 +9,8 @@ their form).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ..._checks import check_bool, check_choice, check_int, check_number, check_sizes
@@ -17,8 +19,16 @@ from ...ch07_regularization import Dropout
 from ...ch08_optimization import BatchNorm1D
 from .registry import ArchitectureError
 
-__all__ = ["ACTIVATION_LAYERS", "dense_layers", "dense_parameter_count", "check_keys", "check_dense_head",
-           "check_regularisers", "check_input_shape", "regulariser_text"]
+__all__ = [
+    "ACTIVATION_LAYERS",
+    "dense_layers",
+    "dense_parameter_count",
+    "check_keys",
+    "check_dense_head",
+    "check_regularisers",
+    "check_input_shape",
+    "regulariser_text",
+]
 
 ACTIVATION_LAYERS = {
     "relu": ReLU,
@@ -33,7 +43,7 @@ def dense_layers(sizes, arch, rng, dtype=np.float32):
     [BatchNorm1D] activation [Dropout] as ``arch`` asks; the last Linear gives the logits. The parameters
     have ``dtype`` (the same random draws in either precision)."""
     layers = []
-    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (d_in, d_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(Linear(d_in, d_out, init=arch["init"], rng=rng, dtype=dtype))
         if i < len(sizes) - 2:
             if arch.get("batch_norm"):
@@ -47,7 +57,7 @@ def dense_layers(sizes, arch, rng, dtype=np.float32):
 def dense_parameter_count(sizes, batch_norm):
     """Numbers held by ``dense_layers(sizes, ...)``: W and b per Linear, and per hidden BatchNorm1D its
     γ, β, running mean and running variance (4 per unit)."""
-    count = sum(d_in * d_out + d_out for d_in, d_out in zip(sizes[:-1], sizes[1:]))
+    count = sum(d_in * d_out + d_out for d_in, d_out in itertools.pairwise(sizes))
     return count + (4 * sum(sizes[1:-1]) if batch_norm else 0)
 
 

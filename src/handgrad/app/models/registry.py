@@ -19,13 +19,28 @@ training loop saves that generator's state in the checkpoint, so a resumed run r
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["ArchitectureError", "ModelType", "MODEL_TYPES", "register_model_type", "get_model_type",
-           "validate_arch", "build_model", "prepare_inputs", "arch_from_config", "eval_batch_size", "describe",
-           "count_parameters", "named_params", "named_state", "first_layer_weights", "input_kind"]
+__all__ = [
+    "ArchitectureError",
+    "ModelType",
+    "MODEL_TYPES",
+    "register_model_type",
+    "get_model_type",
+    "validate_arch",
+    "build_model",
+    "prepare_inputs",
+    "arch_from_config",
+    "eval_batch_size",
+    "describe",
+    "count_parameters",
+    "named_params",
+    "named_state",
+    "first_layer_weights",
+    "input_kind",
+]
 
 
 class ArchitectureError(ValueError):
@@ -78,7 +93,9 @@ def register_model_type(model_type: ModelType) -> ModelType:
 def get_model_type(name) -> ModelType:
     """The registered ModelType called ``name``; ArchitectureError naming the known ones otherwise."""
     if name not in MODEL_TYPES:
-        raise ArchitectureError(f"unknown model type {name!r} (this version knows: {', '.join(sorted(MODEL_TYPES))})")
+        raise ArchitectureError(
+            f"unknown model type {name!r} (this version knows: {', '.join(sorted(MODEL_TYPES))})"
+        )
     return MODEL_TYPES[name]
 
 

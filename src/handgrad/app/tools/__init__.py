@@ -20,5 +20,12 @@ from .learning_curve import LearningCurveResult, learning_curve
 from .lr_find import LRFindResult, lr_find
 from .search import SearchResult, parse_space, search
 
-__all__ = ["lr_find", "LRFindResult", "search", "SearchResult", "parse_space", "learning_curve",
-           "LearningCurveResult"]
+__all__ = [
+    "lr_find",
+    "LRFindResult",
+    "search",
+    "SearchResult",
+    "parse_space",
+    "learning_curve",
+    "LearningCurveResult",
+]

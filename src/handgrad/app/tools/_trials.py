@@ -86,8 +86,9 @@ def run_in_folder(fields: dict, folder) -> dict:
         return {**json.loads(done.read_text(encoding="utf-8")), "skipped": True}
     config = TrainConfig(**{**fields, "out": str(folder), "quiet": False, "resume": None})
     if (folder / "last.npz").exists() and (folder / "config.json").exists():
-        config = TrainConfig(resume=str(folder), epochs=config.epochs, data_dir=config.data_dir,
-                             plots=config.plots)
+        config = TrainConfig(
+            resume=str(folder), epochs=config.epochs, data_dir=config.data_dir, plots=config.plots
+        )
     else:  # nothing to continue: start afresh (train refuses a folder holding a config.json)
         (folder / "config.json").unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,11 +104,16 @@ def run_in_folder(fields: dict, folder) -> dict:
             status, history = "diverged", meta.get("history", [])
             best_val, best_epoch, epochs = meta["best_val_accuracy"], meta["best_epoch"], err.epoch
             test = meta.get("metrics", {}).get("test_accuracy")
-    result = {"status": status, "val_accuracy": float(best_val),
-              "test_accuracy": None if test is None or not math.isfinite(test) else float(test),
-              "best_epoch": int(best_epoch), "epochs": int(epochs),
-              "seconds": round(sum(row["seconds"] for row in history), 2), "run_dir": str(folder),
-              "blas_threads": _blas_threads()}
+    result = {
+        "status": status,
+        "val_accuracy": float(best_val),
+        "test_accuracy": None if test is None or not math.isfinite(test) else float(test),
+        "best_epoch": int(best_epoch),
+        "epochs": int(epochs),
+        "seconds": round(sum(row["seconds"] for row in history), 2),
+        "run_dir": str(folder),
+        "blas_threads": _blas_threads(),
+    }
     _write_json(done, result)
     return {**result, "skipped": False}
 

@@ -83,8 +83,9 @@ def _entry_view(param, flat_index):
     return param[tuple(slice(i, i + 1) for i in index)]
 
 
-def gradcheck(config: TrainConfig | None = None, examples=4, entries=12, tolerance=TOLERANCE,
-              log=print) -> GradcheckResult:
+def gradcheck(
+    config: TrainConfig | None = None, examples=4, entries=12, tolerance=TOLERANCE, log=print
+) -> GradcheckResult:
     """Compare back-propagation with central differences for the model ``config`` describes (module doc).
 
     ``examples`` training images of the configured dataset (MNIST, or the bundled sample when it is not
@@ -135,10 +136,23 @@ def gradcheck(config: TrainConfig | None = None, examples=4, entries=12, toleran
             others = np.delete(np.arange(param.size), largest)
             chosen = np.concatenate([[largest], pick.choice(others, entries - 1, replace=False)])
         numeric = np.array([numerical_gradient(loss, _entry_view(param, i), eps=EPS).item() for i in chosen])
-        rows.append({"name": name, "shape": list(param.shape), "checked": len(chosen),
-                     "size": int(param.size), "error": relative_error(g[chosen], numeric, floor)})
-    return GradcheckResult(model=describe(arch), dataset=splits.name, examples=len(y),
-                           tolerance=float(tolerance), params=rows, seconds=time.perf_counter() - started)
+        rows.append(
+            {
+                "name": name,
+                "shape": list(param.shape),
+                "checked": len(chosen),
+                "size": int(param.size),
+                "error": relative_error(g[chosen], numeric, floor),
+            }
+        )
+    return GradcheckResult(
+        model=describe(arch),
+        dataset=splits.name,
+        examples=len(y),
+        tolerance=float(tolerance),
+        params=rows,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def format_gradcheck(r: GradcheckResult) -> str:
@@ -146,15 +160,21 @@ def format_gradcheck(r: GradcheckResult) -> str:
     width = max(9, *(len(p["name"]) for p in r.params))
     sw = max(5, *(len("x".join(map(str, p["shape"]))) for p in r.params))
     nw = max(len(str(p["size"])) for p in r.params)
-    lines = [f"gradient check of {r.model} (float64, dropout off) on {r.examples} {r.dataset} training "
-             f"images: back-propagation against central differences (eps {EPS:g})",
-             f"{'parameter':<{width}}  {'shape':<{sw}}  {'checked':<{nw + 8}}  max rel. error"]
+    lines = [
+        f"gradient check of {r.model} (float64, dropout off) on {r.examples} {r.dataset} training "
+        f"images: back-propagation against central differences (eps {EPS:g})",
+        f"{'parameter':<{width}}  {'shape':<{sw}}  {'checked':<{nw + 8}}  max rel. error",
+    ]
     for p in r.params:
         shape = "x".join(map(str, p["shape"]))
         flag = "  FAIL" if p["error"] > r.tolerance else ""
-        lines.append(f"{p['name']:<{width}}  {shape:<{sw}}  {p['checked']:>4} of {p['size']:<{nw}}  "
-                     f"{p['error']:.2e}{flag}")
+        lines.append(
+            f"{p['name']:<{width}}  {shape:<{sw}}  {p['checked']:>4} of {p['size']:<{nw}}  "
+            f"{p['error']:.2e}{flag}"
+        )
     verdict = "passed" if r.passed else "FAILED"
-    lines.append(f"gradient check {verdict}: largest relative error {r.max_error:.2e} "
-                 f"({'within' if r.passed else 'above'} the tolerance {r.tolerance:g}); {r.seconds:.1f} s")
+    lines.append(
+        f"gradient check {verdict}: largest relative error {r.max_error:.2e} "
+        f"({'within' if r.passed else 'above'} the tolerance {r.tolerance:g}); {r.seconds:.1f} s"
+    )
     return "\n".join(lines)

@@ -53,8 +53,16 @@ def _check(points, min_fraction):
         raise ConfigError(f"--min-fraction must be in (0, 1), got {min_fraction!r}")
 
 
-def learning_curve(base: dict | None = None, *, points=5, min_fraction=0.01, out="learning-curve", jobs=1,
-                   plot=True, log=print) -> LearningCurveResult:
+def learning_curve(
+    base: dict | None = None,
+    *,
+    points=5,
+    min_fraction=0.01,
+    out="learning-curve",
+    jobs=1,
+    plot=True,
+    log=print,
+) -> LearningCurveResult:
     """Train on growing fractions of the training set and measure training and validation error (module
     docstring). ``base`` holds the TrainConfig fields, as ``handgrad train``'s options give them."""
     from ..training import load_data
@@ -68,11 +76,15 @@ def learning_curve(base: dict | None = None, *, points=5, min_fraction=0.01, out
     sizes = curve_sizes(n, points, min_fraction)
     folder = pathlib.Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    log(f"learning curve on {splits.name}: {len(sizes)} training-set sizes "
+    log(
+        f"learning curve on {splits.name}: {len(sizes)} training-set sizes "
         f"{', '.join(f'{s:,}' for s in sizes)} of {n:,}, each for {config.epochs} epochs; "
-        f"validation on {len(splits.val[1]):,} images -> {folder}")
-    items = [(size, {**base, "limit": size, "dataset": splits.name}, str(folder / f"n-{size:06d}"))
-             for size in sizes]
+        f"validation on {len(splits.val[1]):,} images -> {folder}"
+    )
+    items = [
+        (size, {**base, "limit": size, "dataset": splits.name}, str(folder / f"n-{size:06d}"))
+        for size in sizes
+    ]
     results = {}
 
     def finished(size, result):
@@ -88,31 +100,48 @@ def learning_curve(base: dict | None = None, *, points=5, min_fraction=0.01, out
         arch = ckpt.metadata["arch"]
         _, train_acc, _ = evaluate_arrays(model, prepare_inputs(arch, X_train[:size]), y_train[:size])
         _, val_acc, _ = evaluate_arrays(model, prepare_inputs(arch, splits.val[0]), splits.val[1])
-        rows.append({"size": size, "fraction": size / len(y_train), "train_error": 1 - train_acc,
-                     "val_error": 1 - val_acc, "best_epoch": result["best_epoch"], "epochs": result["epochs"],
-                     "seconds": result["seconds"], "run_dir": result["run_dir"]})
+        rows.append(
+            {
+                "size": size,
+                "fraction": size / len(y_train),
+                "train_error": 1 - train_acc,
+                "val_error": 1 - val_acc,
+                "best_epoch": result["best_epoch"],
+                "epochs": result["epochs"],
+                "seconds": result["seconds"],
+                "run_dir": result["run_dir"],
+            }
+        )
     csv_path = folder / "learning_curve.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     plot_path = plot_learning_curve(rows, folder / "learning_curve.png", splits.name) if plot else None
-    return LearningCurveResult(folder=str(folder), rows=rows, csv_path=str(csv_path),
-                               plot_path=None if plot_path is None else str(plot_path))
+    return LearningCurveResult(
+        folder=str(folder),
+        rows=rows,
+        csv_path=str(csv_path),
+        plot_path=None if plot_path is None else str(plot_path),
+    )
 
 
 def format_table(result: LearningCurveResult) -> str:
     lines = [f"{'images':>8}  {'fraction':>8}  {'train error':>11}  {'val error':>9}  {'epochs':>6}  seconds"]
     for r in result.rows:
-        lines.append(f"{r['size']:>8,}  {r['fraction']:>8.4f}  {100 * r['train_error']:>10.2f}%  "
-                     f"{100 * r['val_error']:>8.2f}%  {r['best_epoch']:>2}/{r['epochs']:<3}  "
-                     f"{r['seconds']:>7.1f}")
+        lines.append(
+            f"{r['size']:>8,}  {r['fraction']:>8.4f}  {100 * r['train_error']:>10.2f}%  "
+            f"{100 * r['val_error']:>8.2f}%  {r['best_epoch']:>2}/{r['epochs']:<3}  "
+            f"{r['seconds']:>7.1f}"
+        )
     if len(result.rows) >= 2:
         a, b = result.rows[-2], result.rows[-1]
-        lines.append(f"the last ×{b['size'] / a['size']:.1f} of data changed the validation error by "
-                     f"{100 * (b['val_error'] - a['val_error']):+.2f} points; the gap to the training "
-                     f"error is {100 * (b['val_error'] - b['train_error']):.2f} points "
-                     f"at {b['size']:,} images")
+        lines.append(
+            f"the last ×{b['size'] / a['size']:.1f} of data changed the validation error by "
+            f"{100 * (b['val_error'] - a['val_error']):+.2f} points; the gap to the training "
+            f"error is {100 * (b['val_error'] - b['train_error']):.2f} points "
+            f"at {b['size']:,} images"
+        )
     lines.append(f"wrote {result.csv_path}" + (f" and {result.plot_path}" if result.plot_path else ""))
     return "\n".join(lines)
 
@@ -129,8 +158,11 @@ def plot_learning_curve(rows, path, dataset=""):
     ax.plot(sizes, [100 * r["train_error"] for r in rows], "-o", ms=4, label="training error")
     ax.plot(sizes, [100 * r["val_error"] for r in rows], "-s", ms=4, label="validation error")
     ax.set_xscale("log")
-    ax.set(xlabel="training-set size (images)", ylabel="error (%)",
-           title=f"learning curve{' on ' + dataset if dataset else ''} (§11.3)")
+    ax.set(
+        xlabel="training-set size (images)",
+        ylabel="error (%)",
+        title=f"learning curve{' on ' + dataset if dataset else ''} (§11.3)",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()

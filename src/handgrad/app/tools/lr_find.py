@@ -68,8 +68,12 @@ class LRFindResult:
     description: str = ""  # the model, data and optimiser, as the report and the plot name them
 
     def to_json(self) -> dict:
-        return {"suggestion": self.suggestion, "min_loss_lr": self.min_loss_lr, "steps": self.steps,
-                "diverged": self.diverged}
+        return {
+            "suggestion": self.suggestion,
+            "min_loss_lr": self.min_loss_lr,
+            "steps": self.steps,
+            "diverged": self.diverged,
+        }
 
 
 def lr_ramp(min_lr, max_lr, steps) -> np.ndarray:
@@ -107,8 +111,10 @@ def _check_range(min_lr, max_lr, steps):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ConfigError(f"{name} must be a positive learning rate, got {value!r}")
     if min_lr >= max_lr:
-        raise ConfigError(f"--min-lr ({min_lr:g}) must be below --max-lr ({max_lr:g}): the ramp grows from "
-                          "the one to the other; swap them or widen the range")
+        raise ConfigError(
+            f"--min-lr ({min_lr:g}) must be below --max-lr ({max_lr:g}): the ramp grows from "
+            "the one to the other; swap them or widen the range"
+        )
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
         raise ConfigError(f"--steps must be an integer of at least 2, got {steps!r}")
 
@@ -151,8 +157,19 @@ def _ramp(run, lrs, beta, stop_factor):
     return losses, smoothed, diverged
 
 
-def lr_find(config: TrainConfig | None = None, *, min_lr=1e-6, max_lr=10.0, steps=100, out="lr-find",
-            beta=BETA, stop_factor=STOP_FACTOR, half_window=2, plot=True, log=print) -> LRFindResult:
+def lr_find(
+    config: TrainConfig | None = None,
+    *,
+    min_lr=1e-6,
+    max_lr=10.0,
+    steps=100,
+    out="lr-find",
+    beta=BETA,
+    stop_factor=STOP_FACTOR,
+    half_window=2,
+    plot=True,
+    log=print,
+) -> LRFindResult:
     """Run the range test for the model, data and optimiser ``config`` describes (see the module docstring).
 
     ``config.lr`` and the schedule are not used (the ramp sets the rate of every step). Writes
@@ -174,10 +191,19 @@ def lr_find(config: TrainConfig | None = None, *, min_lr=1e-6, max_lr=10.0, step
     lrs = lrs[:taken]
     best = int(np.argmin(smoothed))
     suggestion = steepest_descent(lrs, smoothed, half_window)
-    result = LRFindResult(lrs=[float(v) for v in lrs], losses=losses, smoothed=[float(v) for v in smoothed],
-                          suggestion=suggestion, min_loss_lr=float(lrs[best]), min_loss=float(smoothed[best]),
-                          steps=taken, diverged=diverged, csv_path=str(out / "lr_find.csv"), plot_path=None,
-                          description=_describe(run))
+    result = LRFindResult(
+        lrs=[float(v) for v in lrs],
+        losses=losses,
+        smoothed=[float(v) for v in smoothed],
+        suggestion=suggestion,
+        min_loss_lr=float(lrs[best]),
+        min_loss=float(smoothed[best]),
+        steps=taken,
+        diverged=diverged,
+        csv_path=str(out / "lr_find.csv"),
+        plot_path=None,
+        description=_describe(run),
+    )
     del run  # the model, its optimiser state and the data: nothing of them is kept
     out.mkdir(parents=True, exist_ok=True)
     with open(result.csv_path, "w", newline="", encoding="utf-8") as f:
@@ -207,18 +233,25 @@ def plot_lr_find(result: LRFindResult, path, title=None):
     ax.plot(result.lrs, result.losses, color="0.75", lw=0.8, label="mini-batch loss")
     ax.plot(result.lrs, result.smoothed, color="C0", lw=1.8, label=f"smoothed (debiased EMA, β {BETA})")
     if result.suggestion is not None:
-        ax.axvline(result.suggestion, color="C2", ls="--",
-                   label=f"steepest descent: {result.suggestion:.3g}")
-    ax.axvline(result.min_loss_lr / 10, color="C3", ls=":",
-               label=f"minimum / 10: {result.min_loss_lr / 10:.3g}")
-    ax.plot([result.min_loss_lr], [result.min_loss], "o", color="C3", ms=5,
-            label=f"minimum at {result.min_loss_lr:.3g}")
+        ax.axvline(result.suggestion, color="C2", ls="--", label=f"steepest descent: {result.suggestion:.3g}")
+    ax.axvline(
+        result.min_loss_lr / 10, color="C3", ls=":", label=f"minimum / 10: {result.min_loss_lr / 10:.3g}"
+    )
+    ax.plot(
+        [result.min_loss_lr],
+        [result.min_loss],
+        "o",
+        color="C3",
+        ms=5,
+        label=f"minimum at {result.min_loss_lr:.3g}",
+    )
     ax.set_xscale("log")
     top = min(max(result.losses), 4.5 * result.min_loss, max(result.smoothed) * 1.1)
     ax.set_ylim(min(min(result.losses), result.min_loss) * 0.9, max(top, result.smoothed[0] * 1.05))
     ax.set(xlabel="learning rate", ylabel="cross-entropy loss")
-    ax.set_title("learning-rate range test" + ("\n" + textwrap.shorten(title, 90) if title else ""),
-                 fontsize=9)
+    ax.set_title(
+        "learning-rate range test" + ("\n" + textwrap.shorten(title, 90) if title else ""), fontsize=9
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -227,16 +260,25 @@ def plot_lr_find(result: LRFindResult, path, title=None):
 
 def format_report(result: LRFindResult, min_lr, max_lr) -> str:
     """The lines ``handgrad lr-find`` prints."""
-    how = ("stopped: the smoothed loss passed 4x its minimum" if result.diverged
-           else "the loss did not diverge in this range; raise --max-lr to see where it does")
-    lines = [f"lr-find: {result.description}",
-             f"{result.steps} steps from lr {min_lr:g} to {max_lr:g} ({how})",
-             f"  minimum of the smoothed loss: {result.min_loss:.4f} at lr {result.min_loss_lr:.3g}"]
-    steepest = (f"lr {result.suggestion:.3g}" if result.suggestion is not None
-                else "none: too few steps before the minimum; lower --min-lr")
-    lines += [f"  suggestion, steepest descent of the smoothed loss (before its minimum): {steepest}",
-              f"  suggestion, the learning rate at the minimum / 10:                     "
-              f"lr {result.min_loss_lr / 10:.3g}"]
+    how = (
+        "stopped: the smoothed loss passed 4x its minimum"
+        if result.diverged
+        else "the loss did not diverge in this range; raise --max-lr to see where it does"
+    )
+    lines = [
+        f"lr-find: {result.description}",
+        f"{result.steps} steps from lr {min_lr:g} to {max_lr:g} ({how})",
+        f"  minimum of the smoothed loss: {result.min_loss:.4f} at lr {result.min_loss_lr:.3g}",
+    ]
+    steepest = (
+        f"lr {result.suggestion:.3g}"
+        if result.suggestion is not None
+        else "none: too few steps before the minimum; lower --min-lr"
+    )
+    lines += [
+        f"  suggestion, steepest descent of the smoothed loss (before its minimum): {steepest}",
+        f"  suggestion, the learning rate at the minimum / 10:                     "
+        f"lr {result.min_loss_lr / 10:.3g}",
+    ]
     lines.append(f"wrote {result.csv_path}" + (f" and {result.plot_path}" if result.plot_path else ""))
     return "\n".join(lines)
-

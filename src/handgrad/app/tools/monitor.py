@@ -45,8 +45,17 @@ HIGH, LOW = 10 * HEALTHY_RATIO, HEALTHY_RATIO / 100  # warn outside these
 DEAD_WARNING = 0.5  # warn when more than this fraction of a ReLU layer's units never fired
 VALIDATION_BATCH = 256
 RELU_KINDS = ("ReLU", "LeakyReLU")
-COLUMNS = ("epoch", "layer", "kind", "act_mean", "act_std", "dead_fraction", "grad_norm", "update_ratio",
-           "update_ratio_last")
+COLUMNS = (
+    "epoch",
+    "layer",
+    "kind",
+    "act_mean",
+    "act_std",
+    "dead_fraction",
+    "grad_norm",
+    "update_ratio",
+    "update_ratio_last",
+)
 
 
 def _sq(a):
@@ -131,8 +140,13 @@ class Monitor(TrainingHook):
                 X = layer.forward(X)
                 dead = None
                 if kind in RELU_KINDS:
-                    units = X.max(axis=0) if X.ndim == 2 else X.max(axis=(0, 2, 3)) if X.ndim == 4 else \
-                        X.reshape(len(X), -1).max(axis=0)
+                    units = (
+                        X.max(axis=0)
+                        if X.ndim == 2
+                        else X.max(axis=(0, 2, 3))
+                        if X.ndim == 4
+                        else X.reshape(len(X), -1).max(axis=0)
+                    )
                     dead = float(np.mean(units <= 0))
                 out.append((float(X.mean(dtype=np.float64)), float(X.std(dtype=np.float64)), dead))
         finally:
@@ -142,13 +156,23 @@ class Monitor(TrainingHook):
     def _write(self, run, epoch, step_stats=True):
         rows = []
         for i, (kind, (mean, std, dead)) in enumerate(zip(self.kinds, self._activations(run))):
-            row = {"epoch": epoch, "layer": i, "kind": kind, "act_mean": f"{mean:.6g}",
-                   "act_std": f"{std:.6g}", "dead_fraction": "" if dead is None else f"{dead:.6g}",
-                   "grad_norm": "", "update_ratio": "", "update_ratio_last": ""}
+            row = {
+                "epoch": epoch,
+                "layer": i,
+                "kind": kind,
+                "act_mean": f"{mean:.6g}",
+                "act_std": f"{std:.6g}",
+                "dead_fraction": "" if dead is None else f"{dead:.6g}",
+                "grad_norm": "",
+                "update_ratio": "",
+                "update_ratio_last": "",
+            }
             if step_stats and i in self.groups and self.steps:
-                row.update(grad_norm=f"{self.grad_sum[i] / self.steps:.6g}",
-                           update_ratio=f"{self.ratio_sum[i] / self.steps:.6g}",
-                           update_ratio_last=f"{self.ratio_last[i]:.6g}")
+                row.update(
+                    grad_norm=f"{self.grad_sum[i] / self.steps:.6g}",
+                    update_ratio=f"{self.ratio_sum[i] / self.steps:.6g}",
+                    update_ratio_last=f"{self.ratio_last[i]:.6g}",
+                )
             self.log.log(row)
             rows.append((row, dead))
         return rows
@@ -160,19 +184,25 @@ class Monitor(TrainingHook):
                 ratio = float(r["update_ratio"])
                 if ratio > HIGH and (r["layer"], "high") not in self.warned:
                     self.warned.add((r["layer"], "high"))
-                    run.log(f"warning: epoch {epoch}: {name} changes by {ratio:.1e} of its norm per step "
-                            f"(mean ‖Δθ‖/‖θ‖), over 10× the healthy ~{HEALTHY_RATIO:g}: the learning rate "
-                            f"is likely too high (§11.5)")
+                    run.log(
+                        f"warning: epoch {epoch}: {name} changes by {ratio:.1e} of its norm per step "
+                        f"(mean ‖Δθ‖/‖θ‖), over 10× the healthy ~{HEALTHY_RATIO:g}: the learning rate "
+                        f"is likely too high (§11.5)"
+                    )
                 elif ratio < LOW and (r["layer"], "low") not in self.warned:
                     self.warned.add((r["layer"], "low"))
-                    run.log(f"warning: epoch {epoch}: {name} changes by {ratio:.1e} of its norm per step "
-                            f"(mean ‖Δθ‖/‖θ‖), under 1/100 of the healthy ~{HEALTHY_RATIO:g}: the learning "
-                            f"rate is likely too low or the layer does not learn (§11.5)")
+                    run.log(
+                        f"warning: epoch {epoch}: {name} changes by {ratio:.1e} of its norm per step "
+                        f"(mean ‖Δθ‖/‖θ‖), under 1/100 of the healthy ~{HEALTHY_RATIO:g}: the learning "
+                        f"rate is likely too low or the layer does not learn (§11.5)"
+                    )
             if dead is not None and dead > DEAD_WARNING and (r["layer"], "dead") not in self.warned:
                 self.warned.add((r["layer"], "dead"))
-                run.log(f"warning: epoch {epoch}: {100 * dead:.0f}% of the units of {name} never fired on "
-                        f"the validation batch (dead ReLUs): lower the learning rate or check the "
-                        f"initialisation (§11.5)")
+                run.log(
+                    f"warning: epoch {epoch}: {100 * dead:.0f}% of the units of {name} never fired on "
+                    f"the validation batch (dead ReLUs): lower the learning rate or check the "
+                    f"initialisation (§11.5)"
+                )
         self._reset()
 
     def end(self, run):
@@ -185,5 +215,6 @@ class Monitor(TrainingHook):
         from .. import plots
 
         if plots.available():
-            plots.plot_monitor(read_monitor(self.path), run.run_dir / "monitor.png",
-                               title=f"training monitor: {run.dataset}")
+            plots.plot_monitor(
+                read_monitor(self.path), run.run_dir / "monitor.png", title=f"training monitor: {run.dataset}"
+            )

@@ -23,12 +23,16 @@ def overfit_verdict(history, n):
         return False, f"overfit {n}: no epoch was trained"
     hit = next((r for r in rows if r["overfit_accuracy"] >= 1.0), None)
     if hit is not None:
-        return True, (f"overfit {n}: reached 100% training accuracy on the {n} examples at epoch "
-                      f"{hit['epoch']} of {len(rows)}: the model can fit a tiny dataset (§11.5)")
+        return True, (
+            f"overfit {n}: reached 100% training accuracy on the {n} examples at epoch "
+            f"{hit['epoch']} of {len(rows)}: the model can fit a tiny dataset (§11.5)"
+        )
     best = max(rows, key=lambda r: r["overfit_accuracy"])
-    return False, (f"overfit {n}: did NOT reach 100% training accuracy on the {n} examples in {len(rows)} "
-                   f"epochs (best {100 * best['overfit_accuracy']:.2f}% at epoch {best['epoch']}): "
-                   "train longer, raise the learning rate or the capacity, or look for a bug (§11.5)")
+    return False, (
+        f"overfit {n}: did NOT reach 100% training accuracy on the {n} examples in {len(rows)} "
+        f"epochs (best {100 * best['overfit_accuracy']:.2f}% at epoch {best['epoch']}): "
+        "train longer, raise the learning rate or the capacity, or look for a bug (§11.5)"
+    )
 
 
 class OverfitCheck(TrainingHook):

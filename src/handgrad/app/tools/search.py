@@ -51,16 +51,26 @@ import numpy as np
 from ..config import ConfigError, TrainConfig
 from ._trials import field_kind, run_all, train_command
 
-__all__ = ["Dimension", "parse_space", "search", "SearchResult", "sample_random", "grid", "SPACE_HELP",
-           "NOT_SEARCHABLE"]
+__all__ = [
+    "Dimension",
+    "parse_space",
+    "search",
+    "SearchResult",
+    "sample_random",
+    "grid",
+    "SPACE_HELP",
+    "NOT_SEARCHABLE",
+]
 
 KINDS = ("log", "uniform", "int", "choice")
 # Where and how verbosely runs go, not what they train.
 NOT_SEARCHABLE = ("dataset", "data_dir", "out", "resume", "quiet", "plots", "eval_batch_size")
-SPACE_HELP = ("NAME=KIND(ARGS) ..., NAME a train option (lr, hidden, dropout, optimizer, ...), KIND one of "
-              "log(a,b) log-uniform, uniform(a,b), int(a,b) integers a..b, choice(v1,v2,...); layer sizes "
-              "with dashes (1024-512), flags on/off. Example: "
-              "'lr=log(1e-3,1) hidden=choice(256,512,1024-512) dropout=uniform(0,0.5) epochs=int(5,20)'")
+SPACE_HELP = (
+    "NAME=KIND(ARGS) ..., NAME a train option (lr, hidden, dropout, optimizer, ...), KIND one of "
+    "log(a,b) log-uniform, uniform(a,b), int(a,b) integers a..b, choice(v1,v2,...); layer sizes "
+    "with dashes (1024-512), flags on/off. Example: "
+    "'lr=log(1e-3,1) hidden=choice(256,512,1024-512) dropout=uniform(0,0.5) epochs=int(5,20)'"
+)
 _ITEM = re.compile(r"\s*([A-Za-z_][\w-]*)\s*=\s*([A-Za-z_]+)\s*\(([^()]*)\)\s*")
 _TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
@@ -120,14 +130,17 @@ def _field(name, item) -> str:
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     field = name.replace("-", "_")
     if field in NOT_SEARCHABLE:
-        raise ConfigError(f"{item}: {name} cannot be searched (it says where or how a run goes, not what it "
-                          "trains); give it as an option instead")
+        raise ConfigError(
+            f"{item}: {name} cannot be searched (it says where or how a run goes, not what it "
+            "trains); give it as an option instead"
+        )
     if field not in fields:
         searchable = [f for f in fields if f not in NOT_SEARCHABLE]
         close = difflib.get_close_matches(field, searchable, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        raise ConfigError(f"{item}: unknown field {name!r} in the search space ({hint}searchable: "
-                          f"{', '.join(searchable)})")
+        raise ConfigError(
+            f"{item}: unknown field {name!r} in the search space ({hint}searchable: {', '.join(searchable)})"
+        )
     return field
 
 
@@ -152,8 +165,12 @@ def _value(field, text, item):
             raise ValueError
         return text
     except ValueError:
-        what = {"int": "an integer", "float": "a number", "bool": "on or off",
-                "tuple": "layer sizes such as 512 or 1024-512 (none for none)"}.get(kind, "a value")
+        what = {
+            "int": "an integer",
+            "float": "a number",
+            "bool": "on or off",
+            "tuple": "layer sizes such as 512 or 1024-512 (none for none)",
+        }.get(kind, "a value")
         raise ConfigError(f"{item}: {text!r} is not {what}, as {field} needs") from None
 
 
@@ -170,8 +187,9 @@ def _dimension(name, kind, args_text, item) -> Dimension:
     if field_kind(field) not in ("int", "float"):
         raise ConfigError(f"{item}: {field} is not a number; give its values with choice(...)")
     if len(parts) != 2 or "" in parts:
-        raise ConfigError(f"{item}: {kind}() takes two numbers, the range's min and max, "
-                          f"e.g. {field}={kind}(1,2)")
+        raise ConfigError(
+            f"{item}: {kind}() takes two numbers, the range's min and max, e.g. {field}={kind}(1,2)"
+        )
     try:
         low, high = (int(p) if kind == "int" else float(p) for p in parts)
     except ValueError:
@@ -192,15 +210,19 @@ def parse_space(space) -> list:
     value of the wrong kind, a range with min ≥ max."""
     text = " ".join(space) if isinstance(space, (list, tuple)) else str(space or "")
     if not text.strip():
-        raise ConfigError("the search space is empty: give at least one NAME=KIND(ARGS), e.g. "
-                          "'lr=log(1e-3,1) hidden=choice(256,512)'")
+        raise ConfigError(
+            "the search space is empty: give at least one NAME=KIND(ARGS), e.g. "
+            "'lr=log(1e-3,1) hidden=choice(256,512)'"
+        )
     dims, pos = [], 0
     while pos < len(text.rstrip()):
         match = _ITEM.match(text, pos)
         if match is None:
             rest = text[pos:].strip().split()[0]
-            raise ConfigError(f"malformed search space at {rest!r}: expected NAME=KIND(ARGS), KIND one of "
-                              f"{', '.join(KINDS)}, e.g. 'lr=log(1e-3,1)' (quote the space in the shell)")
+            raise ConfigError(
+                f"malformed search space at {rest!r}: expected NAME=KIND(ARGS), KIND one of "
+                f"{', '.join(KINDS)}, e.g. 'lr=log(1e-3,1)' (quote the space in the shell)"
+            )
         name, kind, args = match.groups()
         dims.append(_dimension(name, kind, args, match.group(0).strip()))
         pos = match.end()
@@ -271,8 +293,10 @@ def _open_folder(out, identity) -> pathlib.Path:
             raise ConfigError(f"cannot read {saved}: {err}") from None
         if old != identity:
             differ = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-            raise ConfigError(f"{folder} holds another search ({', '.join(differ)} differ); re-run that "
-                              "search's own command to continue it, or choose another --out")
+            raise ConfigError(
+                f"{folder} holds another search ({', '.join(differ)} differ); re-run that "
+                "search's own command to continue it, or choose another --out"
+            )
     elif folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"{folder} is not empty and holds no search.json; choose another --out")
     folder.mkdir(parents=True, exist_ok=True)
@@ -280,8 +304,19 @@ def _open_folder(out, identity) -> pathlib.Path:
     return folder
 
 
-def search(space, base: dict | None = None, *, method="random", trials=None, grid_points=3, seed=0, out=None,
-           jobs=1, plot=True, log=print) -> SearchResult:
+def search(
+    space,
+    base: dict | None = None,
+    *,
+    method="random",
+    trials=None,
+    grid_points=3,
+    seed=0,
+    out=None,
+    jobs=1,
+    plot=True,
+    log=print,
+) -> SearchResult:
     """Run (or continue) a random or grid search over ``space`` (module docstring).
 
     ``base`` holds the TrainConfig fields every trial shares (None: the trial's model's default), as
@@ -306,8 +341,10 @@ def search(space, base: dict | None = None, *, method="random", trials=None, gri
         except (ConfigError, TypeError) as err:
             raise ConfigError(f"trial {i} ({_settings_text(values)}): {err}") from None
     folder = _open_folder(out, _identity(method, dims, grid_points, seed, base))
-    log(f"{method} search of {len(settings)} trials over {' '.join(map(str, dims))} in {folder}"
-        f"{f' ({jobs} processes, 1 BLAS thread each)' if jobs > 1 else ''}; the same command continues it")
+    log(
+        f"{method} search of {len(settings)} trials over {' '.join(map(str, dims))} in {folder}"
+        f"{f' ({jobs} processes, 1 BLAS thread each)' if jobs > 1 else ''}; the same command continues it"
+    )
 
     items = []
     for i, values in enumerate(settings, 1):
@@ -325,12 +362,18 @@ def search(space, base: dict | None = None, *, method="random", trials=None, gri
 
     def finished(i, result):
         counts["skipped" if result["skipped"] else "ran"] += 1
-        rows[i] = {"trial": i, "settings": settings[i - 1], **result,
-                   "command": train_command(configs[i - 1])}
+        rows[i] = {
+            "trial": i,
+            "settings": settings[i - 1],
+            **result,
+            "command": train_command(configs[i - 1]),
+        }
         how = "finished before" if result["skipped"] else f"{result['seconds']:.1f} s"
         flag = "" if result["status"] == "done" else f" ({result['status']})"
-        log(f"trial {i:>{width}}/{len(settings)}  val {100 * result['val_accuracy']:.2f}%{flag}  "
-            f"{_settings_text(settings[i - 1])}  [{how}]")
+        log(
+            f"trial {i:>{width}}/{len(settings)}  val {100 * result['val_accuracy']:.2f}%{flag}  "
+            f"{_settings_text(settings[i - 1])}  [{how}]"
+        )
 
     run_all(items, jobs, finished)
     ranked = sorted(rows.values(), key=lambda r: (-r["val_accuracy"], r["trial"]))
@@ -339,37 +382,72 @@ def search(space, base: dict | None = None, *, method="random", trials=None, gri
     csv_path = folder / "results.csv"
     _write_csv(csv_path, ranked, dims)
     plot_path = plot_search(ranked, dims, folder / "search.png") if plot else None
-    return SearchResult(folder=str(folder), dims=dims, trials=ranked, csv_path=str(csv_path),
-                        plot_path=None if plot_path is None else str(plot_path), ran=counts["ran"],
-                        skipped=counts["skipped"])
+    return SearchResult(
+        folder=str(folder),
+        dims=dims,
+        trials=ranked,
+        csv_path=str(csv_path),
+        plot_path=None if plot_path is None else str(plot_path),
+        ran=counts["ran"],
+        skipped=counts["skipped"],
+    )
 
 
 def _write_csv(path, ranked, dims):
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["rank", "trial", "val_accuracy", "test_accuracy_monitor", "best_epoch", "epochs",
-                         "seconds", "status", *(d.name for d in dims), "command"])
+        writer.writerow(
+            [
+                "rank",
+                "trial",
+                "val_accuracy",
+                "test_accuracy_monitor",
+                "best_epoch",
+                "epochs",
+                "seconds",
+                "status",
+                *(d.name for d in dims),
+                "command",
+            ]
+        )
         for r in ranked:
             test = "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
-            writer.writerow([r["rank"], r["trial"], f"{r['val_accuracy']:.4f}", test, r["best_epoch"],
-                             r["epochs"], r["seconds"], r["status"],
-                             *(_text(r["settings"][d.name]) for d in dims), r["command"]])
+            writer.writerow(
+                [
+                    r["rank"],
+                    r["trial"],
+                    f"{r['val_accuracy']:.4f}",
+                    test,
+                    r["best_epoch"],
+                    r["epochs"],
+                    r["seconds"],
+                    r["status"],
+                    *(_text(r["settings"][d.name]) for d in dims),
+                    r["command"],
+                ]
+            )
 
 
 def format_table(result: SearchResult, limit=None) -> str:
     """The ranked trials as ``handgrad search`` prints them, and the best trial's command."""
-    head = (f"{'rank':>4}  {'trial':>5}  {'val acc':>7}  {'test (monitor)':>14}  {'epochs':>6}  "
-            f"{'seconds':>7}  settings")
+    head = (
+        f"{'rank':>4}  {'trial':>5}  {'val acc':>7}  {'test (monitor)':>14}  {'epochs':>6}  "
+        f"{'seconds':>7}  settings"
+    )
     lines = [head]
     for r in result.trials[:limit]:
         test = "" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.2f}%"
         status = "" if r["status"] == "done" else f"  ({r['status']})"
-        lines.append(f"{r['rank']:>4}  {r['trial']:>5}  {100 * r['val_accuracy']:>6.2f}%  {test:>14}  "
-                     f"{r['best_epoch']:>2}/{r['epochs']:<3}  {r['seconds']:>7.1f}  "
-                     f"{_settings_text(r['settings'])}{status}")
+        lines.append(
+            f"{r['rank']:>4}  {r['trial']:>5}  {100 * r['val_accuracy']:>6.2f}%  {test:>14}  "
+            f"{r['best_epoch']:>2}/{r['epochs']:<3}  {r['seconds']:>7.1f}  "
+            f"{_settings_text(r['settings'])}{status}"
+        )
     best = result.best
-    lines.append(f"best by validation accuracy: trial {best['trial']} ({100 * best['val_accuracy']:.2f}%); "
-                 f"wrote {result.csv_path}" + (f" and {result.plot_path}" if result.plot_path else ""))
+    lines.append(
+        f"best by validation accuracy: trial {best['trial']} ({100 * best['val_accuracy']:.2f}%); "
+        f"wrote {result.csv_path}" + (f" and {result.plot_path}" if result.plot_path else "")
+    )
     lines.append(f"train it with: {best['command']}")
     return "\n".join(lines)
 
@@ -400,7 +478,7 @@ def plot_search(ranked, dims, path):
         ax.plot(x[:1], acc[:1], "*", color="C3", ms=12, label="best")
         ax.set(xlabel=dim.name, ylabel="validation accuracy (%)")
         ax.grid(alpha=0.3)
-    for ax in axes[len(dims):]:
+    for ax in axes[len(dims) :]:
         ax.axis("off")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{len(ranked)} trials: validation accuracy against each hyperparameter", fontsize=10)
