@@ -128,7 +128,7 @@ def test_bad_cnn_architectures_are_refused(change, message):
         (dict(patience=0), "patience"),
         (dict(lr_gamma=1.5), "lr_gamma"),
         (dict(augment_shift=9), "augment_shift"),
-        (dict(model="rnn"), "model"),
+        (dict(model="transformer"), "model"),
         (dict(optimizer="lbfgs"), "optimizer"),
         (dict(batch_norm=1), "batch_norm"),
     ],
@@ -333,7 +333,7 @@ def test_help_shows_the_new_options(capsys):
     text = " ".join(out.split())
     assert code == 0
     for option in (
-        "--model {mlp,cnn}",
+        "--model {mlp,cnn,rnn,lstm,gru}",
         "--channels",
         "--dropout P",
         "--batch-norm, --no-batch-norm",
@@ -354,7 +354,7 @@ def test_help_shows_the_new_options(capsys):
     [
         (["--dropout", "x"], "argument --dropout: invalid float value: 'x'", 2),
         (["--channels", "a"], "argument --channels: expected comma-separated sizes", 2),
-        (["--model", "rnn"], "model must be one of mlp, cnn; got 'rnn'", 1),
+        (["--model", "transformer"], "model must be one of mlp, cnn, rnn, lstm, gru; got 'transformer'", 1),
         (["--dropout", "1"], "dropout must be in [0, 1), got 1.0", 1),
         (["--channels", "16,0"], "channels must be zero or more positive sizes, got (16, 0)", 1),
         (["--patience", "0"], "patience must be a positive integer, got 0", 1),

@@ -54,6 +54,8 @@ SPEC_FACTS = {
     "mnist-sample": ((28, 28), DIGITS, "images", "bundled"),
     "synthetic": ((28, 28), DIGITS, "images", "generated"),
     "synthetic-color": ((3, 16, 16), COLOR_CLASSES, "images", "generated"),
+    "fortunes": ((), [], "text", "files"),  # a corpus: the vocabulary comes from the text
+    "fortunes-min": ((), [], "text", "bundled"),
 }
 
 

@@ -170,19 +170,29 @@ def test_help_shows_defaults(command, capsys):
         from handgrad.app.config import MODEL_DEFAULTS
 
         cnn = MODEL_DEFAULTS["cnn"]
+        # The reference models' defaults lead each list; the recurrent and language models' follow.
         for default in (
-            "(default: 256 for mlp, {batch_size} for cnn)",
-            "(default: 0.2 for mlp, {lr:g} for cnn)",
+            "(default: 256 for mlp, {batch_size} for cnn, ",
+            "(default: 0.2 for mlp, {lr:g} for cnn, ",
             "(default: 0.9)",
-            "(default: 0.0001 for mlp, {weight_decay:g} for cnn)",
-            "(default: 512 for mlp, {hidden[0]} for cnn)",
+            "(default: 0.0001 for mlp, {weight_decay:g} for cnn, ",
+            "(default: 512 for mlp, {hidden[0]} for cnn, ",
             "(default: 20 for mlp, {epochs} for cnn",
             "(default: relu)",
-            "(default: momentum for mlp, {optimizer} for cnn)",
-            "(default: constant for mlp, {schedule} for cnn)",
-            "(default: off for mlp, on for cnn)",
+            "(default: momentum for mlp, {optimizer} for cnn, ",
+            "(default: constant for mlp, {schedule} for cnn, ",
+            "(default: off for mlp, on for cnn, ",
         ):
             default = default.format(**cnn)
+            assert default in text
+        for default in (
+            "(default: 20 for mlp, 12 for cnn, 16 for rnn, 12 for lstm, gru, 10 for --text;",
+            "(default: 256 for mlp, 128 for cnn, 128 for rnn, lstm, gru, 64 for --text)",
+            "(default: 512 for mlp, 128 for cnn, 128 for rnn, lstm, gru, 256 for --text)",
+            "(default: off for mlp, off for cnn, 1 for rnn, lstm, gru, 5 for --text)",
+            "--seq-len T language models: characters per sequence, the truncation length of "
+            "back-propagation through time (default: 100)",
+        ):
             assert default in text
 
 
@@ -300,9 +310,7 @@ def test_train_options_are_the_config_fields(capsys):
 
     parser = build_parser()
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert (
-        set(TRAIN_OPTIONS.values()) == names - set(NOT_TRAIN_OPTIONS) and len(names) == 33
-    )  # + lr_batch, monitor, overfit
+    assert set(TRAIN_OPTIONS.values()) == names - set(NOT_TRAIN_OPTIONS) and len(names) == 37
     assert TRAIN_OPTIONS["--no-plots"] == "plots" and TRAIN_OPTIONS["-q"] == "quiet"
     args = parser.parse_args(["train", "--hidden", "64,32", "--no-batch-norm", "--lr", "0.5", "--no-plots"])
     assert (args.hidden, args.batch_norm, args.lr, args.plots) == ((64, 32), False, 0.5, False)

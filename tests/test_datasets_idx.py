@@ -187,7 +187,15 @@ def test_missing_file_is_an_os_error(tmp_path):
 
 
 def test_names_and_classes():
-    assert set(DATASET_NAMES) == {"mnist", "fashion-mnist", "mnist-sample", "synthetic", "synthetic-color"}
+    assert set(DATASET_NAMES) == {
+        "mnist",
+        "fashion-mnist",
+        "mnist-sample",
+        "synthetic",
+        "synthetic-color",
+        "fortunes",
+        "fortunes-min",
+    }  # the last two: text corpora
     assert class_names("mnist") == [str(d) for d in range(10)] == class_names("mnist-sample")
     assert class_names("fashion-mnist") == [
         "T-shirt/top",

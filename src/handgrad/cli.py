@@ -5,6 +5,8 @@
     handgrad evaluate CHECKPOINT [options]      metrics of a checkpoint on a test set
     handgrad predict CHECKPOINT IMAGE... [--json]
     handgrad serve [CHECKPOINT]                 the draw-a-digit page
+    handgrad train --model lstm --text FILE     a character language model (also rnn, gru)
+    handgrad sample CHECKPOINT [--length N] [--temperature T] [--prime TEXT] [--seed S]
     handgrad gradcheck [model options]          back-propagation against finite differences (§11.5)
 
 Success exits 0. A user error (a bad path, a file that is not a checkpoint, an unreadable image, a bad
@@ -77,10 +79,19 @@ def _add(parser, *flags, **kwargs):
 
 
 def _per_model(name, show=str):
-    """'512 for mlp, 128 for cnn': a model-dependent default as the help text shows it."""
+    """'512 for mlp, 128 for cnn, 128 for rnn, lstm, gru, 256 for --text': a model-dependent default as the
+    help text shows it. The reference models come first, each on its own; the later ones that share a
+    value are named together, and the language models, which share one recipe, as '--text'."""
     from .app.config import MODEL_DEFAULTS
 
-    return ", ".join(f"{show(d[name])} for {model}" for model, d in MODEL_DEFAULTS.items())
+    groups = {}
+    for model, d in MODEL_DEFAULTS.items():
+        label = "--text" if model.startswith("char-") else model
+        key = (model,) if model in ("mlp", "cnn") else ("later", show(d.get(name)))
+        entry = groups.setdefault(key, (show(d.get(name)), []))
+        if label not in entry[1]:
+            entry[1].append(label)
+    return ", ".join(f"{value} for {', '.join(models)}" for value, models in groups.values())
 
 
 def _sizes(value):
@@ -99,8 +110,9 @@ def _train_help(datasets):
         "data_dir": "folder holding <dataset>/ folders of IDX files (searched before $HANDGRAD_DATA and "
         "~/.cache/handgrad)",
         "out": "run folder for checkpoints, metrics and plots (default: runs/<timestamp>)",
-        "model": "model type: a multilayer perceptron or the convolutional network; picks the defaults of "
-        "the options marked 'for mlp ..., for cnn ...'",
+        "model": "model type: a multilayer perceptron, the convolutional network, or a recurrent network "
+        "(tanh RNN, LSTM, GRU) reading each image as a sequence of rows, or with --text a character "
+        "language model; picks the defaults of the options marked 'for mlp ..., for cnn ...'",
         "epochs": f"epochs to train (default: {_per_model('epochs')}; with --resume: the total to reach, by "
         "default the run's own)",
         "batch_size": f"mini-batch size (default: {_per_model('batch_size')})",
@@ -139,6 +151,16 @@ def _train_help(datasets):
         "seed": "seed of every random number generator",
         "resume": "continue the run in RUN_DIR (its own settings apply; --epochs sets the total to reach)",
         "limit": "use only the first N training images (validation and test sets stay whole)",
+        "clip_grad_norm": "clip the gradient's global L2 norm to this value before each step (book "
+        "§10.11.1); 0 for off (default: "
+        f"{_per_model('clip_grad_norm', lambda v: f'{v:g}' if v else 'off')})",
+        "text": "train a character language model (--model rnn, lstm or gru) on this UTF-8 text file: the "
+        "first 90%% for training, the next 5%% for validation, the last 5%% for testing, losses in "
+        "bits per character (a text corpus of --dataset, such as fortunes-min, works too)",
+        "seq_len": "language models: characters per sequence, the truncation length of back-propagation "
+        f"through time (default: {MODEL_DEFAULTS['char-lstm']['seq_len']})",
+        "embedding_dim": "language models: the size of each character's embedding (default: "
+        f"{MODEL_DEFAULTS['char-lstm']['embedding_dim']})",
         "overfit": "debugging check (book 11.5): train on the first N training images only, without "
         "augmentation or dropout unless given, and report whether 100%% training accuracy is "
         "reached (exit 1 if not)",
@@ -174,6 +196,10 @@ _METAVARS = {
     "resume": "RUN_DIR",
     "limit": "N",
     "overfit": "N",
+    "clip_grad_norm": "NORM",
+    "text": "FILE",
+    "seq_len": "T",
+    "embedding_dim": "E",
 }
 _SHORT_FLAGS = {"quiet": ("-q",)}
 
@@ -251,6 +277,9 @@ def build_parser():
         "rate. For the CNN they are its recipe: conv blocks 16-32-64 (3x3 conv, batch "
         "norm, ReLU, 2x2 max-pool), dense 128, dropout 0.25, Adam lr 3e-3, batch 128, "
         "cosine schedule with 1 warmup epoch, shift/rotation augmentation, 12 epochs. "
+        "The recurrent models (rnn, lstm, gru) read each image "
+        "as 28 rows of 28 pixels; with --text FILE they train a character "
+        "language model. "
         "Options given explicitly override the chosen model's defaults; options marked "
         "'for mlp ..., for cnn ...' below take the chosen model's value when not given.",
     )
@@ -273,6 +302,12 @@ def build_parser():
         help=f"dataset to evaluate on: {datasets} (default: the one the checkpoint was trained on)",
     )
     e.add_argument("--data-dir", metavar="DIR", help="folder holding <dataset>/ folders of IDX files")
+    e.add_argument(
+        "--text",
+        metavar="FILE",
+        help="language models: evaluate on this text file, split as in training (default: the "
+        "corpus the checkpoint was trained on)",
+    )
     e.add_argument("--plots", metavar="DIR", help="also write confusion.png and misclassified.png into DIR")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument(
@@ -301,6 +336,33 @@ def build_parser():
         help="print a JSON list, one object per image: path, prediction, label, confidence, probabilities",
     )
     p.set_defaults(func=cmd_predict)
+
+    g = sub.add_parser(
+        "sample",
+        help="generate text with a character language model",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Generate text with a language model trained by 'handgrad train --model "
+        "lstm --text FILE': each character drawn from the model's softmax at the "
+        "given temperature by the Gumbel-max trick (temperature 0: the likeliest "
+        "one).",
+    )
+    g.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file (best.npz) or a run folder")
+    g.add_argument("--length", type=int, default=500, metavar="N", help="characters to generate")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="softmax temperature: below 1 more likely text, above 1 more varied; 0: argmax",
+    )
+    g.add_argument(
+        "--prime",
+        metavar="TEXT",
+        help="text the model reads first; the sample continues it (default: a newline)",
+    )
+    g.add_argument("--seed", type=int, metavar="S", help="seed of the sampler (default: a fresh one)")
+    g.set_defaults(func=cmd_sample)
 
     s = sub.add_parser(
         "serve",
@@ -557,6 +619,8 @@ def cmd_train(args, argv):
             print(f"note: {names} ignored with --resume: the run's config.json applies", file=sys.stderr)
         if "epochs" not in typed:
             fields["epochs"] = None
+    elif "text" in typed and "model" not in typed:
+        fields["model"] = "lstm"  # --text alone: the LSTM language model
     result = train(TrainConfig(**fields))
     if result is not None and result.overfit_reached is False:
         return 1  # --overfit N: the check failed (its line is printed)
@@ -621,7 +685,12 @@ def cmd_evaluate(args, argv):
     from .app.evaluation import evaluate, format_report
 
     result = evaluate(
-        args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, plots_dir=args.plots, worst=args.worst
+        args.checkpoint,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        plots_dir=args.plots,
+        worst=args.worst,
+        text=args.text,
     )
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_report(result))
     return 0
@@ -639,6 +708,21 @@ def cmd_predict(args, argv):
         probs = "  ".join(f"{c}: {p:.3f}" for c, p in zip(r["classes"], r["probabilities"]))
         print(f"{r['path']}: {r['label']} (class {r['prediction']}, confidence {100 * r['confidence']:.1f}%)")
         print(f"    {probs}")
+    return 0
+
+
+def cmd_sample(args, argv):
+    from .app.language_model import sample
+
+    print(
+        sample(
+            args.checkpoint,
+            length=args.length,
+            temperature=args.temperature,
+            prime=args.prime,
+            seed=args.seed,
+        )
+    )
     return 0
 
 

@@ -6,7 +6,8 @@
 
 Modules: ``config`` (TrainConfig), ``models`` (architectures as data, the model registry, one module per
 family), ``recipes`` (optimisers and schedules by name), ``training`` (the loop), ``checkpoint`` (atomic .npz
-checkpoints), ``evaluation``, ``predict`` (Predictor), ``plots``.
+checkpoints), ``evaluation``, ``predict`` (Predictor), ``plots``; ``language_model`` (character language
+models: their loop over a stream of text, bits per character, ``sample``).
 ``handgrad.cli`` parses arguments and calls one function from here per command.
 """
 

@@ -6,6 +6,11 @@ momentum SGD (lr 0.2, β 0.9), weight decay λ = 1e-4 on the weights only, 20 ep
 rate, no dropout, batch normalisation or augmentation. For ``model="cnn"`` they are the CNN recipe of
 :mod:`handgrad.app.models.cnn` (Adam, a cosine schedule with warmup, batch normalisation, dropout,
 augmentation).
+For ``rnn``, ``lstm`` and ``gru`` they are the sequential-MNIST recipes of :mod:`handgrad.app.models.rnn`,
+and with ``text`` (or a ``dataset`` of kind "text") the language-model recipe of
+:mod:`handgrad.app.models.char_lm` (``model_type`` names the type built: ``char-lstm`` for ``lstm``).
+``clip_grad_norm`` (None or 0: off) clips the gradient's global norm between the backward pass and the
+optimiser's step (§10.11.1); off, the step is exactly what it was without the option.
 
 The model-dependent fields (``MODEL_DEFAULTS[model]``'s keys) default to None, which ``__post_init__``
 replaces by the chosen model's value; any value given explicitly is kept. So ``TrainConfig(model="cnn")`` is
@@ -25,7 +30,7 @@ import json
 import pathlib
 
 from .._checks import check_bool, check_choice, check_int, check_number, check_sizes
-from .models import MODEL_TYPES
+from .models import MODEL_TYPES, TEXT_MODEL_OF
 from .recipes import OPTIMIZER_RECIPES, SCHEDULE_RECIPES
 
 __all__ = [
@@ -45,7 +50,9 @@ FALLBACK_DATASET = "mnist-sample"  # bundled with the package, used when MNIST i
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 OPTIMIZERS = tuple(OPTIMIZER_RECIPES)  # sgd, momentum, adam, adamw, rmsprop, adagrad (see recipes.py)
 SCHEDULES = tuple(SCHEDULE_RECIPES)  # constant, cosine, step, exponential
-MODELS = tuple(MODEL_TYPES)
+# --model's choices: the model types that read images; rnn, lstm and gru with --text (or a text dataset)
+# train the character language model of the same cell (TEXT_MODEL_OF), whose defaults then apply.
+MODELS = tuple(name for name, model_type in MODEL_TYPES.items() if model_type.input_kind == "images")
 
 # The model-dependent settings, each model type's recipe (handgrad.app.models.<name> documents it and the
 # measurements behind it). None in a TrainConfig means "this model's value from here".
@@ -103,6 +110,10 @@ class TrainConfig:
     overfit: int | None = None  # train on the first N examples only, without augmentation or dropout (§11.5)
     monitor: bool = False  # per-layer statistics into monitor.csv (handgrad.app.tools.monitor, §11.5)
     eval_batch_size: int | None = None
+    clip_grad_norm: float | None = None  # clip the gradient's global norm (§10.11.1); None or 0: off
+    text: str | None = None  # a UTF-8 text file: train a character language model (--model rnn|lstm|gru)
+    seq_len: int | None = None  # language models: characters per sequence (truncated BPTT length)
+    embedding_dim: int | None = None  # language models: the size of each character's embedding
     plots: bool = True
     quiet: bool = False
 
@@ -110,13 +121,29 @@ class TrainConfig:
         if self.overfit is not None:  # fit a tiny dataset: no regulariser that would hide a failure to fit
             self.augment = False if self.augment is None else self.augment
             self.dropout = 0.0 if self.dropout is None else self.dropout
-        defaults = MODEL_DEFAULTS.get(self.model, MODEL_DEFAULTS["mlp"])
+        defaults = MODEL_DEFAULTS.get(self.model_type, MODEL_DEFAULTS["mlp"])
         for name, value in defaults.items():
             if getattr(self, name) is None and not (name == "epochs" and self.resume is not None):
                 setattr(self, name, value)
         for name in ("hidden", "channels"):
             if isinstance(getattr(self, name), list):
                 setattr(self, name, tuple(getattr(self, name)))
+
+    @property
+    def trains_text(self) -> bool:
+        """Whether this run trains a language model: ``text`` is set or ``dataset`` names a text corpus."""
+        if self.text is not None:
+            return True
+        from ..datasets.registry import REGISTRY
+
+        spec = REGISTRY.get(self.dataset) if isinstance(self.dataset, str) else None
+        return spec is not None and spec.kind == "text"
+
+    @property
+    def model_type(self) -> str:
+        """The registered model type this run builds: ``model``, or for a text run the language model of
+        its cell (``lstm`` -> ``char-lstm``)."""
+        return TEXT_MODEL_OF.get(self.model, self.model) if self.trains_text else self.model
 
     # ------------------------------------------------------------------------------------------------
     def validate(self) -> TrainConfig:
@@ -135,9 +162,9 @@ class TrainConfig:
             )
         check_bool(self.monitor, "monitor", **err)
         check_choice(self.model, "model", MODELS, **err)
-        check_sizes(self.hidden, "hidden", allow_empty=self.model != "mlp", **err)
+        check_sizes(self.hidden, "hidden", allow_empty=self.model == "cnn", **err)
         check_sizes(self.channels, "channels", allow_empty=self.model != "cnn", **err)
-        if self.model == "mlp" and self.channels:
+        if self.model != "cnn" and self.channels:
             raise ConfigError("channels (convolution blocks) need --model cnn")
         check_choice(self.activation, "activation", ACTIVATIONS, **err)
         check_choice(self.optimizer, "optimizer", OPTIMIZERS, **err)
@@ -165,7 +192,32 @@ class TrainConfig:
         check_bool(self.nesterov, "nesterov", **err)
         if self.nesterov and self.optimizer != "momentum":
             raise ConfigError("nesterov needs the momentum optimizer (--optimizer momentum)")
+        if self.clip_grad_norm is not None:
+            check_number(self.clip_grad_norm, "clip_grad_norm", low=0, **err)
+        if self.trains_text:
+            self._validate_text()
         return self
+
+    def _validate_text(self):
+        """The settings of a language-model run (``trains_text``)."""
+        err = {"error": ConfigError}
+        if self.model not in TEXT_MODEL_OF:
+            raise ConfigError(
+                f"a text trains a character language model: choose --model "
+                f"{', '.join(TEXT_MODEL_OF)} (got {self.model})"
+            )
+        if self.text is not None and self.dataset is not None:
+            raise ConfigError(
+                f"give either --text FILE or --dataset NAME, not both (got --text {self.text} "
+                f"and --dataset {self.dataset})"
+            )
+        if self.text is not None and (not isinstance(self.text, str) or not self.text):
+            raise ConfigError(f"text must be the path of a text file, got {self.text!r}")
+        check_int(self.seq_len, "seq_len", low=1, **err)
+        check_int(self.embedding_dim, "embedding_dim", low=1, **err)
+        check_sizes(self.hidden, "hidden", **err)
+        if self.augment or self.batch_norm or self.dropout or self.channels:
+            raise ConfigError("a language model takes no --augment, --batch-norm, --dropout or --channels")
 
     # ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -182,7 +182,11 @@ class EvalResult:
 
 
 def format_report(r: EvalResult) -> str:
-    """The text ``handgrad evaluate`` prints."""
+    """The text ``handgrad evaluate`` prints (a language model's: ``language_model.format_text_report``)."""
+    if not isinstance(r, EvalResult):
+        from .language_model import format_text_report
+
+        return format_text_report(r)
     lines = [
         f"{r.checkpoint} on {r.dataset} {r.split} ({r.n:,} images)",
         f"loss {r.loss:.4f}   accuracy {100 * r.accuracy:.2f}%   macro-F1 {r.macro_f1:.4f}",
@@ -228,7 +232,7 @@ def format_report(r: EvalResult) -> str:
 
 
 def evaluate(
-    checkpoint, dataset=None, data_dir=None, plots_dir=None, split="test", batch_size=None, worst=0
+    checkpoint, dataset=None, data_dir=None, plots_dir=None, split="test", batch_size=None, worst=0, text=None
 ) -> EvalResult:
     """Evaluate a checkpoint (file or run folder) on a dataset's test split (default: the one it was
     trained on), with the coverage at ``COVERAGE_TARGETS`` and the ``worst`` most confident mistakes.
@@ -236,17 +240,27 @@ def evaluate(
     (coverage.png) and, with ``worst``, the worst mistakes (worst.png) as PNG.
     ``batch_size`` defaults to the model type's (2,000 images for an MLP, 500 for a CNN).
 
+    A character language model is evaluated in bits per character on its own corpus (or ``text``, a file,
+    or the text ``dataset``), split as in training: a ``language_model.TextEvalResult``.
+
     Raises CheckpointError for an unusable checkpoint and DatasetError for a dataset that cannot be
     loaded or does not fit the model (another number of classes or example shape than the model's).
     """
     from ..datasets import DatasetError, load_splits
     from .checkpoint import load_model
     from .config import ConfigError
+    from .models import input_kind
 
     if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
         raise ConfigError(f"worst must be a number of examples (0 or more), got {worst!r}")
     model, ckpt = load_model(checkpoint)
     arch = ckpt.metadata["arch"]
+    if input_kind(arch) == "text":
+        from .language_model import evaluate_text
+
+        return evaluate_text(checkpoint, text=text, dataset=dataset, data_dir=data_dir, split=split)
+    if text is not None:
+        raise DatasetError(f"{ckpt.path} holds an image classifier; --text is for language models")
     name = dataset or ckpt.metadata.get("dataset") or "mnist"
     splits = load_splits(name, data_dir)
     trained_on = ckpt.metadata.get("dataset") or "its own dataset"

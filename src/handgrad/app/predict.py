@@ -44,9 +44,18 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path) -> Predictor:
         """Load a checkpoint (a file or a run folder, meaning its best.npz); CheckpointError if unusable."""
+        from .models import input_kind
+
         model, ckpt = load_model(path)
         meta = ckpt.metadata
         arch = meta["arch"]
+        if input_kind(arch) != "images":
+            from .checkpoint import CheckpointError
+
+            raise CheckpointError(
+                f"{ckpt.path} holds a character language model ({arch['type']}), which "
+                f"reads text, not images; generate text with: handgrad sample {ckpt.path}"
+            )
         classes = meta.get("classes") or [str(k) for k in range(arch["n_classes"])]
         if len(classes) != arch["n_classes"]:
             from .checkpoint import CheckpointError

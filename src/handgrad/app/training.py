@@ -2,13 +2,15 @@
 
     seed every RNG → load train / validation / test → build and initialise the model → per epoch:
     shuffle and iterate mini-batches (ch. 5 ``batch_iterator``) → forward → softmax cross-entropy →
-    backward → + λw (ch. 7 ``add_l2_grad_``) → optimiser step (ch. 8, learning rate from the schedule
+    backward → [clip the gradient's norm (ch. 10 ``clip_grad_norm``)] → + λw (ch. 7 ``add_l2_grad_``)
+    → optimiser step (ch. 8, learning rate from the schedule
     per step) → evaluate on validation and test → keep the best parameters by validation accuracy.
 
 ``train`` runs it in three steps over one ``RunState``: ``prepare`` (a new run, or a resumed one restored
 from its ``last.npz``) → ``run_epoch`` as often as the epochs, early stopping or ``on_epoch_end`` allow →
 ``finish`` (the best parameters back from ``best.npz``, the test metrics, the plots, the summary line).
-The optimiser and the schedule come by name from :mod:`handgrad.app.recipes`.
+The optimiser and the schedule come by name from :mod:`handgrad.app.recipes`. A language-model run
+(``config.trains_text``) has its own loop over a stream of characters, :mod:`handgrad.app.language_model`.
 
 With ``augment`` each training batch is replaced by a randomly shifted and rotated copy (ch. 7 §7.4,
 ``augment_batch``) drawn from the run's generator — the same one that shuffles and draws dropout masks —
@@ -65,6 +67,7 @@ from .. import __version__
 from ..ch05_ml_basics import CSVLogger, batch_iterator, confusion_matrix, f1_score, set_all_seeds
 from ..ch06_feedforward import SoftmaxCrossEntropy
 from ..ch07_regularization import EarlyStopping, add_l2_grad_, augment_batch
+from ..ch10_sequence import clip_grad_norm
 from .checkpoint import CheckpointError, load_checkpoint, restore_into, save_checkpoint
 from .config import DEFAULT_DATASET, FALLBACK_DATASET, ConfigError, TrainConfig
 from .evaluation import evaluate_arrays
@@ -123,6 +126,7 @@ class TrainResult:
     fell_back: bool = False  # trained on mnist-sample because MNIST was not found
     stopped_early: bool = False  # on_epoch_end asked to stop before the configured epochs
     stopped_by_patience: bool = False  # early stopping (--patience) ended the run before its epochs
+    test_bits_per_char: float | None = None  # language models: the test loss in bits per character
     overfit_reached: bool | None = None  # with overfit N: whether 100% training accuracy was reached
 
     def to_dict(self):
@@ -323,6 +327,12 @@ def _train(config, on_epoch_end, stdout, hooks, dist) -> TrainResult:
     """
     started = time.perf_counter()
     config, resume_dir = _settle_config(config) if dist is None else dist.root_call(_settle_config, config)
+    if config.trains_text:
+        if dist is not None:
+            raise ConfigError("a character language model trains in one process; run it without mpiexec")
+        from .language_model import train_text
+
+        return train_text(config, resume_dir, on_epoch_end=on_epoch_end, stdout=stdout, started=started)
     stream = stdout or sys.stdout
 
     def log(msg=""):
@@ -580,6 +590,7 @@ def _describe_run(run: RunState) -> str:
             else ""
         )
         + (f", patience {config.patience}" if config.patience else "")
+        + (f", gradient norm clipped at {config.clip_grad_norm:g}" if config.clip_grad_norm else "")
         + f", {config.epochs} epochs -> {run.run_dir}"
     )
 
@@ -683,6 +694,7 @@ def _train_batches(run: RunState, epoch: int, t0: float):
     model, optimizer, schedule, params, grads = run.model, run.optimizer, run.schedule, run.params, run.grads
     dist = run.dist
     loss_fn, weight_decay, augment = SoftmaxCrossEntropy().reuse_buffers(), run.weight_decay, run.augment
+    clip = run.config.clip_grad_norm  # None or 0: off
     steps_per_epoch, step, hooks = run.steps_per_epoch, run.step, run.hooks
     loss_sum, correct, seen = 0.0, 0, 0
     bar = _progress(steps_per_epoch, f"epoch {epoch}/{run.config.epochs}", run.bar_disabled)
@@ -719,6 +731,8 @@ def _train_batches(run: RunState, epoch: int, t0: float):
             model.backward(dlogits, need_input_grad=False)
             if dist is not None:
                 dist.allreduce_grads(run)  # Σ_k over the ranks: every rank steps with the whole batch's g
+            if clip:
+                clip_grad_norm(grads, clip)  # of the loss's gradient, before weight decay (as torch's)
             if weight_decay:
                 add_l2_grad_(params, grads, weight_decay)
             if hooks:

@@ -4,6 +4,7 @@ preprocessing of the user's own images (MNIST-style for digits, a plain resize f
 
 Application support, not a chapter of the book: it uses the standard library and NumPy (plus Pillow for
 images and tqdm for progress bars, both imported only when needed) and never imports ``handgrad.app``.
+Text corpora for character language models are in :mod:`.text`.
 
 >>> X, y = load_dataset("mnist-sample", split="test")
 >>> X.shape, X.dtype, y.dtype
@@ -17,6 +18,7 @@ from .images import load_image, preprocess_image
 from .loaders import Splits, default_val_size, load_dataset, load_splits, search_roots
 from .registry import DatasetSpec, class_names, dataset_names, get_spec, register_dataset
 from .synthetic import make_synthetic_color, make_synthetic_digits
+from .text import TextSplits, encode, load_text, read_text, split_text
 
 
 def __getattr__(name):
@@ -33,21 +35,26 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSpec",
     "Splits",
+    "TextSplits",
     "cache_dir",
     "class_names",
     "dataset_names",
     "default_val_size",
     "download_file",
+    "encode",
     "get_spec",
     "load_dataset",
     "load_image",
     "load_splits",
+    "load_text",
     "make_synthetic_color",
     "make_synthetic_digits",
     "payload_sha256",
     "preprocess_image",
     "read_idx",
+    "read_text",
     "register_dataset",
     "search_roots",
+    "split_text",
     "write_idx",
 ]

@@ -180,6 +180,11 @@ def load_dataset(name, data_dir=None, split="train", download=True, *, progress=
         outside its classes, or the image and label counts disagree.
     """
     spec = registry.get_spec(name)
+    if spec.kind == "text":
+        raise DatasetError(
+            f"{name} is a text corpus, not a dataset of images: train a character language "
+            f"model on it (handgrad train --model lstm --dataset {name})"
+        )
     check_choice(split, "split", SPLITS)
     if spec.source == "generated":
         X, y = spec.generator(spec.sizes[split], seed if split == "train" else [seed, 1])

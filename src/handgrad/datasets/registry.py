@@ -38,8 +38,9 @@ FASHION_CLASSES = (
 #: The example shape of MNIST and Fashion-MNIST (and of the synthetic digits made in their image): 28x28
 #: grayscale.
 MNIST_SHAPE = (28, 28)
-#: Kinds of data a dataset can hold: "images" are (H, W) grayscale or (C, H, W) channels first.
-KINDS = ("images",)
+#: Kinds of data a dataset can hold: "images" are (H, W) grayscale or (C, H, W) channels first; "text" is
+#: a UTF-8 corpus for character language models (:mod:`handgrad.datasets.text`), one file.
+KINDS = ("images", "text")
 #: Where a dataset's examples come from.
 SOURCES = ("files", "bundled", "generated")
 
@@ -79,10 +80,20 @@ class DatasetSpec:
     generator: Callable | None = None
     sizes: dict = field(default_factory=dict)
     description: str = ""
+    file: str = ""
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
             raise DatasetError(f"a dataset name must be a non-empty string, got {self.name!r}")
+        if self.kind == "text":
+            if self.source not in ("files", "bundled") or not self.file or self.classes or self.input_shape:
+                raise DatasetError(
+                    f"dataset {self.name}: a text dataset is one file (source 'files' or "
+                    "'bundled', a file name) with no classes or input_shape"
+                )
+            object.__setattr__(self, "classes", ())
+            object.__setattr__(self, "input_shape", ())
+            return
         classes = tuple(str(c) for c in self.classes)
         if len(classes) < 2 or len(set(classes)) != len(classes):
             raise DatasetError(f"dataset {self.name}: needs two or more distinct class names, got {classes}")
@@ -179,6 +190,25 @@ REGISTRY = {
         sizes={"train": 3000, "test": 600},
         description="coloured shapes on a dark background with noise, 3x16x16, generated from a seed "
         "(3,000 + 600)",
+    ),
+    "fortunes": DatasetSpec(
+        name="fortunes",
+        classes=(),
+        source="files",
+        input_shape=(),
+        kind="text",
+        file="text/fortunes.txt.gz",
+        description="31 collections of the BSD fortune program's sayings (Debian's fortunes and "
+        "fortunes-min, BSD licence), 2.2 MB of UTF-8: <root>/text/fortunes.txt.gz",
+    ),
+    "fortunes-min": DatasetSpec(
+        name="fortunes-min",
+        classes=(),
+        source="bundled",
+        input_shape=(),
+        kind="text",
+        file="text/fortunes",
+        description="the 'fortunes' collection of Debian's fortunes-min (BSD licence), 24 KB, bundled",
     ),
 }
 

@@ -39,6 +39,7 @@ __all__ = [
     "named_params",
     "named_state",
     "first_layer_weights",
+    "input_kind",
 ]
 
 
@@ -61,7 +62,8 @@ class ModelType:
     prepare_inputs  (arch, X float32 (n, *input_shape)) -> the first layer's input layout (a view if it can)
     count_parameters (arch) -> how many numbers the model's params and state hold, computed from the
                     architecture alone (a checkpoint is checked against it before anything is allocated)
-    input_kind      what the model reads: "images" (n, *input_shape); sequence models add their own kinds
+    input_kind      what the model reads: "images" (n, *input_shape), or "text" for the character
+                    language models (integer ids (N, T); :mod:`.char_lm`)
     eval_batch_size examples per forward pass when evaluating or predicting many
     """
 
@@ -124,9 +126,15 @@ def build_model(arch, rng=None, dtype=np.float32):
 def prepare_inputs(arch, X) -> np.ndarray:
     """Examples (n, *input_shape) -> the first layer's input layout (a view where possible), float32."""
     X = np.asarray(X)
-    if X.dtype != np.float32:
+    model_type = _model_type(arch)
+    if model_type.input_kind == "images" and X.dtype != np.float32:  # text models read integer ids
         X = X.astype(np.float32)
-    return _model_type(arch).prepare_inputs(arch, X)
+    return model_type.prepare_inputs(arch, X)
+
+
+def input_kind(arch) -> str:
+    """What the model of ``arch`` reads: "images" (n, *input_shape), or "text" (character ids (N, T))."""
+    return _model_type(arch).input_kind
 
 
 def eval_batch_size(arch) -> int:
