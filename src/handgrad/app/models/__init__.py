@@ -10,15 +10,18 @@ reading rows, ``"rnn"``, ``"lstm"``, ``"gru"``) and :mod:`.char_lm` (character l
 here that ends with ``register_model_type(ModelType(...))``, imported below.
 """
 
-# Each family registers its model type on import; the reference MLP first, so it leads every listing.
+# Each family registers its model type on import, in the order every listing shows: the reference MLP
+# first, then the CNN, the recurrent classifiers and the language models.
 from . import mlp  # noqa: F401
 
 # isort: split
-from . import (
-    char_lm,  # noqa: F401
-    cnn,  # noqa: F401
-    rnn,  # noqa: F401
-)
+from . import cnn  # noqa: F401
+
+# isort: split
+from . import rnn  # noqa: F401
+
+# isort: split
+from . import char_lm  # noqa: F401
 from .char_lm import TEXT_MODEL_OF, char_arch, reset_states
 from .cnn import CNN_EVAL_BATCH_SIZE, build_cnn, cnn_arch
 from .mlp import mlp_arch
