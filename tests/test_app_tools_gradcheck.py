@@ -12,10 +12,13 @@ from handgrad.app.tools.gradcheck import TOLERANCE, gradcheck, relative_error
 from handgrad.ch06_feedforward import Linear, ReLU
 from handgrad.ch09_convolution import Conv2D, ConvBNReLUPool
 
-# A small configuration of every model type the registry holds (a new type must add one here).
+# A small configuration of every image model type the registry holds (a new type must add one here).
 SMALL = {
     "mlp": dict(hidden=(16,)),
     "cnn": dict(channels=(4, 6), hidden=(8,)),
+    "rnn": dict(hidden=(6,)),
+    "lstm": dict(hidden=(5,)),
+    "gru": dict(hidden=(5,)),
 }
 
 
@@ -24,7 +27,13 @@ def small(model, **kw):
 
 
 def test_every_registered_model_type_has_a_small_configuration():
-    assert set(SMALL) == set(MODEL_TYPES)
+    images = {name for name, t in MODEL_TYPES.items() if t.input_kind == "images"}
+    assert set(SMALL) == images and images >= {"mlp", "cnn", "rnn", "lstm", "gru"}
+
+
+def test_a_language_model_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"gradcheck checks image classifiers; char-lstm reads text"):
+        gradcheck(TrainConfig(model="lstm", text="corpus.txt"))
 
 
 @pytest.mark.parametrize("model", sorted(SMALL))

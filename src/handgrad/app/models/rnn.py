@@ -34,6 +34,8 @@ dataset's (H, W) works, its rows being the steps.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ... import ShapeError
 from ..._checks import check_choice, check_int, check_sizes
 from ...ch06_feedforward import Linear, Sequential
@@ -87,17 +89,17 @@ def rnn_arch(
     return arch
 
 
-def recurrent_layers(cell, input_size, hidden, rng, nonlinearity="tanh", stateful=False):
+def recurrent_layers(cell, input_size, hidden, rng, nonlinearity="tanh", stateful=False, dtype=np.float32):
     """The stacked recurrent layers of ``cell`` through the sizes ``hidden``, the first reading
-    ``input_size`` features per step; each layer's weights drawn from ``rng``."""
+    ``input_size`` features per step; each layer's weights drawn from ``rng``, in ``dtype``."""
     layers, d = [], input_size
     for h in hidden:
         if cell == "rnn":
-            layers.append(RNN(d, h, nonlinearity=nonlinearity, rng=rng, stateful=stateful))
+            layers.append(RNN(d, h, nonlinearity=nonlinearity, rng=rng, stateful=stateful, dtype=dtype))
         elif cell == "lstm":
-            layers.append(LSTM(d, h, rng=rng, stateful=stateful))
+            layers.append(LSTM(d, h, rng=rng, stateful=stateful, dtype=dtype))
         else:
-            layers.append(GRU(d, h, reset_after=True, rng=rng, stateful=stateful))
+            layers.append(GRU(d, h, reset_after=True, rng=rng, stateful=stateful, dtype=dtype))
         d = h
     return layers
 
@@ -136,12 +138,13 @@ def _validator(cell):
     return validate
 
 
-def _build(arch, rng):
+def _build(arch, rng, dtype=np.float32):
     cell = arch["type"]
     layers = recurrent_layers(
-        cell, arch["input_shape"][1], arch["hidden"], rng, arch.get("nonlinearity", "tanh")
+        cell, arch["input_shape"][1], arch["hidden"], rng, arch.get("nonlinearity", "tanh"), dtype=dtype
     )
-    return Sequential(*layers, LastStep(), Linear(arch["hidden"][-1], arch["n_classes"], rng=rng))
+    head = Linear(arch["hidden"][-1], arch["n_classes"], rng=rng, dtype=dtype)
+    return Sequential(*layers, LastStep(), head)
 
 
 def _count(arch):

@@ -39,7 +39,7 @@ import numpy as np
 from ...ch04_numerical import numerical_gradient
 from ...ch06_feedforward import SoftmaxCrossEntropy
 from ..config import ConfigError, TrainConfig
-from ..models import arch_from_config, build_model, describe, prepare_inputs
+from ..models import arch_from_config, build_model, describe, input_kind, prepare_inputs
 
 __all__ = ["TOLERANCE", "GradcheckResult", "gradcheck", "format_gradcheck", "relative_error"]
 
@@ -96,6 +96,11 @@ def gradcheck(
 
     config = dataclasses.replace(config) if config is not None else TrainConfig()
     config.validate()
+    if input_kind({"type": config.model_type}) != "images":
+        raise ConfigError(
+            f"gradcheck checks image classifiers; {config.model_type} reads text (its layers' gradients are "
+            "checked by finite differences in the test suite: tests/test_ch10_*.py)"
+        )
     for name, value, low in (("examples", examples, 1), ("entries", entries, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
