@@ -502,8 +502,10 @@ def load_checkpoint(path) -> Checkpoint:
     return Checkpoint(params, metadata, state, optim, rng_state, str(path), version)
 
 
-def restore_into(model, ckpt: Checkpoint) -> None:
-    """Copy a checkpoint's parameters and state into ``model``'s own arrays, in place (same architecture)."""
+def restore_into(model, ckpt: Checkpoint, optimizer=None, rng=None) -> None:
+    """Copy a checkpoint's parameters and state into ``model``'s own arrays, in place (same architecture),
+    and, to continue a run, its optimiser state into ``optimizer`` and its generator state into ``rng``
+    (each when given and saved)."""
     own_params, own_state = named_params(model), named_state(model)
     _compare("parameters", own_params, ckpt.params, ckpt.path or "checkpoint")
     _compare("states", own_state, ckpt.state, ckpt.path or "checkpoint")
@@ -511,6 +513,10 @@ def restore_into(model, ckpt: Checkpoint) -> None:
         np.copyto(arr, ckpt.params[name])
     for name, arr in own_state.items():
         np.copyto(arr, ckpt.state[name])
+    if optimizer is not None and ckpt.optimizer_state is not None:
+        optimizer.load_state_dict(ckpt.optimizer_state)
+    if rng is not None and ckpt.rng_state is not None:
+        rng.bit_generator.state = ckpt.rng_state
 
 
 def load_model(path):

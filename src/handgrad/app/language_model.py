@@ -226,11 +226,7 @@ def _restore(run):
             f"{run.run_dir / 'last.npz'} holds another architecture or vocabulary than "
             f"{run.name} gives; was the text changed?"
         )
-    restore_into(run.model, ckpt)
-    if ckpt.optimizer_state is not None:
-        run.optimizer.load_state_dict(ckpt.optimizer_state)
-    if ckpt.rng_state is not None:
-        run.rng.bit_generator.state = ckpt.rng_state
+    restore_into(run.model, ckpt, run.optimizer, run.rng)
     meta = ckpt.metadata
     start, run.history = int(meta["epoch"]), list(meta.get("history", []))
     best_epoch, best = int(meta.get("best_epoch", 0)), float(meta.get("best_val_bpc", math.inf))

@@ -535,11 +535,7 @@ def _restore(run: RunState) -> None:
         raise CheckpointError(
             f"{run_dir / 'last.npz'} holds a different architecture than {run_dir / 'config.json'}"
         )
-    restore_into(run.model, ckpt)
-    if ckpt.optimizer_state is not None:
-        run.optimizer.load_state_dict(ckpt.optimizer_state)
-    if ckpt.rng_state is not None:
-        run.rng.bit_generator.state = ckpt.rng_state
+    restore_into(run.model, ckpt, run.optimizer, run.rng)
     meta = ckpt.metadata
     start_epoch, run.history = int(meta["epoch"]), list(meta.get("history", []))
     best_epoch, best_val = int(meta.get("best_epoch", 0)), float(meta.get("best_val_accuracy", -1.0))
