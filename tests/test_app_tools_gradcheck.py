@@ -8,7 +8,7 @@ import pytest
 from handgrad import cli
 from handgrad.app import ConfigError, TrainConfig
 from handgrad.app.models import MODEL_TYPES, build_model, cnn_arch, mlp_arch
-from handgrad.app.tools.gradcheck import TOLERANCE, gradcheck, relative_error
+from handgrad.app.tools.gradcheck import TOLERANCE, format_gradcheck, gradcheck, relative_error
 from handgrad.ch06_feedforward import Linear, ReLU
 from handgrad.ch09_convolution import Conv2D, ConvBNReLUPool
 
@@ -29,11 +29,45 @@ def small(model, **kw):
 def test_every_registered_model_type_has_a_small_configuration():
     images = {name for name, t in MODEL_TYPES.items() if t.input_kind == "images"}
     assert set(SMALL) == images and images >= {"mlp", "cnn", "rnn", "lstm", "gru"}
+    # the language models (char-rnn, char-lstm, char-gru) are checked on a text below
+    assert {t.input_kind for t in MODEL_TYPES.values()} == {"images", "text"}
 
 
-def test_a_language_model_is_refused_in_one_line():
-    with pytest.raises(ConfigError, match=r"gradcheck checks image classifiers; char-lstm reads text"):
-        gradcheck(TrainConfig(model="lstm", text="corpus.txt"))
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_passes_on_every_language_model(tmp_path, cell):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    config = TrainConfig(model=cell, text=str(corpus), hidden=(5,), embedding_dim=4)
+    result = gradcheck(config, log=lambda _msg: None)
+    assert result.passed and result.max_error < 1e-6, format_gradcheck(result)
+    assert result.params[0]["name"] == "0.W"  # the embedding table is checked too
+
+
+def test_the_command_checks_a_language_model(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question. " * 30, encoding="utf-8")
+    argv = ["gradcheck", "--model", "gru", "--text", str(corpus), "--hidden", "4", "--embedding-dim", "3"]
+    code = cli.main([*argv, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["passed"] and report["model"].startswith("char-gru")
+
+
+def test_a_broken_recurrent_backward_fails_for_a_language_model(tmp_path, monkeypatch):
+    from handgrad.ch10_sequence import LSTM
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abcabcabd " * 60, encoding="utf-8")
+    original = LSTM.backward
+
+    def broken(self, *args, **kwargs):
+        dX = original(self, *args, **kwargs)
+        for g in self.grads.values():
+            g *= 1.01
+        return dX
+
+    monkeypatch.setattr(LSTM, "backward", broken)
+    result = gradcheck(TrainConfig(model="lstm", text=str(corpus), hidden=(4,), embedding_dim=3))
+    assert not result.passed and result.max_error > 100 * TOLERANCE
 
 
 @pytest.mark.parametrize("model", sorted(SMALL))

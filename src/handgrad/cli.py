@@ -533,6 +533,8 @@ GRADCHECK_MODEL_OPTIONS = (
     "activation",
     "batch_norm",
     "seed",
+    "text",
+    "embedding_dim",
 )
 
 
@@ -563,6 +565,8 @@ def _add_gradcheck_parser(sub):
         "activation": dict(choices=ACTIVATIONS, default="relu"),
         "batch_norm": dict(action=argparse.BooleanOptionalAction),
         "seed": dict(type=int, default=0),
+        "text": dict(metavar="FILE"),
+        "embedding_dim": dict(type=int, metavar="E"),
     }
     for name in GRADCHECK_MODEL_OPTIONS:
         g.add_argument("--" + name.replace("_", "-"), dest=name, help=helps[name], **kinds[name])

@@ -85,12 +85,12 @@ def _validate(arch):
     check_sizes(arch["hidden"], "hidden", error=ArchitectureError)
 
 
-def _build(arch, rng):
+def _build(arch, rng, dtype=np.float32):
     V, E, hidden = arch["vocab_size"], arch["embedding_dim"], arch["hidden"]
     return Sequential(
-        Embedding(V, E, rng=rng),
-        *recurrent_layers(_cell(arch), E, hidden, rng, stateful=True),
-        TimeDistributed(Linear(hidden[-1], V, rng=rng)),
+        Embedding(V, E, rng=rng, dtype=dtype),
+        *recurrent_layers(_cell(arch), E, hidden, rng, stateful=True, dtype=dtype),
+        TimeDistributed(Linear(hidden[-1], V, rng=rng, dtype=dtype)),
     )
 
 

@@ -39,7 +39,15 @@ import numpy as np
 from ...ch04_numerical import numerical_gradient
 from ...ch06_feedforward import SoftmaxCrossEntropy
 from ..config import ConfigError, TrainConfig
-from ..models import arch_from_config, build_model, describe, input_kind, prepare_inputs
+from ..models import (
+    arch_from_config,
+    build_model,
+    char_arch,
+    describe,
+    input_kind,
+    prepare_inputs,
+    reset_states,
+)
 
 __all__ = ["TOLERANCE", "GradcheckResult", "gradcheck", "format_gradcheck", "relative_error"]
 
@@ -89,46 +97,40 @@ def gradcheck(
     """Compare back-propagation with central differences for the model ``config`` describes (module doc).
 
     ``examples`` training images of the configured dataset (MNIST, or the bundled sample when it is not
-    found) are the batch; ``entries`` is how many entries of each parameter array are checked at most.
+    found) are the batch — for a language model, ``examples`` sequences of 8 characters of its training
+    text, the loss the mean over every next-character prediction; ``entries`` is how many entries of
+    each parameter array are checked at most.
     Raises ConfigError for bad settings (before any work).
     """
-    from ..training import load_data
-
     config = dataclasses.replace(config) if config is not None else TrainConfig()
     config.validate()
-    if input_kind({"type": config.model_type}) != "images":
-        raise ConfigError(
-            f"gradcheck checks image classifiers; {config.model_type} reads text (its layers' gradients are "
-            "checked by finite differences in the test suite: tests/test_ch10_*.py)"
-        )
     for name, value, low in (("examples", examples, 1), ("entries", entries, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
         raise ConfigError(f"tolerance must be a number in (0, 1), got {tolerance!r}")
     started = time.perf_counter()
-    splits, fell_back = load_data(config.dataset, config.data_dir, log=lambda _msg: None)
-    if fell_back:
-        log("note: MNIST was not found, so the check runs on the bundled mnist-sample")
-    X_img, y = splits.train
-    X_img, y = X_img[:examples], y[:examples]
+    text = input_kind({"type": config.model_type}) == "text"
     # Dropout would make L(θ) random: the check runs without it (batch norm in training mode is fine).
     config.dropout = 0.0
-    arch = arch_from_config(config, splits.n_classes, splits.input_shape)
+    arch, X, y, dataset = (_text_batch if text else _image_batch)(config, examples, log)
     model = build_model(arch, np.random.default_rng(config.seed), dtype=np.float64)
     model.train()
     pick = np.random.default_rng(config.seed + 1)  # its own generator: the biases, the checked entries
     for _, param, _ in model.parameters():
         if not param.any():  # off the kinks (module docstring)
             param[...] = 0.1 * pick.standard_normal(param.shape)
-    X = prepare_inputs(arch, X_img).astype(np.float64)
     loss_fn = SoftmaxCrossEntropy()
 
-    def loss(_=None):
-        return loss_fn.forward(model.forward(X), y)
+    def loss(_=None):  # logits (N, C), or (N, T, V) for a language model: the mean over every prediction
+        reset_states(model)  # a language model's layers carry their state: each evaluation starts afresh
+        logits = model.forward(X)
+        shape.append(logits.shape)
+        return loss_fn.forward(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
+    shape = []
     loss()
-    model.backward(loss_fn.backward())
+    model.backward(loss_fn.backward().reshape(shape[-1]))
     analytic = {name: g.copy() for name, _, g in model.parameters()}
     floor = 1e-3 * max(float(np.max(np.abs(g), initial=0.0)) for g in analytic.values())
     rows = []
@@ -152,12 +154,35 @@ def gradcheck(
         )
     return GradcheckResult(
         model=describe(arch),
-        dataset=splits.name,
-        examples=len(y),
+        dataset=dataset,
+        examples=len(X),
         tolerance=float(tolerance),
         params=rows,
         seconds=time.perf_counter() - started,
     )
+
+
+def _image_batch(config, examples, log):
+    """(arch, the first ``examples`` training images as the model takes them, float64, labels, dataset)."""
+    from ..training import load_data
+
+    splits, fell_back = load_data(config.dataset, config.data_dir, log=lambda _msg: None)
+    if fell_back:
+        log("note: MNIST was not found, so the check runs on the bundled mnist-sample")
+    X_img, y = splits.train
+    arch = arch_from_config(config, splits.n_classes, splits.input_shape)
+    return arch, prepare_inputs(arch, X_img[:examples]).astype(np.float64), y[:examples], splits.name
+
+
+def _text_batch(config, examples, log):
+    """A language model's batch: ``examples`` sequences of 8 characters of the training text and the
+    characters that follow each (arch, ids (N, 8), next ids (N, 8), corpus name)."""
+    from ..language_model import _load_corpus, stream_layout
+
+    splits = _load_corpus(config)
+    X, Y = stream_layout(splits.train, examples)
+    arch = char_arch(config.model, len(splits.vocab), config.embedding_dim, config.hidden)
+    return arch, X[:, :8], Y[:, :8], splits.name
 
 
 def format_gradcheck(r: GradcheckResult) -> str:
