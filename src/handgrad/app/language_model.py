@@ -357,6 +357,10 @@ def train_text(config, resume_dir=None, *, on_epoch_end=None, stdout=None, start
 
     started = time.perf_counter() if started is None else started
     stream = stdout or sys.stdout
+    if config.monitor:
+        config.require_images("--monitor")
+    if config.overfit is not None:
+        config.require_images("--overfit")
 
     def log(msg=""):
         print(msg, file=stream, flush=True)

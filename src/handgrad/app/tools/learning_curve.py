@@ -69,7 +69,7 @@ def learning_curve(
 
     _check(points, min_fraction)
     base = {k: v for k, v in dict(base or {}).items() if k not in ("out", "resume", "quiet")}
-    config = TrainConfig(**base).validate()
+    config = TrainConfig(**base).validate().require_images("learning-curve")
     splits, _ = load_data(config.dataset, config.data_dir, log)
     X_train, y_train = splits.train
     n = len(y_train) if config.limit is None else min(config.limit, len(y_train))

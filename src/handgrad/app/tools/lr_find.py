@@ -180,6 +180,7 @@ def lr_find(
 
     _check_range(min_lr, max_lr, steps)
     config = dataclasses.replace(config if config is not None else TrainConfig(), resume=None).validate()
+    config.require_images("lr-find")
     out = pathlib.Path(out)
     quiet = lambda msg="": None  # noqa: E731
     run = prepare(config, None, log, quiet, files=False)

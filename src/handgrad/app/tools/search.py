@@ -337,7 +337,7 @@ def search(
     configs = []
     for i, values in enumerate(settings, 1):
         try:
-            configs.append(TrainConfig(**{**base, **values}).validate())
+            configs.append(TrainConfig(**{**base, **values}).validate().require_images("search"))
         except (ConfigError, TypeError) as err:
             raise ConfigError(f"trial {i} ({_settings_text(values)}): {err}") from None
     folder = _open_folder(out, _identity(method, dims, grid_points, seed, base))
