@@ -246,7 +246,7 @@ def evaluate(
     Raises CheckpointError for an unusable checkpoint and DatasetError for a dataset that cannot be
     loaded or does not fit the model (another number of classes or example shape than the model's).
     """
-    from ..datasets import DatasetError, load_splits
+    from ..datasets import DatasetError
     from .checkpoint import load_model
     from .config import ConfigError
     from .models import input_kind
@@ -262,8 +262,24 @@ def evaluate(
     if text is not None:
         raise DatasetError(f"{ckpt.path} holds an image classifier; --text is for language models")
     name = dataset or ckpt.metadata.get("dataset") or "mnist"
+    splits = _matching_splits(name, data_dir, arch, ckpt.metadata.get("dataset") or "its own dataset")
+    if split not in ("test", "val", "train"):
+        raise ValueError(f"split must be test, val or train, got {split!r}")
+    X_img, y = getattr(splits, split)
+    loss, preds, confidence = scores_arrays(
+        model, prepare_inputs(arch, X_img), y, batch_size or eval_batch_size(arch)
+    )
+    result = _metrics(str(ckpt.path), name, split, splits.classes, y, preds, confidence, loss, worst)
+    if plots_dir is not None:
+        result.plots = _draw(pathlib.Path(plots_dir), result, X_img, y, preds, confidence)
+    return result
+
+
+def _matching_splits(name, data_dir, arch, trained_on):
+    """The dataset ``name``'s splits; DatasetError when its classes or example shape are not the model's."""
+    from ..datasets import DatasetError, load_splits
+
     splits = load_splits(name, data_dir)
-    trained_on = ckpt.metadata.get("dataset") or "its own dataset"
     if splits.n_classes != arch["n_classes"]:
         raise DatasetError(
             f"{name} has {splits.n_classes} classes but the model predicts "
@@ -277,12 +293,11 @@ def evaluate(
             f"{model_shape}; evaluate it on a dataset of that shape "
             f"(it was trained on {trained_on})"
         )
-    if split not in ("test", "val", "train"):
-        raise ValueError(f"split must be test, val or train, got {split!r}")
-    X_img, y = getattr(splits, split)
-    loss, preds, confidence = scores_arrays(
-        model, prepare_inputs(arch, X_img), y, batch_size or eval_batch_size(arch)
-    )
+    return splits
+
+
+def _metrics(checkpoint, name, split, classes, y, preds, confidence, loss, worst) -> EvalResult:
+    """The EvalResult of predictions ``preds`` with their ``confidence`` on labels ``y``."""
     acc = float(np.mean(preds == y)) if len(y) else float("nan")
     correct = preds == y
     coverage = []
@@ -291,21 +306,19 @@ def evaluate(
         coverage.append({"accuracy": target, "coverage": cov, "threshold": threshold})
     mistakes = worst_mistakes(confidence, y, preds, worst)
     for w in mistakes:
-        w.update(
-            true_class=str(splits.classes[w["true"]]), predicted_class=str(splits.classes[w["predicted"]])
-        )
-    n_classes = arch["n_classes"]
+        w.update(true_class=str(classes[w["true"]]), predicted_class=str(classes[w["predicted"]]))
+    n_classes = len(classes)
     cm = confusion_matrix(y, preds, n_classes)
     precision, recall, f1 = per_class_metrics(cm)
-    result = EvalResult(
-        checkpoint=str(ckpt.path),
+    return EvalResult(
+        checkpoint=checkpoint,
         dataset=name,
         split=split,
         n=len(y),
         loss=float(loss),
         accuracy=float(acc),
         macro_f1=float(f1_score(y, preds, average="macro", n_classes=n_classes)),
-        classes=list(splits.classes),
+        classes=list(classes),
         precision=precision.tolist(),
         recall=recall.tolist(),
         f1=f1.tolist(),
@@ -313,25 +326,29 @@ def evaluate(
         coverage=coverage,
         worst=mistakes,
     )
-    if plots_dir is not None:
-        from . import plots
 
-        out = pathlib.Path(plots_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        title = f"{name} {split}: accuracy {100 * acc:.2f}%"
-        _, cov_curve, acc_curve = coverage_curve(confidence, correct)
-        drawn = [
-            plots.plot_confusion(cm, splits.classes, out / "confusion.png", title=title),
-            plots.plot_misclassified(X_img, y, preds, splits.classes, out / "misclassified.png"),
-            plots.plot_coverage(
-                cov_curve,
-                acc_curve,
-                coverage,
-                out / "coverage.png",
-                title=f"{name} {split}: accuracy against coverage",
-            ),
-        ]
-        if mistakes:
-            drawn.append(plots.plot_worst(X_img, mistakes, out / "worst.png"))
-        result.plots = [str(p) for p in drawn if p is not None]
-    return result
+
+def _draw(out, result, X_img, y, preds, confidence):
+    """The evaluation's PNG files in ``out``: confusion matrix, misclassified examples, accuracy against
+    coverage and, when asked for, the worst mistakes; their paths."""
+    from . import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    name, split, classes = result.dataset, result.split, result.classes
+    cm = np.asarray(result.confusion)
+    title = f"{name} {split}: accuracy {100 * result.accuracy:.2f}%"
+    _, cov_curve, acc_curve = coverage_curve(confidence, preds == y)
+    drawn = [
+        plots.plot_confusion(cm, classes, out / "confusion.png", title=title),
+        plots.plot_misclassified(X_img, y, preds, classes, out / "misclassified.png"),
+        plots.plot_coverage(
+            cov_curve,
+            acc_curve,
+            result.coverage,
+            out / "coverage.png",
+            title=f"{name} {split}: accuracy against coverage",
+        ),
+    ]
+    if result.worst:
+        drawn.append(plots.plot_worst(X_img, result.worst, out / "worst.png"))
+    return [str(p) for p in drawn if p is not None]

@@ -422,6 +422,17 @@ def _load_run_data(config, log):
     return splits, fell_back, (X_train_img, y_train)
 
 
+def _run_folder(config, resume_dir, files, dist):
+    """The run's folder: the resumed one, None without files, or a new one (under MPI made by rank 0)."""
+    if resume_dir is not None:
+        return resume_dir
+    if not files:
+        return None
+    if dist is None:
+        return _new_run_dir(config.out)
+    return pathlib.Path(dist.root_call(_new_run_dir, config.out))
+
+
 def prepare(config: TrainConfig, resume_dir, log=print, say=print, dist=None, *, files=True) -> RunState:
     """Load the data, build the model and optimiser, and start a new run folder or restore ``resume_dir``.
     Under MPI (``dist``) rank 0 alone touches the run folder and ``dist.start`` makes every rank its copy.
@@ -451,14 +462,7 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print, dist=None, *,
         "handgrad_version": __version__,
     }
     root = dist is None or dist.is_root
-    if resume_dir is not None:
-        run_dir = resume_dir
-    elif not files:
-        run_dir = None
-    elif dist is None:
-        run_dir = _new_run_dir(config.out)
-    else:  # one folder, made by rank 0
-        run_dir = pathlib.Path(dist.root_call(_new_run_dir, config.out))
+    run_dir = _run_folder(config, resume_dir, files, dist)
     local_rng = rng if dist is None else dist.rank_generator(config.seed)  # dropout, augmentation: per rank
     # Without --patience the stopper only keeps the best epoch: it never runs out.
     stopper = EarlyStopping(config.patience or sys.maxsize, mode="max")
