@@ -64,7 +64,7 @@ def test_recipes_are_documented_and_clip():
         config = TrainConfig(model=cell)
         assert config.hidden == (128,) and config.optimizer == "adam" and config.clip_grad_norm == 1.0
         assert config.schedule == "cosine" and config.batch_size == 128
-    assert [TrainConfig(model=m).lr for m in ("rnn", "lstm", "gru")] == [2e-3] * 3
+    assert [TrainConfig(model=m).lr for m in ("rnn", "lstm", "gru")] == [2e-3, 2e-3, 3e-3]
     assert [TrainConfig(model=m).epochs for m in ("rnn", "lstm", "gru")] == [16, 12, 12]
     assert TrainConfig().clip_grad_norm is None and TrainConfig(model="cnn").clip_grad_norm is None
 
