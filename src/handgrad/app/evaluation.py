@@ -51,19 +51,8 @@ def evaluate_arrays(model, X, y, batch_size=EVAL_BATCH_SIZE):
     n = len(X)
     if n == 0:
         return float("nan"), float("nan"), np.zeros(0, dtype=np.int64)
-    was_training = model.training
-    model.eval()
-    preds = np.empty(n, dtype=np.int64)
-    total = 0.0
-    try:
-        for start in range(0, n, batch_size):
-            xb, yb = X[start : start + batch_size], y[start : start + batch_size]
-            logits = model.forward(xb)
-            total += cross_entropy_from_logits(logits, yb) * len(yb)
-            preds[start : start + len(yb)] = logits.argmax(axis=1)
-    finally:
-        model.train(was_training)
-    return total / n, float(np.mean(preds == y)), preds
+    loss, preds, _ = scores_arrays(model, X, y, batch_size)
+    return loss, float(np.mean(preds == y)), preds
 
 
 def scores_arrays(model, X, y, batch_size=EVAL_BATCH_SIZE):
