@@ -44,7 +44,6 @@ from ..ch10_sequence import clip_grad_norm
 from .checkpoint import CheckpointError, load_checkpoint, load_model, restore_into, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .models import build_model, char_arch, describe, input_kind, reset_states
-from .recipes import loop_weight_decay, lr_schedule, make_optimizer
 
 __all__ = [
     "train_text",
@@ -147,7 +146,7 @@ def _load_corpus(config):
 
 
 def _prepare(config, resume_dir, log, say):
-    from .training import _new_run_dir  # training imports this module lazily: no cycle
+    from .training import _new_run_dir, loop_pieces  # training imports this module lazily: no cycle
 
     splits = _load_corpus(config)
     B, T = config.batch_size, config.seq_len
@@ -181,20 +180,15 @@ def _prepare(config, resume_dir, log, say):
         splits=splits,
         arch=arch,
         model=model,
-        optimizer=make_optimizer(config),
         rng=rng,
         X=X,
         Y=Y,
         steps_per_epoch=steps_per_epoch,
-        schedule=lr_schedule(config, steps_per_epoch),
-        weight_decay=loop_weight_decay(config),
-        params={name: p for name, p, _ in model.parameters()},
-        grads={name: g for name, _, g in model.parameters()},
+        **loop_pieces(config, model, steps_per_epoch),
         stopper=EarlyStopping(config.patience or sys.maxsize, mode="min"),
         base_meta=base_meta,
         say=say,
         log=log,
-        bar_disabled=config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()),
     )
     if resume_dir is not None:
         _restore(run)

@@ -422,6 +422,20 @@ def _load_run_data(config, log):
     return splits, fell_back, (X_train_img, y_train)
 
 
+def loop_pieces(config, model, steps_per_epoch) -> dict:
+    """What every training loop takes from its configuration and model: the optimiser, the schedule, the
+    weight decay the loop adds, the ``params``/``grads`` dicts of the layers' own arrays, and whether the
+    progress bar is off (not a terminal, or ``quiet``)."""
+    return {
+        "optimizer": make_optimizer(config),
+        "schedule": lr_schedule(config, steps_per_epoch),
+        "weight_decay": loop_weight_decay(config),
+        "params": {name: p for name, p, _ in model.parameters()},
+        "grads": {name: g for name, _, g in model.parameters()},
+        "bar_disabled": config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()),
+    }
+
+
 def _run_folder(config, resume_dir, files, dist):
     """The run's folder: the resumed one, None without files, or a new one (under MPI made by rank 0)."""
     if resume_dir is not None:
@@ -474,7 +488,6 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print, dist=None, *,
         fell_back=fell_back,
         arch=arch,
         model=model,
-        optimizer=make_optimizer(config),
         rng=rng,
         X_train=X_train,
         y_train=y_train,
@@ -484,16 +497,12 @@ def prepare(config: TrainConfig, resume_dir, log=print, say=print, dist=None, *,
         y_test=y_test,
         X_test_img=X_test_img,
         steps_per_epoch=steps_per_epoch,
-        schedule=lr_schedule(config, steps_per_epoch),
-        weight_decay=loop_weight_decay(config),
-        params={name: p for name, p, _ in model.parameters()},
-        grads={name: g for name, _, g in model.parameters()},
+        **loop_pieces(config, model, steps_per_epoch),
         augment=_augmenter(config, arch, local_rng) if config.augment else None,
         stopper=stopper,
         base_meta=base_meta,
         say=say,
         log=log,
-        bar_disabled=config.quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()),
         dist=dist,
     )
     if not files:
