@@ -7,6 +7,7 @@ import pytest
 
 from handgrad import ShapeError
 from handgrad.ch07_regularization import Augmenter, augment_batch, elastic_displacement, transform_images
+from handgrad.ch07_regularization.augmentation import _bilinear, _source_points
 
 
 def blob_images(n, size=28, rng=None):
@@ -142,3 +143,56 @@ def test_augmentation_rejects_bad_shapes():
         transform_images(np.zeros((3, 4, 4)), shifts=np.zeros((2, 2)))
     with pytest.raises(ShapeError, match=r"displacement must have shape \(3, 2, 4, 4\)"):
         transform_images(np.zeros((3, 4, 4)), displacement=np.zeros((3, 2, 4, 5)))
+
+
+def four_weight_bilinear(flat, ys, xs, H, W, fill):
+    """The bilinear read as ``_bilinear``'s docstring writes it: the four neighbours' weighted sum, each
+    neighbour outside the image masked out and its weight given to ``fill``."""
+    y0, x0 = np.floor(ys), np.floor(xs)
+    u, v = ys - y0, xs - x0
+    y0, x0 = y0.astype(int), x0.astype(int)
+    out = np.zeros(flat.shape[:2] + ys.shape[1:])
+    for dy, w_y in ((0, 1 - u), (1, u)):
+        for dx, w_x in ((0, 1 - v), (1, v)):
+            iy, ix = y0 + dy, x0 + dx
+            inside = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+            index = np.clip(iy, 0, H - 1) * W + np.clip(ix, 0, W - 1)
+            value = np.where(inside[:, None, :], np.take_along_axis(flat, index[:, None, :], axis=2), fill)
+            out += value * (w_y * w_x)[:, None, :]
+    return out
+
+
+@pytest.mark.parametrize("channels, H, W", [(1, 28, 28), (3, 5, 7), (2, 1, 4)])
+@pytest.mark.parametrize("fill", [0.0, -0.42])
+def test_padded_bilinear_equals_the_four_weight_form(channels, H, W, fill, rng):
+    """Points inside, on the border, just outside and far outside (where the fast form clips them)."""
+    N, P = 6, 300
+    flat = rng.standard_normal((N, channels, H * W))
+    ys = rng.uniform(-4, H + 3, (N, P))
+    xs = rng.uniform(-4, W + 3, (N, P))
+    ys[:, :20], xs[:, 20:40] = np.round(ys[:, :20]), -1.0  # integer rows, and the column just outside
+    ys[:, 40:60], xs[:, 60:80] = H - 1, W - 0.5
+    np.testing.assert_allclose(
+        _bilinear(flat, ys, xs, H, W, fill), four_weight_bilinear(flat, ys, xs, H, W, fill), atol=1e-13
+    )
+    flat32 = flat.astype(np.float32)
+    got = _bilinear(flat32, ys, xs, H, W, fill)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(
+        got, four_weight_bilinear(flat32.astype(np.float64), ys, xs, H, W, fill), atol=2e-6
+    )
+
+
+def test_source_points_are_the_docstrings_affine_map(rng):
+    """s(p) = c + R(θ)ᵀ (p − c − t) for every pixel, against the formula evaluated point by point."""
+    N, H, W = 4, 5, 7
+    t, theta = rng.uniform(-2, 2, (N, 2)), rng.uniform(-np.pi, np.pi, N)
+    ys, xs = _source_points(H, W, t, theta)
+    c = np.array([(H - 1) / 2, (W - 1) / 2])
+    for n in range(N):
+        cos, sin = np.cos(theta[n]), np.sin(theta[n])
+        R = np.array([[cos, -sin], [sin, cos]])
+        for r in range(H):
+            for col in range(W):
+                s = c + R.T @ (np.array([r, col]) - c - t[n])
+                np.testing.assert_allclose((ys[n, r * W + col], xs[n, r * W + col]), s, atol=1e-12)

@@ -66,24 +66,64 @@ def _per_image(value, n, name, width=None):
 
 
 def _bilinear(flat, ys, xs, H, W, fill):
-    """Read images ``flat`` (N, C, H·W) at real points (ys, xs), each (N, P): bilinear, ``fill`` outside."""
+    """Read images ``flat`` (N, C, H·W) at real points (ys, xs), each (N, P): bilinear, ``fill`` outside.
+
+    The bilinear read of a point (y, x) with y₀ = ⌊y⌋, x₀ = ⌊x⌋, u = y − y₀, v = x − x₀ is
+
+        I(y, x) = (1 − u)(1 − v) I[y₀, x₀] + (1 − u) v I[y₀, x₀+1] + u (1 − v) I[y₀+1, x₀] + u v I[y₀+1, x₀+1]
+
+    with I = ``fill`` at every neighbour outside the image. The fast form here pads each image with a
+    border of ``fill`` (one row and column before, two after) and clips the point into [−1, H] × [−1, W]
+    first: a clipped point's neighbours are then all border, or the weight of the neighbours inside stays
+    what it was, so no "inside" masks are needed; the four gathers are one flat ``take`` each, and the sum is
+    written as two interpolations along x and one along y, a + v (b − a), which equals the four-weight sum
+    to rounding (``tests/test_ch07_augmentation.py`` checks it against the masked four-weight form).
+    """
     work = flat.dtype if np.issubdtype(flat.dtype, np.floating) else np.dtype(np.float64)
+    N, C, P = flat.shape[0], flat.shape[1], ys.shape[1]
+    Hp, Wp = H + 3, W + 3
+    padded = np.full((N, C, Hp, Wp), fill, work)
+    padded[:, :, 1 : H + 1, 1 : W + 1] = flat.reshape(N, C, H, W)
+    ys, xs = np.clip(ys, -1, H), np.clip(xs, -1, W)  # float64: the weights below are exact to float32
     y0, x0 = np.floor(ys), np.floor(xs)
-    wy, wx = (ys - y0).astype(work), (xs - x0).astype(work)  # weights of the lower/right neighbours
-    y0, x0 = y0.astype(np.intp), x0.astype(np.intp)
-    out = np.zeros(flat.shape[:2] + ys.shape[1:], work)
-    covered = np.zeros(ys.shape, work)  # Σ of the weights that fell inside the image
-    for dy, w_y in ((0, 1 - wy), (1, wy)):
-        for dx, w_x in ((0, 1 - wx), (1, wx)):
-            iy, ix = y0 + dy, x0 + dx
-            inside = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-            w = w_y * w_x * inside
-            index = np.clip(iy, 0, H - 1) * W + np.clip(ix, 0, W - 1)  # (N, P) into the flattened image
-            out += np.take_along_axis(flat, index[:, None, :], axis=2) * w[:, None, :]
-            covered += w
-    if fill != 0:
-        out += work.type(fill) * (1 - covered)[:, None, :]
-    return out
+    ys -= y0
+    xs -= x0
+    u, v = ys.astype(work, copy=False), xs.astype(work, copy=False)  # the lower and right neighbours' weights
+    index = y0.astype(np.intp)  # (N, P) into a padded image: (y₀ + 1)·Wp + (x₀ + 1) ...
+    index *= Wp
+    index += x0.astype(np.intp)
+    index += (np.arange(N) * (C * Hp * Wp) + Wp + 1)[:, None]  # ... into the flattened batch
+    if C > 1:  # every channel is read at the same points
+        index = index[:, None, :] + (np.arange(C) * (Hp * Wp))[None, :, None]
+        u, v = u[:, None, :], v[:, None, :]
+    source = padded.reshape(-1)
+    a, b = source[index], source[index + 1]
+    index += Wp
+    c, d = source[index], source[index + 1]
+    b -= a  # the row y₀ read at x: a + v (b − a); the row y₀ + 1: c + v (d − c); then between them
+    b *= v
+    a += b
+    d -= c
+    d *= v
+    c += d
+    c -= a
+    c *= u
+    a += c
+    return a.reshape(N, C, P)
+
+
+def _source_points(H, W, t, theta):
+    """s(p) of the module docstring without Δ, for every output pixel p of every image: (ys, xs), each
+    float64 (N, H·W). It is affine in p = (r, c), s(p) = a + M p with M = R(θ)ᵀ and a = c − M (c + t), so all
+    images' points come from one (N, 3) · (3, H·W) product of the coefficients (a, M's row) with (1, r, c)."""
+    cy, cx = (H - 1) / 2.0, (W - 1) / 2.0
+    cos, sin = np.cos(theta), np.sin(theta)
+    oy, ox = -cy - t[:, 0], -cx - t[:, 1]  # p − c − t = (r + oy, c + ox)
+    rows, cols = np.divmod(np.arange(H * W, dtype=np.float64), W)
+    basis = np.stack([np.ones(H * W), rows, cols])  # (3, H·W)
+    ys = np.stack([cy + cos * oy + sin * ox, cos, sin], axis=1) @ basis  # cy + cos·(r+oy) + sin·(c+ox)
+    xs = np.stack([cx - sin * oy + cos * ox, -sin, cos], axis=1) @ basis  # cx − sin·(r+oy) + cos·(c+ox)
+    return ys, xs
 
 
 def transform_images(X, shifts=0.0, degrees=0.0, displacement=None, fill=0.0):
@@ -98,13 +138,7 @@ def transform_images(X, shifts=0.0, degrees=0.0, displacement=None, fill=0.0):
     N, H, W = X.shape[0], X.shape[-2], X.shape[-1]
     t = _per_image(shifts, N, "shifts", width=2)
     theta = np.deg2rad(_per_image(degrees, N, "degrees"))
-    cy, cx = (H - 1) / 2.0, (W - 1) / 2.0
-    rows, cols = np.meshgrid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij")
-    py = rows.reshape(1, -1) - cy - t[:, :1]  # p − c − t, (N, H·W)
-    px = cols.reshape(1, -1) - cx - t[:, 1:]
-    cos, sin = np.cos(theta)[:, None], np.sin(theta)[:, None]
-    ys = cy + cos * py + sin * px  # c + R(θ)ᵀ (p − c − t)
-    xs = cx - sin * py + cos * px
+    ys, xs = _source_points(H, W, t, theta)
     if displacement is not None:
         D = np.asarray(displacement, dtype=np.float64)
         if D.shape != (N, 2, H, W):
