@@ -768,6 +768,7 @@ def _error(message, status):
 
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    from .app.allocator import keep_freed_memory
     from .app.checkpoint import CheckpointError
     from .app.config import ConfigError
     from .app.models import ArchitectureError
@@ -782,6 +783,7 @@ def main(argv=None) -> int:
         return _error(err, 2)
     except SystemExit as exit_:  # --help, --version
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    keep_freed_memory()  # the training steps' temporaries are reused, not faulted in afresh
     try:
         return args.func(args, argv)
     except KeyboardInterrupt:

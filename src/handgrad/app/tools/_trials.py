@@ -18,6 +18,7 @@ import pathlib
 import shlex
 import sys
 
+from ..allocator import keep_freed_memory
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 
@@ -120,7 +121,9 @@ def run_in_folder(fields: dict, folder) -> dict:
 
 def _worker_init():
     """A parallel worker: one BLAS thread (its environment said so before NumPy loaded; threadpoolctl
-    makes sure), and no progress bars (its stderr is not the terminal's to share)."""
+    makes sure), no progress bars (its stderr is not the terminal's to share), and the allocator as the
+    command line sets it (``app.allocator``)."""
+    keep_freed_memory()
     sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (the worker's lifetime)
     try:
         from threadpoolctl import threadpool_limits
