@@ -37,6 +37,7 @@ from common import (
     peak_rss_mb,
     pin_threads,
     print_table,
+    torch_cnn,
     worker_env,
 )
 
@@ -67,12 +68,14 @@ def handgrad_contender(batch, warmup, eval_batch):
     """(train_steps(k) -> seconds per step, evaluate() -> seconds, predict_one() -> seconds, info)."""
     import numpy as np
 
+    from handgrad.app.allocator import keep_freed_memory
     from handgrad.app.config import TrainConfig
     from handgrad.app.models import arch_from_config, build_model
     from handgrad.ch06_feedforward import SoftmaxCrossEntropy
     from handgrad.ch07_regularization import augment_batch
     from handgrad.ch08_optimization import Adam
 
+    keep_freed_memory()  # as handgrad's command line does
     config = TrainConfig(model="cnn")
     arch = arch_from_config(config, 10, (28, 28))
     rng = np.random.default_rng(0)
@@ -127,21 +130,7 @@ def torch_contender(batch, warmup, eval_batch):
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
 
-    def block(c_in, c_out):
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
-
-    model = nn.Sequential(
-        *block(1, 16),
-        *block(16, 32),
-        *block(32, 64),
-        nn.Flatten(),
-        nn.Dropout(0.25),
-        nn.Linear(64 * 3 * 3, 128),
-        nn.BatchNorm1d(128),
-        nn.ReLU(),
-        nn.Dropout(0.25),
-        nn.Linear(128, 10),
-    )
+    model = torch_cnn()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     X, y, source = images(max(EVAL_IMAGES, 64 * batch))
     X, y = torch.from_numpy(X), torch.from_numpy(y)

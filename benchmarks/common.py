@@ -172,3 +172,21 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait()
         self.stderr.close()
+
+
+def torch_cnn(channels=(16, 32, 64), hidden=(128,), dropout=0.25, n_classes=10, size=28):
+    """``handgrad train --model cnn``'s network in torch.nn (app/models/cnn.py): per block a 3×3 convolution
+    (padding 1), batch norm, ReLU and 2×2 max-pool; Flatten, Dropout, per hidden layer Linear, batch norm,
+    ReLU and Dropout; the output Linear. PyTorch's own initialisation."""
+    from torch import nn
+
+    layers, c_in = [], 1
+    for c in channels:
+        layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        c_in, size = c, size // 2
+    layers += [nn.Flatten(), nn.Dropout(dropout)]
+    d = c_in * size * size
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Dropout(dropout)]
+        d = h
+    return nn.Sequential(*layers, nn.Linear(d, n_classes))

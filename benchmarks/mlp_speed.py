@@ -229,7 +229,9 @@ def worker_handgrad(args) -> dict:
     import io
 
     from handgrad.app import train
+    from handgrad.app.allocator import keep_freed_memory
 
+    keep_freed_memory()  # as handgrad's command line does
     n_train = len(load_data(args.data_dir, args.dataset)[1])  # the split the application trains on
     send({"n_train": n_train})  # ready
 
