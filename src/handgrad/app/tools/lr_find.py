@@ -39,9 +39,7 @@ import textwrap
 
 import numpy as np
 
-from ...ch05_ml_basics import batch_iterator
 from ...ch06_feedforward import SoftmaxCrossEntropy
-from ...ch07_regularization import add_l2_grad_
 from ..config import ConfigError, TrainConfig
 from ..models import describe
 
@@ -120,24 +118,25 @@ def _check_range(min_lr, max_lr, steps):
 
 
 def _batches(run):
-    """Mini-batches as training draws them, epoch after epoch (ch. 5 ``batch_iterator``), without end."""
+    """The batches training takes (``run.data.train_batches``: shuffled mini-batches of images, or the
+    windows of the training text in order), epoch after epoch, without end."""
     while True:
-        yield from batch_iterator(run.X_train, run.y_train, run.config.batch_size, shuffle=True, rng=run.rng)
+        yield from run.data.train_batches(run)
 
 
 def _ramp(run, lrs, beta, stop_factor):
-    """One mini-batch step per learning rate until the end of the ramp or divergence."""
-    model, optimizer, params, grads = run.model, run.optimizer, run.params, run.grads
+    """One training step per learning rate until the end of the ramp or divergence."""
+    from ..training import backward_step, forward_loss
+
     loss_fn = SoftmaxCrossEntropy()
     losses, smoothed, m, best, diverged = [], [], 0.0, math.inf, False
     batches = _batches(run)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for i, lr in enumerate(lrs):
             xb, yb = next(batches)
-            if run.augment is not None:
-                xb = run.augment(xb)
-            optimizer.lr = float(lr)
-            loss = float(loss_fn.forward(model.forward(xb), yb))
+            run.optimizer.lr = float(lr)
+            loss, logits, _, _ = forward_loss(run, loss_fn, xb, yb)
+            loss = float(loss)
             if not math.isfinite(loss):
                 diverged = True
                 break
@@ -149,11 +148,9 @@ def _ramp(run, lrs, beta, stop_factor):
             if value > stop_factor * best:
                 diverged = True
                 break
-            # The step train takes (training._train_batches): backward, + λθ where the loop adds it, update.
-            model.backward(loss_fn.backward(), need_input_grad=False)
-            if run.weight_decay:
-                add_l2_grad_(params, grads, run.weight_decay)
-            optimizer.step(params, grads)
+            # The rest of the step train takes: backward, [clipping], + λθ where the loop adds it, update.
+            backward_step(run, loss_fn, logits.shape)
+    batches.close()
     return losses, smoothed, diverged
 
 

@@ -88,7 +88,7 @@ class Monitor(TrainingHook):
             self.groups.setdefault(int(name.split(".")[0]), []).append((p, g))
         self.before = {i: [np.empty_like(p) for p, _ in group] for i, group in self.groups.items()}
         self.diff = {i: [np.empty_like(p) for p, _ in group] for i, group in self.groups.items()}
-        self.X_batch = run.X_val[:VALIDATION_BATCH]
+        self.X_batch = run.data.monitor_batch(run, VALIDATION_BATCH)
         self.warned = set()
         self._reset()
         path = run.run_dir / "monitor.csv"

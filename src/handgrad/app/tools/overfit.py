@@ -10,7 +10,6 @@ best accuracy reached instead.
 
 from __future__ import annotations
 
-from ..evaluation import evaluate_arrays
 from ..training import TrainingHook
 
 __all__ = ["OverfitCheck", "overfit_verdict"]
@@ -39,8 +38,7 @@ class OverfitCheck(TrainingHook):
     """The ``overfit_accuracy`` column and the verdict line (module docstring)."""
 
     def epoch_metrics(self, run, epoch, row):
-        _, acc, _ = evaluate_arrays(run.model, run.X_train, run.y_train, run.config.eval_batch_size)
-        row["overfit_accuracy"] = acc
+        row.update(run.data.fit(run))
 
     def report(self, run, result):
         result.overfit_reached, line = overfit_verdict(run.history, run.config.overfit)
