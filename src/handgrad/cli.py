@@ -150,7 +150,8 @@ def _train_help(datasets):
         "patience": "early stopping: stop after N epochs without a better validation accuracy (default: off)",
         "seed": "seed of every random number generator",
         "resume": "continue the run in RUN_DIR (its own settings apply; --epochs sets the total to reach)",
-        "limit": "use only the first N training images (validation and test sets stay whole)",
+        "limit": "use only the first N training images, or characters of a text (validation and test sets "
+        "stay whole)",
         "clip_grad_norm": "clip the gradient's global L2 norm to this value before each step (book "
         "§10.11.1); 0 for off (default: "
         f"{_per_model('clip_grad_norm', lambda v: f'{v:g}' if v else 'off')})",
@@ -161,9 +162,10 @@ def _train_help(datasets):
         f"through time (default: {MODEL_DEFAULTS['char-lstm']['seq_len']})",
         "embedding_dim": "language models: the size of each character's embedding (default: "
         f"{MODEL_DEFAULTS['char-lstm']['embedding_dim']})",
-        "overfit": "debugging check (book 11.5): train on the first N training images only, without "
-        "augmentation or dropout unless given, and report whether 100%% training accuracy is "
-        "reached (exit 1 if not)",
+        "overfit": "debugging check (book 11.5): train on the first N training images (or characters of a "
+        "text) only, without augmentation or dropout unless given, and report whether 100%% training "
+        "accuracy is reached (a language model: 100%% next-character accuracy or under 0.1 bits per "
+        "character) (exit 1 if not)",
         "monitor": "log per layer and epoch the activation mean/std, dead ReLU units, gradient norm and "
         "update ratio |dtheta|/|theta| into monitor.csv (and monitor.png), with warnings",
         "plots": "do not draw the PNG plots",

@@ -13,6 +13,7 @@ of every position is the next character. An epoch runs over the windows X[:, s:s
 (T = ``seq_len``) in order. The recurrent layers are stateful (:mod:`handgrad.app.models.char_lm`):
 the state of window k starts window k + 1 of the same rows, and the gradient stops at the window's
 start — truncated back-propagation through time (§10.2.2). The state is reset at each epoch's start.
+``--limit N`` (and ``--overfit N``) train on the first N characters of the training part only.
 
 The loss is the mean cross-entropy per character (nats); reported as **bits per character**,
 bpc = loss / ln 2, for training (the epoch's mean), validation and test (the whole held-out stream in
@@ -106,15 +107,21 @@ def load_corpus(config):
 
 
 def training_ids(config, splits):
-    """The training characters a run reads: the training part. ConfigError when they do not fill one
-    batch of ``batch_size`` streams × ``seq_len``."""
-    ids = splits.train
+    """The training characters a run reads: the training part, or its first ``overfit`` / ``limit``
+    characters. ConfigError when they do not fill one batch of ``batch_size`` streams × ``seq_len``."""
+    n = config.overfit if config.overfit is not None else config.limit
+    ids = splits.train if n is None else splits.train[:n]
     B, T = config.batch_size, config.seq_len
     if len(ids) < B * T + 1:
+        flag = "--overfit" if config.overfit is not None else "--limit"
+        what = (
+            f"its training part ({len(ids):,} characters) is"
+            if len(ids) == len(splits.train)
+            else f"the first {len(ids):,} characters of its training part ({flag} {n}) are"
+        )
         raise ConfigError(
-            f"{splits.name}: its training part ({len(ids):,} characters) is too short for one batch of "
-            f"{B} sequences of {T} characters (needs {B * T + 1:,}); use a longer text or a smaller "
-            "--batch-size or --seq-len"
+            f"{splits.name}: {what} too short for one batch of {B} sequences of {T} characters "
+            f"(needs {B * T + 1:,}); use a longer text or a smaller --batch-size or --seq-len"
         )
     return ids
 
@@ -127,7 +134,7 @@ class TextData:
     with the lowest validation bpc is the best."""
 
     splits: object  # TextSplits
-    train: np.ndarray  # the training characters read
+    train: np.ndarray  # the training characters read: all, or the first --limit / --overfit N
     X: np.ndarray  # (B, n): the stream layout of ``train``
     Y: np.ndarray
     text: str | None  # the file, or None for a registered corpus

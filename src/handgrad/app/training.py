@@ -502,8 +502,6 @@ def _train(config, on_epoch_end, stdout, hooks, dist) -> TrainResult:
         raise ConfigError("a character language model trains in one process; run it without mpiexec")
     if config.monitor:
         config.require_images("--monitor")
-    if config.overfit is not None:
-        config.require_images("--overfit")
     stream = stdout or sys.stdout
 
     def log(msg=""):
