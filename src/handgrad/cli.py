@@ -166,8 +166,9 @@ def _train_help(datasets):
         "text) only, without augmentation or dropout unless given, and report whether 100%% training "
         "accuracy is reached (a language model: 100%% next-character accuracy or under 0.1 bits per "
         "character) (exit 1 if not)",
-        "monitor": "log per layer and epoch the activation mean/std, dead ReLU units, gradient norm and "
-        "update ratio |dtheta|/|theta| into monitor.csv (and monitor.png), with warnings",
+        "monitor": "log per layer and epoch the activation mean/std (on 256 validation images, or a "
+        "language model's first validation window), dead ReLU units, gradient norm and update ratio "
+        "|dtheta|/|theta| into monitor.csv (and monitor.png), with warnings",
         "plots": "do not draw the PNG plots",
         "quiet": "no progress bar or per-epoch lines, only the summary",
     }

@@ -500,8 +500,6 @@ def _train(config, on_epoch_end, stdout, hooks, dist) -> TrainResult:
     config, resume_dir = _settle_config(config) if dist is None else dist.root_call(_settle_config, config)
     if config.trains_text and dist is not None:
         raise ConfigError("a character language model trains in one process; run it without mpiexec")
-    if config.monitor:
-        config.require_images("--monitor")
     stream = stdout or sys.stdout
 
     def log(msg=""):
