@@ -436,7 +436,9 @@ def _add_tool_parsers(sub):
         "over --steps; the loss smoothed by a debiased moving average (beta 0.98); stopped when "
         "it passes 4x its minimum. Prints two suggestions: the steepest descent of the "
         "smoothed loss (central differences on log10 lr, before its minimum) and the learning "
-        "rate at the minimum / 10. Writes OUT/lr_find.csv and OUT/lr_find.png; keeps no model.",
+        "rate at the minimum / 10. Writes OUT/lr_find.csv and OUT/lr_find.png; keeps no model. "
+        "A language model (--text FILE or a text --dataset) steps through the windows of its training "
+        "text in order, the state carried as in training; its losses are nats per character.",
         _LR_FIND_SKIP,
     )
     f.add_argument("--min-lr", type=float, default=1e-6, metavar="LR", help="first learning rate")
@@ -634,9 +636,14 @@ def cmd_train(args, argv):
     return 0 if result is not None else 1
 
 
-def _train_fields(args):
-    """The TrainConfig fields a tool's command line gives (None: the model's default)."""
-    return {dest: getattr(args, dest) for dest in set(TRAIN_OPTIONS.values()) if hasattr(args, dest)}
+def _train_fields(args, argv):
+    """The TrainConfig fields a tool's command line gives (None: the model's default); ``--text`` without
+    ``--model`` is the LSTM language model, as for train."""
+    fields = {dest: getattr(args, dest) for dest in set(TRAIN_OPTIONS.values()) if hasattr(args, dest)}
+    typed = _typed(argv)
+    if "text" in typed and "model" not in typed:
+        fields["model"] = "lstm"
+    return fields
 
 
 def cmd_lr_find(args, argv):
@@ -644,7 +651,7 @@ def cmd_lr_find(args, argv):
     from .app.tools.lr_find import format_report, lr_find
 
     result = lr_find(
-        TrainConfig(**_train_fields(args)),
+        TrainConfig(**_train_fields(args, argv)),
         min_lr=args.min_lr,
         max_lr=args.max_lr,
         steps=args.steps,
@@ -660,7 +667,7 @@ def cmd_search(args, argv):
 
     result = search(
         args.space,
-        _train_fields(args),
+        _train_fields(args, argv),
         method=args.method,
         trials=args.trials,
         grid_points=args.grid_points,
@@ -677,7 +684,7 @@ def cmd_learning_curve(args, argv):
     from .app.tools.learning_curve import format_table, learning_curve
 
     result = learning_curve(
-        _train_fields(args),
+        _train_fields(args, argv),
         points=args.points,
         min_fraction=args.min_fraction,
         out=args.out,

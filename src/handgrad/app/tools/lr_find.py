@@ -24,6 +24,12 @@ Two suggestions:
 - **minimum / 10**: a tenth of the learning rate at L̂'s minimum (``min_loss_lr``): the minimum itself is
   already at the edge of stability.
 
+For a character language model (``--text FILE`` or a text ``--dataset``) a step is one window of the
+training text, B streams × T characters, taken in order as training takes them: the recurrent state is
+carried from window to window (truncated back-propagation through time, §10.2.2), reset when the text
+starts over, and the gradient's norm clipped as the recipe says; the loss is the mean cross-entropy in
+nats per character (bits per character are nats / ln 2).
+
 Deterministic for a seed: the data order, the initialisation and any dropout or augmentation draws come
 from the run's generator. The model is built in memory (``prepare(..., files=False)``) and discarded:
 nothing is written but the CSV (step, lr, loss, smoothed_loss) and the plot.
@@ -64,6 +70,7 @@ class LRFindResult:
     csv_path: str
     plot_path: str | None
     description: str = ""  # the model, data and optimiser, as the report and the plot name them
+    per_character: bool = False  # a language model: the losses are nats per character
 
     def to_json(self) -> dict:
         return {
@@ -177,7 +184,6 @@ def lr_find(
 
     _check_range(min_lr, max_lr, steps)
     config = dataclasses.replace(config if config is not None else TrainConfig(), resume=None).validate()
-    config.require_images("lr-find")
     out = pathlib.Path(out)
     quiet = lambda msg="": None  # noqa: E731
     run = prepare(config, None, log, quiet, files=False)
@@ -201,6 +207,7 @@ def lr_find(
         csv_path=str(out / "lr_find.csv"),
         plot_path=None,
         description=_describe(run),
+        per_character=run.config.trains_text,
     )
     del run  # the model, its optimiser state and the data: nothing of them is kept
     out.mkdir(parents=True, exist_ok=True)
@@ -217,7 +224,10 @@ def lr_find(
 def _describe(run) -> str:
     config = run.config
     extra = f" β {config.momentum:g}" if config.optimizer == "momentum" else ""
-    return f"{describe(run.arch)} on {run.dataset}, {config.optimizer}{extra}, batch {config.batch_size}"
+    batch = f"batch {config.batch_size}"
+    if config.trains_text:
+        batch = f"{config.batch_size} streams × {config.seq_len} characters, windows in order"
+    return f"{describe(run.arch)} on {run.dataset}, {config.optimizer}{extra}, {batch}"
 
 
 def plot_lr_find(result: LRFindResult, path, title=None):
@@ -228,7 +238,13 @@ def plot_lr_find(result: LRFindResult, path, title=None):
     if fig is None:
         return None
     ax = fig.subplots()
-    ax.plot(result.lrs, result.losses, color="0.75", lw=0.8, label="mini-batch loss")
+    ax.plot(
+        result.lrs,
+        result.losses,
+        color="0.75",
+        lw=0.8,
+        label="window loss" if result.per_character else "mini-batch loss",
+    )
     ax.plot(result.lrs, result.smoothed, color="C0", lw=1.8, label=f"smoothed (debiased EMA, β {BETA})")
     if result.suggestion is not None:
         ax.axvline(result.suggestion, color="C2", ls="--", label=f"steepest descent: {result.suggestion:.3g}")
@@ -246,7 +262,10 @@ def plot_lr_find(result: LRFindResult, path, title=None):
     ax.set_xscale("log")
     top = min(max(result.losses), 4.5 * result.min_loss, max(result.smoothed) * 1.1)
     ax.set_ylim(min(min(result.losses), result.min_loss) * 0.9, max(top, result.smoothed[0] * 1.05))
-    ax.set(xlabel="learning rate", ylabel="cross-entropy loss")
+    ax.set(
+        xlabel="learning rate",
+        ylabel="cross-entropy (nats per character)" if result.per_character else "cross-entropy loss",
+    )
     ax.set_title(
         "learning-rate range test" + ("\n" + textwrap.shorten(title, 90) if title else ""), fontsize=9
     )
@@ -266,7 +285,9 @@ def format_report(result: LRFindResult, min_lr, max_lr) -> str:
     lines = [
         f"lr-find: {result.description}",
         f"{result.steps} steps from lr {min_lr:g} to {max_lr:g} ({how})",
-        f"  minimum of the smoothed loss: {result.min_loss:.4f} at lr {result.min_loss_lr:.3g}",
+        f"  minimum of the smoothed loss: {result.min_loss:.4f}"
+        + (" nats per character" if result.per_character else "")
+        + f" at lr {result.min_loss_lr:.3g}",
     ]
     steepest = (
         f"lr {result.suggestion:.3g}"
