@@ -156,15 +156,13 @@ def test_bad_range_is_one_line_before_any_training(tmp_path, capsys, monkeypatch
 def test_a_language_model_is_refused_by_the_tools_in_one_line(tmp_path):
     """The chapter 11 tools take image models so far: a --text run is named, never trained as images."""
     from handgrad.app import ConfigError
-    from handgrad.app.tools import learning_curve, search
+    from handgrad.app.tools import learning_curve
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("abc " * 500, encoding="utf-8")
     text = dict(model="lstm", text=str(corpus))
     with pytest.raises(ConfigError, match=r"^learning-curve works on the image models"):
         learning_curve(text, out=str(tmp_path / "lc"))
-    with pytest.raises(ConfigError, match=r"^trial 1 \(lr=[0-9.]+\): search works on the image models"):
-        search(["lr=log(1e-3,1e-1)"], text, out=str(tmp_path / "s"))
     assert not (tmp_path / "lc").exists()
 
 

@@ -463,7 +463,9 @@ def _add_tool_parsers(sub):
         "search (finished trials are read back, an interrupted one resumed). Trials are ranked "
         "by validation accuracy (test accuracy only shown, as a monitor) in OUT/results.csv and "
         "the printed table; OUT/search.png plots validation accuracy against each "
-        "hyperparameter; the best trial's train command is printed. SPACE: " + SPACE_HELP,
+        "hyperparameter; the best trial's train command is printed. Language models (--text "
+        "FILE or a text --dataset) are ranked by validation bits per character, lowest first. "
+        "SPACE: " + SPACE_HELP,
         _TOOL_SKIP,
     )
     s.add_argument("space", metavar="SPACE", nargs="*", help="the search space: NAME=KIND(ARGS) ... (quoted)")
