@@ -153,19 +153,6 @@ def test_bad_range_is_one_line_before_any_training(tmp_path, capsys, monkeypatch
     assert not any(tmp_path.iterdir())
 
 
-def test_a_language_model_is_refused_by_the_tools_in_one_line(tmp_path):
-    """The chapter 11 tools take image models so far: a --text run is named, never trained as images."""
-    from handgrad.app import ConfigError
-    from handgrad.app.tools import learning_curve
-
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("abc " * 500, encoding="utf-8")
-    text = dict(model="lstm", text=str(corpus))
-    with pytest.raises(ConfigError, match=r"^learning-curve works on the image models"):
-        learning_curve(text, out=str(tmp_path / "lc"))
-    assert not (tmp_path / "lc").exists()
-
-
 # ----------------------------------------------------------------------------------------------------
 # A character language model: windows of the training text, in order
 # ----------------------------------------------------------------------------------------------------

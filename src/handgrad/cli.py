@@ -509,6 +509,8 @@ def _add_tool_parsers(sub):
         "Learning curve (book §11.3, whether to gather more data): trains on log-spaced "
         "fractions of the training set (the first N images; the same validation set) and "
         "measures each best model's error on its training images and on the validation set. "
+        "A language model trains on prefixes of its training text and is measured in bits per "
+        "character against the characters. "
         "Writes OUT/learning_curve.csv and OUT/learning_curve.png; re-running continues.",
         _TOOL_SKIP,
     )

@@ -146,16 +146,6 @@ class TrainConfig:
         its cell (``lstm`` -> ``char-lstm``)."""
         return TEXT_MODEL_OF.get(self.model, self.model) if self.trains_text else self.model
 
-    def require_images(self, what) -> TrainConfig:
-        """Self, or a ConfigError when this run trains a character language model, which ``what`` (a
-        chapter 11 tool) does not handle yet: it says so instead of training an image model."""
-        if self.trains_text:
-            raise ConfigError(
-                f"{what} works on the image models (mlp, cnn, rnn, lstm, gru) so far, not on a character "
-                f"language model ({self.model_type}); drop --text, or train it with 'handgrad train'"
-            )
-        return self
-
     # ------------------------------------------------------------------------------------------------
     def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first bad value; return self."""
