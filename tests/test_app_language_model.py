@@ -11,6 +11,7 @@ from handgrad.app.checkpoint import load_checkpoint, load_model
 from handgrad.app.evaluation import evaluate
 from handgrad.app.language_model import evaluate_stream, stream_layout
 from handgrad.app.models import build_model, char_arch, reset_states
+from handgrad.app.training import TrainingHook
 from handgrad.ch04_numerical import log_softmax
 from handgrad.cli import main
 
@@ -114,6 +115,41 @@ def test_resume_is_bit_for_bit(tmp_path):
     assert timeless[:3] == timeless[3:]
     model, _ = load_model(tmp_path / "resumed")
     assert model.layers[1].stateful and model.layers[1].initial_state is None
+
+
+class Steps(TrainingHook):
+    """Records the step count around every optimiser step and adds a column to each epoch's row."""
+
+    def start(self, run):
+        self.before, self.after = [], []
+
+    def before_step(self, run):
+        self.before.append(run.step)
+
+    def after_step(self, run):
+        self.after.append(len(self.before))
+
+    def epoch_metrics(self, run, epoch, row):
+        row["hook_column"] = 10 * epoch
+
+
+def test_the_text_run_is_the_image_loop_hooks_and_all(tmp_path):
+    """The language model trains in training.py's loop: the hooks see every step, their columns reach
+    metrics.csv, and a hooked run is bit for bit the plain one."""
+    path = tmp_path / "t.txt"
+    path.write_text(small_text(1500))  # 1,350 training characters: 4 streams of 337, 17 windows of 20
+    hook = Steps()
+    train(lm_config(tmp_path, path, "hooked"), hooks=[hook])
+    plain = train(lm_config(tmp_path, path, "plain"))
+    assert hook.before == [0] * 17 + [17] * 17  # run.step: the steps before the epoch
+    assert hook.after == list(range(1, 2 * 17 + 1))
+    rows = (tmp_path / "hooked" / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[-1] == "hook_column" and [r.split(",")[-1] for r in rows[1:]] == ["10", "20"]
+    a, b = (load_checkpoint(tmp_path / run / "last.npz").params for run in ("hooked", "plain"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert load_checkpoint(tmp_path / "plain" / "best.npz").metadata["best_val_bpc"] == pytest.approx(
+        min(row["val_bpc"] for row in plain.history)
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
-"""handgrad lr-find (``handgrad.app.tools.lr_find``): the learning-rate range test on the MNIST sample.
+"""handgrad lr-find (``handgrad.app.tools.lr_find``): the learning-rate range test on the MNIST sample and
+on a character language model (fortunes-min).
 
 The smoothed curve is checked against the closed form of the debiased moving average, the stop rule against
-its definition, the suggestion against a curve whose steepest point is known, and the command's output,
-files and errors as a user sees them."""
+its definition, the suggestion against a curve whose steepest point is known, a language model's losses
+against its windows read in order, and the command's output, files and errors as a user sees them."""
 
 import csv
 import json
@@ -152,20 +153,65 @@ def test_bad_range_is_one_line_before_any_training(tmp_path, capsys, monkeypatch
     assert not any(tmp_path.iterdir())
 
 
-def test_a_language_model_is_refused_by_the_tools_in_one_line(tmp_path):
-    """The chapter 11 tools take image models so far: a --text run is named, never trained as images."""
-    from handgrad.app import ConfigError, TrainConfig, train
-    from handgrad.app.tools import learning_curve, lr_find, search
+# ----------------------------------------------------------------------------------------------------
+# A character language model: windows of the training text, in order
+# ----------------------------------------------------------------------------------------------------
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("abc " * 500, encoding="utf-8")
-    text = dict(model="lstm", text=str(corpus))
-    with pytest.raises(ConfigError, match=r"^lr-find works on the image models .* \(char-lstm\)"):
-        lr_find(TrainConfig(**text))
-    with pytest.raises(ConfigError, match=r"^learning-curve works on the image models"):
-        learning_curve(text, out=str(tmp_path / "lc"))
-    with pytest.raises(ConfigError, match=r"^trial 1 \(lr=[0-9.]+\): search works on the image models"):
-        search(["lr=log(1e-3,1e-1)"], text, out=str(tmp_path / "s"))
-    with pytest.raises(ConfigError, match=r"^--monitor works on the image models"):
-        train(TrainConfig(**text, monitor=True, epochs=1, out=str(tmp_path / "m")))
-    assert not (tmp_path / "m").exists() and not (tmp_path / "lc").exists()
+LM = dict(model="lstm", dataset="fortunes-min", hidden=(16,), embedding_dim=8, batch_size=16, seq_len=50)
+
+
+def test_a_language_model_steps_through_the_windows_in_order_with_the_state_carried(tmp_path):
+    """Rates too small to move a float32 parameter: each loss is the initial model's on its window, the
+    state carried from the window before and reset when the text starts over."""
+    from handgrad.app.language_model import load_corpus, stream_layout
+    from handgrad.app.models import build_model, char_arch, reset_states
+    from handgrad.ch05_ml_basics import set_all_seeds
+    from handgrad.ch06_feedforward import cross_entropy_from_logits
+
+    r = lr_find(TrainConfig(**LM), min_lr=1e-12, max_lr=2e-12, steps=32, out=tmp_path, plot=False)
+    splits = load_corpus(TrainConfig(**LM))
+    X, Y = stream_layout(splits.train, 16)
+    assert X.shape == (16, 1379)  # (22,066 − 1) // 16 characters a stream: 28 windows of 50
+    model = build_model(char_arch("lstm", len(splits.vocab), 8, (16,)), set_all_seeds(0))
+    expected = []
+    for start in range(0, X.shape[1], 50):
+        logits = model.forward(X[:, start : start + 50])
+        expected.append(
+            cross_entropy_from_logits(logits.reshape(-1, logits.shape[-1]), Y[:, start : start + 50].ravel())
+        )
+    reset_states(model)
+    assert len(expected) == 28 and r.steps == 32 and not r.diverged
+    assert r.losses == pytest.approx(expected + expected[:4], rel=1e-5)  # the text starts over at step 29
+    assert r.losses[0] == pytest.approx(math.log(len(splits.vocab)), rel=0.01)  # nats: ~uniform at first
+    assert r.per_character and "16 streams × 50 characters, windows in order" in r.description
+
+
+def test_a_language_models_range_test_is_deterministic_and_stops_on_divergence(tmp_path):
+    kw = dict(min_lr=1e-2, max_lr=3000.0, steps=30, plot=False)
+    a = lr_find(TrainConfig(**LM, seed=1), out=tmp_path / "a", **kw)
+    b = lr_find(TrainConfig(**LM, seed=1), out=tmp_path / "b", **kw)
+    c = lr_find(TrainConfig(**LM, seed=2), out=tmp_path / "c", **kw)
+    assert a.losses == b.losses and a.suggestion == b.suggestion and a.min_loss_lr == b.min_loss_lr
+    assert a.losses != c.losses
+    s = np.array(a.smoothed)
+    assert a.diverged and a.steps < 30 and s[-1] > 4 * s.min()
+    assert all(s[i] <= 4 * s[: i + 1].min() for i in range(len(s) - 1))  # it stopped at the first one
+    assert 1e-2 < a.suggestion < a.min_loss_lr < 3000
+
+
+def test_the_command_takes_a_text_file_as_train_does(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text("to be or not to be, that is the question. " * 80, encoding="utf-8")
+    argv = ["lr-find", "--text", "t.txt", "--hidden", "8", "--batch-size", "8", "--seq-len", "20"]
+    code, out, err = run(capsys, *argv, "--steps", "12")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == (
+        "lr-find: char-lstm embedding 15x64, lstm 8, next-character softmax on t.txt, adam, "
+        "8 streams × 20 characters, windows in order"
+    )
+    assert " nats per character at lr " in lines[2]
+    with open(tmp_path / "lr-find" / "lr_find.csv") as f:
+        assert sum(1 for _ in f) == 12 + 1
+    code, out, err = run(capsys, *argv, "--steps", "12", "--json")
+    assert code == 0 and list(json.loads(out)) == ["suggestion", "min_loss_lr", "steps", "diverged"]

@@ -176,3 +176,75 @@ def test_the_cli_flag_turns_the_monitor_on_also_for_a_resumed_run(tmp_path, caps
     assert cli.main(["train", "--resume", out, "--epochs", "2", "--monitor", "-q"]) == 0
     assert "ignored" not in capsys.readouterr().err  # --monitor applies to a resumed run
     assert sorted({r["epoch"] for r in read_monitor(tmp_path / "run" / "monitor.csv")}) == [2]
+
+
+# ----------------------------------------------------------------------------------------------------
+# A character language model: one validation window
+# ----------------------------------------------------------------------------------------------------
+
+
+def _lm(tmp_path, name, **kw):
+    """224 characters: 202 for training, 4 streams × 50 = one window of 50, one step an epoch."""
+    path = tmp_path / "t.txt"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        words = ["the ", "cat ", "sat ", "on ", "a ", "mat, ", "and ", "dog ", "ran. "]
+        path.write_text("".join(rng.choice(words) for _ in range(200))[:224], encoding="utf-8")
+    settings = dict(
+        model="lstm",
+        text=str(path),
+        batch_size=4,
+        seq_len=50,
+        hidden=(16,),
+        embedding_dim=8,
+        eval_batch_size=3,
+        epochs=1,
+        optimizer="sgd",
+        lr=0.5,
+        out=str(tmp_path / name),
+        plots=False,
+        quiet=True,
+        monitor=True,
+    )
+    settings.update(kw)
+    return TrainConfig(**settings)
+
+
+def test_a_language_models_update_ratio_matches_a_hand_computation_on_one_step(tmp_path):
+    from handgrad.app.language_model import load_corpus, stream_layout
+    from handgrad.app.models import char_arch
+
+    config = _lm(tmp_path, "run")
+    train(config, stdout=io.StringIO())
+    splits = load_corpus(config)
+    assert len(splits.train) == 202  # (202 − 1) // 4 = 50 characters a stream: one window, one step
+    arch = char_arch("lstm", len(splits.vocab), 8, (16,))
+    model = build_model(arch, set_all_seeds(config.seed))
+    before = {name: p.astype(np.float64) for name, p, _ in model.parameters()}
+    after = load_checkpoint(tmp_path / "run" / "last.npz").params
+    rows = [r for r in read_monitor(tmp_path / "run" / "monitor.csv") if r["epoch"] == 1]
+    assert [r["kind"] for r in rows] == ["Embedding", "LSTM", "TimeDistributed"]
+    for layer, row in enumerate(rows):
+        names = [n for n in before if n.split(".")[0] == str(layer)]
+        step = math.sqrt(sum(np.sum((after[n] - before[n]) ** 2) for n in names))
+        norm = math.sqrt(sum(np.sum(before[n] ** 2) for n in names))
+        assert row["update_ratio"] == pytest.approx(step / norm, rel=1e-4) and 0 < step / norm < 1
+        assert row["update_ratio_last"] == row["update_ratio"]
+        # plain SGD, no weight decay: Δθ = −lr·g, the gradient as clipped (at 5) and handed to the optimiser
+        assert row["grad_norm"] == pytest.approx(step / 0.5, rel=1e-3)
+        assert row["dead_fraction"] is None  # no ReLU layer
+    # The activations: the first validation window, 3 streams (eval_batch_size) × (11 − 1) // 3 = 3
+    window = stream_layout(splits.val, 3)[0][:, :50]
+    assert window.shape == (3, 3)
+    embedded = after["0.W"].astype(np.float64)[window]
+    assert rows[0]["act_mean"] == pytest.approx(embedded.mean(), rel=1e-4, abs=1e-7)
+    assert rows[0]["act_std"] == pytest.approx(embedded.std(), rel=1e-4)
+
+
+def test_a_monitored_language_model_is_bit_for_bit_the_plain_one(tmp_path):
+    train(_lm(tmp_path, "plain", epochs=3, monitor=False, optimizer="adam", lr=0.01))
+    train(_lm(tmp_path, "monitored", epochs=3, optimizer="adam", lr=0.01))
+    _same(tmp_path / "plain", tmp_path / "monitored")
+    rows = read_monitor(tmp_path / "monitored" / "monitor.csv")
+    assert [(r["epoch"], r["layer"]) for r in rows] == [(e, k) for e in range(4) for k in range(3)]
+    assert all(r["grad_norm"] > 0 for r in rows if r["epoch"] > 0)

@@ -204,3 +204,77 @@ def test_bad_spaces_are_one_line_before_any_training(tmp_path, capsys, monkeypat
     assert code == 1 and len(lines) == 1 and lines[0].startswith("handgrad: error: "), err
     assert fragment in lines[0]
     assert not (tmp_path / "s").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Character language models: ranked by validation bits per character, lower first
+# ----------------------------------------------------------------------------------------------------
+
+# The first 4,001 characters of fortunes-min: 16 streams of 250, 5 windows of 50 an epoch.
+LM_BASE = dict(
+    model="gru",
+    dataset="fortunes-min",
+    limit=4001,
+    batch_size=16,
+    seq_len=50,
+    hidden=(16,),
+    embedding_dim=8,
+    epochs=2,
+    plots=False,
+)
+LM_SPACE = "lr=log(1e-3,1e-1)"
+
+
+def test_a_language_model_search_ranks_by_validation_bpc_and_resumes_without_rerunning(tmp_path):
+    from handgrad.app.checkpoint import load_checkpoint
+    from handgrad.app.tools.search import format_table
+
+    out = tmp_path / "s"
+    first = search(LM_SPACE, LM_BASE, trials=3, out=out, log=quiet)
+    assert (first.ran, first.skipped) == (3, 0)
+    bpc = [t["val_bpc"] for t in first.trials]
+    assert bpc == sorted(bpc) and len(set(bpc)) == 3 and [t["rank"] for t in first.trials] == [1, 2, 3]
+    for t in first.trials:  # each trial's bpc is its best epoch's, as its run chose and saved it
+        folder = out / f"trial-{t['trial']:03d}"
+        meta = load_checkpoint(folder / "best.npz").metadata
+        assert t["val_bpc"] == meta["best_val_bpc"] and t["best_epoch"] == meta["best_epoch"]
+        with open(folder / "metrics.csv", newline="") as f:
+            history = list(csv.DictReader(f))
+        assert t["val_bpc"] <= min(float(r["val_bpc"]) for r in history)
+        assert t["best_epoch"] >= 1 and t["test_bpc"] == pytest.approx(meta["metrics"]["test_bpc"], rel=1e-12)
+        assert "val_accuracy" not in t and 2 < t["val_bpc"] < 7
+
+    stamps = {t: (out / f"trial-00{t}" / "result.json").stat().st_mtime_ns for t in (1, 2, 3)}
+    more = search(LM_SPACE, LM_BASE, trials=4, out=out, log=quiet)
+    assert (more.ran, more.skipped) == (1, 3)
+    assert {t: (out / f"trial-00{t}" / "result.json").stat().st_mtime_ns for t in (1, 2, 3)} == stamps
+    (out / "trial-004" / "result.json").unlink()  # interrupted after its last epoch: continued, not rerun
+    again = search(LM_SPACE, LM_BASE, trials=4, out=out, log=quiet)
+    assert (again.ran, again.skipped) == (1, 3)
+    assert {t["trial"]: t["val_bpc"] for t in again.trials} == {t["trial"]: t["val_bpc"] for t in more.trials}
+    with open(again.csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:4] == ["rank", "trial", "val_bpc", "test_bpc_monitor"]
+    assert [float(r["val_bpc"]) for r in rows] == pytest.approx(
+        [t["val_bpc"] for t in again.trials], abs=5e-5
+    )
+    table = format_table(again).splitlines()
+    best = again.trials[0]
+    assert table[0].split()[:6] == ["rank", "trial", "val", "bpc", "test", "(monitor)"]
+    assert table[1].split()[:4] == [
+        "1",
+        str(best["trial"]),
+        f"{best['val_bpc']:.4f}",
+        f"{best['test_bpc']:.4f}",
+    ]
+    assert table[-2].startswith(
+        f"best by validation bits per character: trial {best['trial']} ({best['val_bpc']:.4f} bpc); wrote "
+    )
+    assert table[-1] == f"train it with: {best['command']}" and "--dataset fortunes-min" in best["command"]
+
+
+def test_the_corpus_is_not_searchable(tmp_path):
+    from handgrad.app import ConfigError
+
+    with pytest.raises(ConfigError, match="text cannot be searched"):
+        search("text=choice(a.txt,b.txt)", LM_BASE, out=tmp_path / "s", log=quiet)

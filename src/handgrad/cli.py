@@ -150,7 +150,8 @@ def _train_help(datasets):
         "patience": "early stopping: stop after N epochs without a better validation accuracy (default: off)",
         "seed": "seed of every random number generator",
         "resume": "continue the run in RUN_DIR (its own settings apply; --epochs sets the total to reach)",
-        "limit": "use only the first N training images (validation and test sets stay whole)",
+        "limit": "use only the first N training images, or characters of a text (validation and test sets "
+        "stay whole)",
         "clip_grad_norm": "clip the gradient's global L2 norm to this value before each step (book "
         "§10.11.1); 0 for off (default: "
         f"{_per_model('clip_grad_norm', lambda v: f'{v:g}' if v else 'off')})",
@@ -161,11 +162,13 @@ def _train_help(datasets):
         f"through time (default: {MODEL_DEFAULTS['char-lstm']['seq_len']})",
         "embedding_dim": "language models: the size of each character's embedding (default: "
         f"{MODEL_DEFAULTS['char-lstm']['embedding_dim']})",
-        "overfit": "debugging check (book 11.5): train on the first N training images only, without "
-        "augmentation or dropout unless given, and report whether 100%% training accuracy is "
-        "reached (exit 1 if not)",
-        "monitor": "log per layer and epoch the activation mean/std, dead ReLU units, gradient norm and "
-        "update ratio |dtheta|/|theta| into monitor.csv (and monitor.png), with warnings",
+        "overfit": "debugging check (book 11.5): train on the first N training images (or characters of a "
+        "text) only, without augmentation or dropout unless given, and report whether 100%% training "
+        "accuracy is reached (a language model: 100%% next-character accuracy or under 0.1 bits per "
+        "character) (exit 1 if not)",
+        "monitor": "log per layer and epoch the activation mean/std (on 256 validation images, or a "
+        "language model's first validation window), dead ReLU units, gradient norm and update ratio "
+        "|dtheta|/|theta| into monitor.csv (and monitor.png), with warnings",
         "plots": "do not draw the PNG plots",
         "quiet": "no progress bar or per-epoch lines, only the summary",
     }
@@ -433,7 +436,9 @@ def _add_tool_parsers(sub):
         "over --steps; the loss smoothed by a debiased moving average (beta 0.98); stopped when "
         "it passes 4x its minimum. Prints two suggestions: the steepest descent of the "
         "smoothed loss (central differences on log10 lr, before its minimum) and the learning "
-        "rate at the minimum / 10. Writes OUT/lr_find.csv and OUT/lr_find.png; keeps no model.",
+        "rate at the minimum / 10. Writes OUT/lr_find.csv and OUT/lr_find.png; keeps no model. "
+        "A language model (--text FILE or a text --dataset) steps through the windows of its training "
+        "text in order, the state carried as in training; its losses are nats per character.",
         _LR_FIND_SKIP,
     )
     f.add_argument("--min-lr", type=float, default=1e-6, metavar="LR", help="first learning rate")
@@ -458,7 +463,9 @@ def _add_tool_parsers(sub):
         "search (finished trials are read back, an interrupted one resumed). Trials are ranked "
         "by validation accuracy (test accuracy only shown, as a monitor) in OUT/results.csv and "
         "the printed table; OUT/search.png plots validation accuracy against each "
-        "hyperparameter; the best trial's train command is printed. SPACE: " + SPACE_HELP,
+        "hyperparameter; the best trial's train command is printed. Language models (--text "
+        "FILE or a text --dataset) are ranked by validation bits per character, lowest first. "
+        "SPACE: " + SPACE_HELP,
         _TOOL_SKIP,
     )
     s.add_argument("space", metavar="SPACE", nargs="*", help="the search space: NAME=KIND(ARGS) ... (quoted)")
@@ -502,6 +509,8 @@ def _add_tool_parsers(sub):
         "Learning curve (book §11.3, whether to gather more data): trains on log-spaced "
         "fractions of the training set (the first N images; the same validation set) and "
         "measures each best model's error on its training images and on the validation set. "
+        "A language model trains on prefixes of its training text and is measured in bits per "
+        "character against the characters. "
         "Writes OUT/learning_curve.csv and OUT/learning_curve.png; re-running continues.",
         _TOOL_SKIP,
     )
@@ -631,9 +640,14 @@ def cmd_train(args, argv):
     return 0 if result is not None else 1
 
 
-def _train_fields(args):
-    """The TrainConfig fields a tool's command line gives (None: the model's default)."""
-    return {dest: getattr(args, dest) for dest in set(TRAIN_OPTIONS.values()) if hasattr(args, dest)}
+def _train_fields(args, argv):
+    """The TrainConfig fields a tool's command line gives (None: the model's default); ``--text`` without
+    ``--model`` is the LSTM language model, as for train."""
+    fields = {dest: getattr(args, dest) for dest in set(TRAIN_OPTIONS.values()) if hasattr(args, dest)}
+    typed = _typed(argv)
+    if "text" in typed and "model" not in typed:
+        fields["model"] = "lstm"
+    return fields
 
 
 def cmd_lr_find(args, argv):
@@ -641,7 +655,7 @@ def cmd_lr_find(args, argv):
     from .app.tools.lr_find import format_report, lr_find
 
     result = lr_find(
-        TrainConfig(**_train_fields(args)),
+        TrainConfig(**_train_fields(args, argv)),
         min_lr=args.min_lr,
         max_lr=args.max_lr,
         steps=args.steps,
@@ -657,7 +671,7 @@ def cmd_search(args, argv):
 
     result = search(
         args.space,
-        _train_fields(args),
+        _train_fields(args, argv),
         method=args.method,
         trials=args.trials,
         grid_points=args.grid_points,
@@ -674,7 +688,7 @@ def cmd_learning_curve(args, argv):
     from .app.tools.learning_curve import format_table, learning_curve
 
     result = learning_curve(
-        _train_fields(args),
+        _train_fields(args, argv),
         points=args.points,
         min_fraction=args.min_fraction,
         out=args.out,

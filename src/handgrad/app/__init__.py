@@ -7,7 +7,7 @@
 Modules: ``config`` (TrainConfig), ``models`` (architectures as data, the model registry, one module per
 family), ``recipes`` (optimisers and schedules by name), ``training`` (the loop), ``checkpoint`` (atomic .npz
 checkpoints), ``evaluation``, ``predict`` (Predictor), ``plots``; ``language_model`` (character language
-models: their loop over a stream of text, bits per character, ``sample``).
+models: their data for the training loop, a stream of text, bits per character, ``sample``).
 ``handgrad.cli`` parses arguments and calls one function from here per command.
 """
 

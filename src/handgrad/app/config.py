@@ -71,9 +71,10 @@ class TrainConfig:
     the full set) when MNIST is neither on disk nor downloadable; naming a dataset never falls back.
     ``out=None`` writes to ``runs/<timestamp>/``. ``resume`` names a run folder to continue: its saved
     configuration is used, and only ``epochs`` (when set), ``data_dir``, ``quiet`` and ``plots`` apply.
-    ``limit`` keeps the first N training examples; validation and test sets stay whole. ``overfit`` N
-    does the same for the "fit a tiny dataset" check of §11.5 and, unless they are given, switches
-    augmentation and dropout off; the run then reports whether it reached 100% training accuracy.
+    ``limit`` keeps the first N training examples (a language model: the first N characters of its
+    training text); validation and test sets stay whole. ``overfit`` N does the same for the "fit a tiny
+    dataset" check of §11.5 and, unless they are given, switches augmentation and dropout off; the run
+    then reports whether it fitted them (:mod:`handgrad.app.tools.overfit`).
     ``monitor`` logs per-layer activations, gradients and update ratios (``monitor.csv``).
     """
 
@@ -106,8 +107,8 @@ class TrainConfig:
     patience: int | None = None  # early stopping after this many epochs without a better val accuracy
     seed: int = 0
     resume: str | None = None
-    limit: int | None = None
-    overfit: int | None = None  # train on the first N examples only, without augmentation or dropout (§11.5)
+    limit: int | None = None  # the first N training examples (characters of a text)
+    overfit: int | None = None  # train on the first N examples (characters) only, no augmentation or dropout
     monitor: bool = False  # per-layer statistics into monitor.csv (handgrad.app.tools.monitor, §11.5)
     eval_batch_size: int | None = None
     clip_grad_norm: float | None = None  # clip the gradient's global norm (§10.11.1); None or 0: off
@@ -144,16 +145,6 @@ class TrainConfig:
         """The registered model type this run builds: ``model``, or for a text run the language model of
         its cell (``lstm`` -> ``char-lstm``)."""
         return TEXT_MODEL_OF.get(self.model, self.model) if self.trains_text else self.model
-
-    def require_images(self, what) -> TrainConfig:
-        """Self, or a ConfigError when this run trains a character language model, which ``what`` (a
-        chapter 11 tool) does not handle yet: it says so instead of training an image model."""
-        if self.trains_text:
-            raise ConfigError(
-                f"{what} works on the image models (mlp, cnn, rnn, lstm, gru) so far, not on a character "
-                f"language model ({self.model_type}); drop --text, or train it with 'handgrad train'"
-            )
-        return self
 
     # ------------------------------------------------------------------------------------------------
     def validate(self) -> TrainConfig:

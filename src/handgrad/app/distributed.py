@@ -159,9 +159,11 @@ class DataParallel:
     def start(self, run, resumed):
         """Make every rank's ``run`` rank 0's: parameters, state and (on resume) optimiser, generators,
         history and best epoch; give dropout and augmentation this rank's stream; hook batch norm."""
-        config, n, B, K = run.config, len(run.y_train), run.config.batch_size, self.size
+        data = run.data
+        config, n, B, K = run.config, len(data.y_train), run.config.batch_size, self.size
         self.check_same(
-            "the training, validation and test set sizes", (len(run.y_train), len(run.y_val), len(run.y_test))
+            "the training, validation and test set sizes",
+            (len(data.y_train), len(data.y_val), len(data.y_test)),
         )
         last = n % B
         if B < K or 0 < last < K:

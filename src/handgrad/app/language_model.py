@@ -1,8 +1,10 @@
-"""Character-level language models: training on a stream of text, evaluation in bits per character, sampling.
+"""Character-level language models: their data in the training loop, evaluation in bits per character,
+sampling.
 
-``handgrad train --model lstm --text FILE`` (or ``--dataset fortunes``) comes here from ``training.train``.
-The corpus is split contiguously (90 / 5 / 5%, :mod:`handgrad.datasets.text`), the vocabulary is the
-training part's characters, and each part is laid out as B parallel streams (the *stream layout*)::
+``handgrad train --model lstm --text FILE`` (or ``--dataset fortunes``) runs :mod:`handgrad.app.training`'s
+loop with a ``TextData`` as the run's data. The corpus is split contiguously (90 / 5 / 5%,
+:mod:`handgrad.datasets.text`), the vocabulary is the training part's characters, and each part is laid out
+as B parallel streams (the *stream layout*)::
 
     ids c_0 c_1 … c_{L−1}  ->  X (B, n) = ids[:B·n].reshape(B, n),  Y = ids[1:B·n + 1].reshape(B, n)
 
@@ -10,16 +12,17 @@ so that row i of X holds a contiguous piece of the text and Y is X shifted by on
 of every position is the next character. An epoch runs over the windows X[:, s:s+T], s = 0, T, 2T, …
 (T = ``seq_len``) in order. The recurrent layers are stateful (:mod:`handgrad.app.models.char_lm`):
 the state of window k starts window k + 1 of the same rows, and the gradient stops at the window's
-start — truncated back-propagation through time. The state is reset at each epoch's start.
+start — truncated back-propagation through time (§10.2.2). The state is reset at each epoch's start.
+``--limit N`` (and ``--overfit N``) train on the first N characters of the training part only.
 
 The loss is the mean cross-entropy per character (nats); reported as **bits per character**,
 bpc = loss / ln 2, for training (the epoch's mean), validation and test (the whole held-out stream in
 B_eval streams, state carried across windows). The epoch with the lowest validation bpc is kept
-(``best.npz``). ``metrics.csv`` has the image loop's columns, ``*_accuracy`` being next-character
-accuracy, plus ``train_bpc``, ``val_bpc`` and ``test_bpc``. Checkpoints hold the vocabulary
-(``metadata["vocab"]``) and where the text came from, so ``evaluate`` and ``sample`` need nothing else,
-and a resumed run repeats an uninterrupted one bit for bit (the order of the windows is fixed, the
-optimiser's and the generator's states are saved).
+(``best.npz``; its metadata's ``best_val_bpc``). ``metrics.csv`` has the image loop's columns,
+``*_accuracy`` being next-character accuracy, plus ``train_bpc``, ``val_bpc`` and ``test_bpc``. Checkpoints
+hold the vocabulary (``metadata["vocab"]``) and where the text came from, so ``evaluate`` and ``sample`` need
+nothing else, and a resumed run repeats an uninterrupted one bit for bit (the order of the windows is
+fixed, the optimiser's and the generator's states are saved).
 
 ``sample(checkpoint, length, temperature, prime, seed)`` generates text one character at a time, each
 drawn from softmax(logits / temperature) by chapter 3's Gumbel-max sampler (temperature 0: the argmax).
@@ -29,24 +32,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
-import sys
-import time
 
 import numpy as np
 
-from .. import __version__
 from ..ch03_probability import sample_categorical
-from ..ch05_ml_basics import CSVLogger, set_all_seeds
-from ..ch06_feedforward import SoftmaxCrossEntropy, cross_entropy_from_logits
-from ..ch07_regularization import EarlyStopping, add_l2_grad_
-from ..ch10_sequence import clip_grad_norm
-from .checkpoint import CheckpointError, load_checkpoint, load_model, restore_into, save_checkpoint
-from .config import ConfigError, TrainConfig
-from .models import build_model, char_arch, describe, input_kind, reset_states
+from ..ch06_feedforward import cross_entropy_from_logits
+from .checkpoint import CheckpointError, load_model
+from .config import ConfigError
+from .models import char_arch, describe, input_kind, reset_states
 
 __all__ = [
-    "train_text",
+    "TextData",
+    "load_corpus",
     "stream_layout",
     "evaluate_stream",
     "TextEvalResult",
@@ -95,49 +92,13 @@ def evaluate_stream(model, ids, streams, seq_len):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Training
+# Training: the data of a language-model run (training.RunState.data)
 # ----------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _TextRun:
-    config: TrainConfig
-    run_dir: pathlib.Path
-    name: str
-    splits: object
-    arch: dict
-    model: object
-    optimizer: object
-    rng: np.random.Generator
-    X: np.ndarray
-    Y: np.ndarray
-    steps_per_epoch: int
-    schedule: object
-    weight_decay: float
-    params: dict
-    grads: dict
-    stopper: EarlyStopping
-    base_meta: dict
-    say: object
-    log: object
-    bar_disabled: bool = True
-    history: list = dataclasses.field(default_factory=list)
-    step: int = 0
-    start_epoch: int = 0
-    saved: dict = dataclasses.field(default_factory=dict)
-    csv_log: object = None
-    stopped_early: bool = False
-
-    @property
-    def best_epoch(self):
-        return 0 if self.stopper.best_epoch is None else self.stopper.best_epoch
-
-    @property
-    def best_val_bpc(self):
-        return math.inf if self.stopper.best_metric is None else self.stopper.best_metric
-
-
-def _load_corpus(config):
+def load_corpus(config):
+    """The ``TextSplits`` (:mod:`handgrad.datasets.text`) of the file ``config.text`` or the corpus
+    ``config.dataset``."""
     from ..datasets import load_text
 
     if config.text is not None:
@@ -145,272 +106,164 @@ def _load_corpus(config):
     return load_text(dataset=config.dataset, data_dir=config.data_dir)
 
 
-def _prepare(config, resume_dir, log, say):
-    from .training import _new_run_dir, loop_pieces  # training imports this module lazily: no cycle
-
-    splits = _load_corpus(config)
+def training_ids(config, splits):
+    """The training characters a run reads: the training part, or its first ``overfit`` / ``limit``
+    characters. ConfigError when they do not fill one batch of ``batch_size`` streams × ``seq_len``."""
+    n = config.overfit if config.overfit is not None else config.limit
+    ids = splits.train if n is None else splits.train[:n]
     B, T = config.batch_size, config.seq_len
-    if len(splits.train) < B * T + 1:
+    if len(ids) < B * T + 1:
+        flag = "--overfit" if config.overfit is not None else "--limit"
+        what = (
+            f"its training part ({len(ids):,} characters) is"
+            if len(ids) == len(splits.train)
+            else f"the first {len(ids):,} characters of its training part ({flag} {n}) are"
+        )
         raise ConfigError(
-            f"{splits.name}: its training part ({len(splits.train):,} characters) is too short for "
-            f"one batch of {B} sequences of {T} characters (needs {B * T + 1:,}); use a longer "
-            "text or a smaller --batch-size or --seq-len"
+            f"{splits.name}: {what} too short for one batch of {B} sequences of {T} characters "
+            f"(needs {B * T + 1:,}); use a longer text or a smaller --batch-size or --seq-len"
         )
-    arch = char_arch(config.model, len(splits.vocab), config.embedding_dim, config.hidden)
-    rng = set_all_seeds(config.seed)
-    model = build_model(arch, rng).reuse_buffers()
-    X, Y = stream_layout(splits.train, B)
-    steps_per_epoch = math.ceil(X.shape[1] / T)
-    saved_config = config.to_dict()
-    saved_config.update(resume=None, out=None)
-    base_meta = {
-        "arch": arch,
-        "dataset": splits.name,
-        "text": config.text,
-        "vocab": splits.vocab,
-        "classes": list(splits.vocab),
-        "config": saved_config,
-        "handgrad_version": __version__,
-    }
-    run_dir = resume_dir if resume_dir is not None else _new_run_dir(config.out)
-    run = _TextRun(
-        config=config,
-        run_dir=run_dir,
-        name=splits.name,
-        splits=splits,
-        arch=arch,
-        model=model,
-        rng=rng,
-        X=X,
-        Y=Y,
-        steps_per_epoch=steps_per_epoch,
-        **loop_pieces(config, model, steps_per_epoch),
-        stopper=EarlyStopping(config.patience or sys.maxsize, mode="min"),
-        base_meta=base_meta,
-        say=say,
-        log=log,
-    )
-    if resume_dir is not None:
-        _restore(run)
-    TrainConfig.from_dict(saved_config).save(run_dir / "config.json")
-    run.csv_log = CSVLogger(run_dir / "metrics.csv")
-    for row in run.history:
-        run.csv_log.log(row)
-    if resume_dir is None:
-        val_loss, _, _ = evaluate_stream(model, splits.val, config.eval_batch_size, T)
-        run.stopper.step(val_loss / LN2, {}, epoch=0)
-        _save(run, "best.npz", 0, {})
-        _save(run, "last.npz", 0, {}, resumable=True)
-    dropped = f" ({splits.dropped:,} held out outside the vocabulary, left out)" if splits.dropped else ""
-    say(
-        f"{describe(arch)} on {splits.name}: {len(splits.train):,} train / {len(splits.val):,} val / "
-        f"{len(splits.test):,} test characters{dropped}, {B} streams × {T} characters, {config.optimizer} "
-        f"lr {config.lr:g}, {config.schedule} schedule"
-        + (f", gradient norm clipped at {config.clip_grad_norm:g}" if config.clip_grad_norm else "")
-        + f", {config.epochs} epochs -> {run_dir}"
-    )
-    model.train()
-    return run
+    return ids
 
 
-def _restore(run):
-    ckpt = load_checkpoint(run.run_dir / "last.npz")
-    if ckpt.metadata.get("arch") != run.arch or ckpt.metadata.get("vocab") != run.splits.vocab:
-        raise CheckpointError(
-            f"{run.run_dir / 'last.npz'} holds another architecture or vocabulary than "
-            f"{run.name} gives; was the text changed?"
-        )
-    restore_into(run.model, ckpt, run.optimizer, run.rng)
-    meta = ckpt.metadata
-    start, run.history = int(meta["epoch"]), list(meta.get("history", []))
-    best_epoch, best = int(meta.get("best_epoch", 0)), float(meta.get("best_val_bpc", math.inf))
-    run.stopper.load_state_dict(
-        {
-            "patience": run.stopper.patience,
-            "mode": "min",
-            "min_delta": 0.0,
-            "best_metric": best,
-            "best_epoch": best_epoch,
-            "bad_epochs": start - best_epoch,
-            "epochs_seen": start + 1,
-        }
-    )
-    run.start_epoch, run.step = start, start * run.steps_per_epoch
-    run.saved = {"best.npz": best_epoch, "last.npz": start}
-    (run.run_dir / "metrics.csv").unlink(missing_ok=True)
-    run.say(f"resuming {run.run_dir} after epoch {start} of {run.config.epochs}")
+@dataclasses.dataclass
+class TextData:
+    """A character language model's data in a run (``training.RunState.data``, the counterpart of
+    ``training.ImageData``): the corpus, the training characters laid out as ``batch_size`` streams (module
+    docstring), their windows in order for training, bits per character for the evaluation; the epoch
+    with the lowest validation bpc is the best."""
 
+    splits: object  # TextSplits
+    train: np.ndarray  # the training characters read: all, or the first --limit / --overfit N
+    X: np.ndarray  # (B, n): the stream layout of ``train``
+    Y: np.ndarray
+    text: str | None  # the file, or None for a registered corpus
 
-def _save(run, name, epoch, row, resumable=False):
-    from .training import _save_failed
+    unit = "char"  # what the per-epoch line counts per second
+    mode, worst = "min", math.inf  # the best epoch has the lowest validation bits per character
+    best_key = "best_val_bpc"  # the checkpoint's metadata key of the best epoch's metric
+    chosen_by = "validation bits per character"
+    diverged_hint = " or --clip-grad-norm"
+    fell_back = False
 
-    meta = {
-        **run.base_meta,
-        "epoch": epoch,
-        "steps": run.step,
-        "metrics": row,
-        "history": run.history,
-        "best_epoch": run.best_epoch,
-        "best_val_bpc": run.best_val_bpc,
-    }
-    state = (run.optimizer.state_dict(), run.rng.bit_generator.state) if resumable else ()
-    try:
-        save_checkpoint(run.run_dir / name, run.model, meta, *state)
-    except (OSError, CheckpointError) as err:
-        raise _save_failed(run, run.run_dir / name, err) from None
-    run.saved[name] = epoch
+    @classmethod
+    def load(cls, config, log):
+        """(the data, the architecture its vocabulary gives)."""
+        splits = load_corpus(config)
+        ids = training_ids(config, splits)
+        arch = char_arch(config.model, len(splits.vocab), config.embedding_dim, config.hidden)
+        X, Y = stream_layout(ids, config.batch_size)
+        return cls(splits, ids, X, Y, config.text), arch
 
+    @property
+    def name(self) -> str:
+        return self.splits.name
 
-def _train_windows(run, epoch):
-    """One epoch over the training stream's windows; (summed loss, correct, characters)."""
-    from .training import TrainingDiverged, _progress
+    def steps(self, config) -> int:
+        return math.ceil(self.X.shape[1] / config.seq_len)
 
-    model, optimizer, schedule, params, grads = run.model, run.optimizer, run.schedule, run.params, run.grads
-    loss_fn, clip, step = SoftmaxCrossEntropy().reuse_buffers(), run.config.clip_grad_norm, run.step
-    loss_sum, correct, seen = 0.0, 0, 0
-    reset_states(model)
-    bar = _progress(run.steps_per_epoch, f"epoch {epoch}/{run.config.epochs}", run.bar_disabled)
-    try:
-        for b, (xb, yb) in enumerate(_windows(run.X, run.Y, run.config.seq_len), 1):
-            if schedule is not None:
-                optimizer.lr = schedule(step)
-            logits = model.forward(xb)  # (B, T, V)
-            flat, targets = logits.reshape(-1, logits.shape[-1]), yb.reshape(-1)
-            loss = loss_fn.forward(flat, targets)  # the mean over the B·T characters
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training diverged: the loss became {loss} at epoch {epoch}, batch {b} of "
-                    f"{run.steps_per_epoch}; try a lower learning rate (--lr, now "
-                    f"{optimizer.lr:g}) or --clip-grad-norm",
-                    epoch,
-                    b,
-                    str(run.run_dir),
-                )
-            loss_sum += loss * len(targets)
-            correct += int(np.count_nonzero(flat.argmax(axis=1) == targets))
-            seen += len(targets)
-            model.backward(loss_fn.backward().reshape(logits.shape), need_input_grad=False)
-            if clip:
-                clip_grad_norm(grads, clip)
-            if run.weight_decay:
-                add_l2_grad_(params, grads, run.weight_decay)
-            optimizer.step(params, grads)
-            step += 1
-            if bar is not None:
-                bar.update(1)
-    finally:
-        run.step = step
-        reset_states(model)
-        if bar is not None:
-            bar.close()
-    return loss_sum, correct, seen
+    def saved_config(self) -> dict:
+        return {}
 
+    def meta(self, config) -> dict:
+        vocab = self.splits.vocab
+        return {"text": self.text, "vocab": vocab, "classes": list(vocab)}
 
-def _run_epoch(run, epoch):
-    config, splits = run.config, run.splits
-    t0 = time.perf_counter()
-    loss_sum, correct, seen = _train_windows(run, epoch)
-    train_seconds = time.perf_counter() - t0
-    val_loss, val_acc, _ = evaluate_stream(run.model, splits.val, config.eval_batch_size, config.seq_len)
-    test_loss, test_acc, _ = evaluate_stream(run.model, splits.test, config.eval_batch_size, config.seq_len)
-    train_loss = loss_sum / seen
-    row = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "train_accuracy": correct / seen,
-        "val_loss": val_loss,
-        "val_accuracy": val_acc,
-        "test_loss": test_loss,
-        "test_accuracy": test_acc,
-        "train_bpc": train_loss / LN2,
-        "val_bpc": val_loss / LN2,
-        "test_bpc": test_loss / LN2,
-        "lr": run.optimizer.lr,
-        "train_seconds": round(train_seconds, 4),
-        "seconds": round(time.perf_counter() - t0, 4),
-    }
-    run.history.append(row)
-    run.csv_log.log(row)
-    run.stopper.step(row["val_bpc"], {}, epoch=epoch)
-    improved = run.stopper.best_epoch == epoch
-    if improved:
-        _save(run, "best.npz", epoch, row)
-    _save(run, "last.npz", epoch, row, resumable=True)
-    run.say(
-        f"epoch {epoch:>{len(str(config.epochs))}}/{config.epochs}  train {row['train_bpc']:.4f} bpc  "
-        f"val {row['val_bpc']:.4f} bpc  test (monitor) {row['test_bpc']:.4f} bpc  lr {run.optimizer.lr:.3g}  "
-        f"{train_seconds:.1f} s ({seen / train_seconds:,.0f} char/s){'  *' if improved else ''}"
-    )
-    return row
+    def train_batches(self, run):
+        """The windows X[:, s:s+T] in order: the state of one starts the next (truncated back-propagation
+        through time, §10.2.2), reset at the epoch's start and when the epoch ends or stops."""
+        reset_states(run.model)
+        try:
+            yield from _windows(self.X, self.Y, run.config.seq_len)
+        finally:
+            reset_states(run.model)
 
+    def evaluate(self, run, split):
+        """(loss in nats per character, next-character accuracy) on "val" or "test" (``evaluate_stream``)."""
+        ids = self.splits.val if split == "val" else self.splits.test
+        loss, acc, _ = evaluate_stream(run.model, ids, run.config.eval_batch_size, run.config.seq_len)
+        return loss, acc
 
-def train_text(config, resume_dir=None, *, on_epoch_end=None, stdout=None, started=None):
-    """Train a character language model as ``config`` says (``config.trains_text``); a TrainResult whose
-    ``test_loss`` is in nats per character and ``test_bits_per_char`` in bits."""
-    from .training import TrainResult
+    def select(self, val_loss, val_acc) -> float:
+        return val_loss / LN2
 
-    started = time.perf_counter() if started is None else started
-    stream = stdout or sys.stdout
-    if config.monitor:
-        config.require_images("--monitor")
-    if config.overfit is not None:
-        config.require_images("--overfit")
+    def derived(self, train_loss, val_loss, test_loss) -> dict:
+        return {"train_bpc": train_loss / LN2, "val_bpc": val_loss / LN2, "test_bpc": test_loss / LN2}
 
-    def log(msg=""):
-        print(msg, file=stream, flush=True)
+    def fit(self, run) -> dict:
+        """The overfitting check's columns: next-character accuracy and bpc on the training characters, read
+        as training reads them (``batch_size`` streams, windows of ``seq_len``, the state carried), eval
+        mode."""
+        loss, acc, _ = evaluate_stream(run.model, self.train, run.config.batch_size, run.config.seq_len)
+        return {"overfit_accuracy": acc, "overfit_bpc": loss / LN2}
 
-    def say(msg=""):
-        if not config.quiet:
-            log(msg)
+    def monitor_batch(self, run, n):
+        """The monitor's fixed validation batch: the first window of the validation text as evaluation
+        reads it (min(eval_batch_size, len − 1) streams, ``seq_len`` characters); ``n`` is not used."""
+        streams = max(1, min(run.config.eval_batch_size, len(self.splits.val) - 1))
+        return stream_layout(self.splits.val, streams)[0][:, : run.config.seq_len]
 
-    run = _prepare(config, resume_dir, log, say)
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            for epoch in range(run.start_epoch + 1, config.epochs + 1):
-                row = _run_epoch(run, epoch)
-                if on_epoch_end is not None and on_epoch_end(epoch, row) is False:
-                    run.stopped_early = epoch < config.epochs
-                    break
-                if run.stopper.stopped:
-                    break
-    finally:
-        run.csv_log.close()
-    restore_into(run.model, load_checkpoint(run.run_dir / "best.npz"))
-    test_loss, test_acc, _ = evaluate_stream(
-        run.model, run.splits.test, config.eval_batch_size, config.seq_len
-    )
-    if config.plots and run.history:
-        from . import plots
-
-        if plots.available():
-            plots.plot_curves(
-                run.history, run.run_dir / "curves.png", title=f"{describe(run.arch)} on {run.name}"
+    def check_resume(self, run, meta):
+        """CheckpointError unless ``last.npz``'s metadata fits this text and architecture."""
+        start, per_epoch = int(meta["epoch"]), run.steps_per_epoch
+        if meta.get("arch") != run.arch or meta.get("vocab") != self.splits.vocab:
+            raise CheckpointError(
+                f"{run.run_dir / 'last.npz'} holds another architecture or vocabulary than "
+                f"{self.name} gives; was the text changed?"
             )
-    seconds = time.perf_counter() - started
-    if run.stopped_early:
-        run.say(
-            f"stopped after epoch {len(run.history)}; continue with: handgrad train --resume {run.run_dir}"
+        if int(meta.get("steps", start * per_epoch)) != start * per_epoch:
+            raise CheckpointError(
+                f"{run.run_dir}: the saved step count does not match {len(self.train):,} training "
+                f"characters in {run.config.batch_size} streams; was the text changed?"
+            )
+
+    def describe(self, run) -> str:
+        config, splits = run.config, self.splits
+        dropped = f" ({splits.dropped:,} held out outside the vocabulary, left out)" if splits.dropped else ""
+        return (
+            f"{describe(run.arch)} on {self.name}: {len(self.train):,} train / {len(splits.val):,} val / "
+            f"{len(splits.test):,} test characters{dropped}, {config.batch_size} streams × {config.seq_len} "
+            f"characters, {config.optimizer} lr {config.lr:g}, {config.schedule} schedule"
+            + (f", gradient norm clipped at {config.clip_grad_norm:g}" if config.clip_grad_norm else "")
+            + f", {config.epochs} epochs -> {run.run_dir}"
         )
-    run.log(
-        f"best epoch {run.best_epoch}/{len(run.history)}: test {test_loss / LN2:.4f} bits per character "
-        f"(val {run.best_val_bpc:.4f}), next-character accuracy {100 * test_acc:.2f}% on {run.name}; "
-        f"{seconds:.1f} s; saved in {run.run_dir}"
-    )
-    return TrainResult(
-        run_dir=str(run.run_dir),
-        dataset=run.name,
-        best_epoch=run.best_epoch,
-        best_val_accuracy=float("nan"),
-        test_accuracy=test_acc,
-        test_loss=test_loss,
-        test_macro_f1=float("nan"),
-        epochs=len(run.history),
-        seconds=seconds,
-        history=run.history,
-        stopped_early=run.stopped_early,
-        stopped_by_patience=run.stopper.stopped,
-        test_bits_per_char=test_loss / LN2,
-    )
+
+    def epoch_line(self, run, epoch, row, seen, improved) -> str:
+        config, secs = run.config, row["train_seconds"]
+        return (
+            f"epoch {epoch:>{len(str(config.epochs))}}/{config.epochs}  train {row['train_bpc']:.4f} bpc  "
+            f"val {row['val_bpc']:.4f} bpc  test (monitor) {row['test_bpc']:.4f} bpc  "
+            f"lr {run.optimizer.lr:.3g}  {secs:.1f} s ({seen / secs:,.0f} char/s){'  *' if improved else ''}"
+        )
+
+    def final(self, run) -> dict:
+        """The TrainResult fields of the best parameters (in the model): the test loss (nats per character),
+        bits per character and next-character accuracy; the learning curves drawn."""
+        config = run.config
+        test_loss, test_acc, _ = evaluate_stream(
+            run.model, self.splits.test, config.eval_batch_size, config.seq_len
+        )
+        if config.plots and run.history:
+            from . import plots
+
+            if plots.available():
+                title = f"{describe(run.arch)} on {self.name}"
+                plots.plot_curves(run.history, run.run_dir / "curves.png", title=title)
+        return {
+            "best_val_accuracy": float("nan"),
+            "test_accuracy": test_acc,
+            "test_loss": test_loss,
+            "test_macro_f1": float("nan"),
+            "test_bits_per_char": test_loss / LN2,
+            "best_val_bits_per_char": run.best_val,
+        }
+
+    def summary(self, run, fields, seconds) -> str:
+        return (
+            f"best epoch {run.best_epoch}/{len(run.history)}: test {fields['test_bits_per_char']:.4f} "
+            f"bits per character (val {run.best_val:.4f}), next-character accuracy "
+            f"{100 * fields['test_accuracy']:.2f}% on {self.name}; {seconds:.1f} s; saved in {run.run_dir}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------

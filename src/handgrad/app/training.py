@@ -4,18 +4,27 @@
     shuffle and iterate mini-batches (ch. 5 ``batch_iterator``) → forward → softmax cross-entropy →
     backward → [clip the gradient's norm (ch. 10 ``clip_grad_norm``)] → + λw (ch. 7 ``add_l2_grad_``)
     → optimiser step (ch. 8, learning rate from the schedule
-    per step) → evaluate on validation and test → keep the best parameters by validation accuracy.
+    per step) → evaluate on validation and test → keep the best parameters by validation accuracy
+    (a language model: by validation bits per character).
 
 ``train`` runs it in three steps over one ``RunState``: ``prepare`` (a new run, or a resumed one restored
 from its ``last.npz``) → ``run_epoch`` as often as the epochs, early stopping or ``on_epoch_end`` allow →
 ``finish`` (the best parameters back from ``best.npz``, the test metrics, the plots, the summary line).
-The optimiser and the schedule come by name from :mod:`handgrad.app.recipes`. A language-model run
-(``config.trains_text``) has its own loop over a stream of characters, :mod:`handgrad.app.language_model`.
+The optimiser and the schedule come by name from :mod:`handgrad.app.recipes`.
+
+What differs between an image classifier and a character language model is the run's data
+(``RunState.data``): ``ImageData`` (shuffled mini-batches of images; accuracy chooses the best epoch) or,
+for a language-model run (``config.trains_text``), :class:`handgrad.app.language_model.TextData` (the
+windows of the training text in order, the recurrent state carried and reset per epoch, truncated BPTT
+§10.2.2; the lowest validation bits per character chooses it). The data object yields the training
+batches, evaluates a split, names the metric that chooses the best epoch and the checkpoint's key for it
+(``best_val_accuracy`` or ``best_val_bpc``), adds its columns to the epoch's row, and writes the epoch's
+line and the summary; the steps, checkpoints, resume, hooks and early stopping are the same code.
 
 With ``augment`` each training batch is replaced by a randomly shifted and rotated copy (ch. 7 §7.4,
 ``augment_batch``) drawn from the run's generator — the same one that shuffles and draws dropout masks —
 so a resumed run repeats every draw. With ``patience`` N, training stops early (§7.8, Algorithm 7.1) once
-N epochs in a row have not improved the best validation accuracy; the best parameters are restored from
+N epochs in a row have not improved the best validation metric; the best parameters are restored from
 ``best.npz`` at the end in any case.
 
 A run folder (``runs/<timestamp>/`` unless ``out`` names one) receives ``config.json``, ``metrics.csv``
@@ -27,6 +36,8 @@ plots. The columns of ``metrics.csv`` (and of ``TrainResult.history``):
     val_loss, val_accuracy         the validation set after the epoch; val_accuracy chooses the best epoch
     test_loss, test_accuracy       the test set after the epoch, for monitoring only: never used to choose
                                    anything (the per-epoch line says "test acc (monitor)")
+    train_bpc, val_bpc, test_bpc   language models only: the three losses in bits per character (loss / ln 2);
+                                   val_bpc chooses the best epoch, *_accuracy is next-character accuracy
     lr                             the learning rate of the epoch's last step
     train_seconds, seconds         wall time of the mini-batch steps, and of the whole epoch with evaluation
 
@@ -71,6 +82,7 @@ from ..ch10_sequence import clip_grad_norm
 from .checkpoint import CheckpointError, load_checkpoint, restore_into, save_checkpoint
 from .config import DEFAULT_DATASET, FALLBACK_DATASET, ConfigError, TrainConfig
 from .evaluation import evaluate_arrays
+from .language_model import TextData
 from .models import arch_from_config, build_model, describe, first_layer_weights, prepare_inputs
 from .recipes import loop_weight_decay, lr_schedule, make_optimizer
 
@@ -127,7 +139,8 @@ class TrainResult:
     stopped_early: bool = False  # on_epoch_end asked to stop before the configured epochs
     stopped_by_patience: bool = False  # early stopping (--patience) ended the run before its epochs
     test_bits_per_char: float | None = None  # language models: the test loss in bits per character
-    overfit_reached: bool | None = None  # with overfit N: whether 100% training accuracy was reached
+    best_val_bits_per_char: float | None = None  # language models: the best epoch's validation bpc
+    overfit_reached: bool | None = None  # with overfit N: whether the tiny training set was fitted
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -228,25 +241,18 @@ def _fmt_seconds(s):
 
 @dataclasses.dataclass
 class RunState:
-    """What one run carries from step to step: the model and its optimiser, the data, the generator, the
-    history, the best epoch so far (chapter 7's ``EarlyStopping``, on validation accuracy) and the files."""
+    """What one run carries from step to step: the model and its optimiser, the data (``ImageData`` or
+    ``language_model.TextData``), the generator, the history, the best epoch so far (chapter 7's
+    ``EarlyStopping``, on the data's metric: validation accuracy, or validation bits per character) and the
+    files."""
 
     config: TrainConfig
     run_dir: pathlib.Path
-    dataset: str
-    classes: tuple
-    fell_back: bool
+    data: object  # ImageData or language_model.TextData: the batches, the evaluation, the best-epoch metric
     arch: dict
     model: object
     optimizer: object
     rng: np.random.Generator
-    X_train: np.ndarray  # the images as the model takes them (views, reshaped once)
-    y_train: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    X_test_img: np.ndarray  # the test images as loaded, for the plots
     steps_per_epoch: int
     schedule: object  # t -> learning rate, or None for config.lr throughout
     weight_decay: float  # λ the loop adds with add_l2_grad_ (0 where the optimiser decays itself)
@@ -269,12 +275,177 @@ class RunState:
     hooks: list = dataclasses.field(default_factory=list)  # TrainingHook objects, called in order
 
     @property
+    def dataset(self) -> str:
+        return self.data.name
+
+    @property
     def best_epoch(self) -> int:
         return 0 if self.stopper.best_epoch is None else self.stopper.best_epoch
 
     @property
     def best_val(self) -> float:
-        return -1.0 if self.stopper.best_metric is None else self.stopper.best_metric
+        """The best epoch's metric: validation accuracy (-1 before any), or bits per character (inf)."""
+        return self.data.worst if self.stopper.best_metric is None else self.stopper.best_metric
+
+
+@dataclasses.dataclass
+class ImageData:
+    """An image classifier's data in a run (``RunState.data``): the images as the model takes them (views,
+    reshaped once), shuffled mini-batches for training, accuracy on validation choosing the best epoch.
+    ``language_model.TextData`` is its counterpart for a character language model, with the same methods."""
+
+    name: str
+    classes: tuple
+    fell_back: bool
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    X_test_img: np.ndarray  # the test images as loaded, for the plots
+
+    unit = "img"  # what the per-epoch line counts per second
+    mode, worst = "max", -1.0  # the best epoch has the highest validation accuracy
+    best_key = "best_val_accuracy"  # the checkpoint's metadata key of the best epoch's metric
+    chosen_by = "validation accuracy"
+    diverged_hint = ""
+
+    @classmethod
+    def load(cls, config, log):
+        """(the data, the architecture the data's shape and classes give)."""
+        splits, fell_back, (X_train_img, y_train) = _load_run_data(config, log)
+        arch = arch_from_config(config, splits.n_classes, splits.input_shape)
+        X_train, X_val, X_test = (
+            prepare_inputs(arch, X) for X in (X_train_img, splits.val[0], splits.test[0])
+        )
+        data = cls(
+            name=splits.name,
+            classes=tuple(splits.classes),
+            fell_back=fell_back,
+            X_train=X_train,
+            y_train=y_train,
+            X_val=X_val,
+            y_val=splits.val[1],
+            X_test=X_test,
+            y_test=splits.test[1],
+            X_test_img=splits.test[0],
+        )
+        return data, arch
+
+    def steps(self, config) -> int:
+        return math.ceil(len(self.y_train) / config.batch_size)
+
+    def saved_config(self) -> dict:
+        return {"dataset": self.name}  # the dataset trained on, also after a fallback to mnist-sample
+
+    def meta(self, config) -> dict:
+        return {"classes": list(self.classes)}
+
+    def train_batches(self, run):
+        """The epoch's shuffled mini-batches (ch. 5 ``batch_iterator``; under MPI this rank's shards),
+        each augmented when the run augments (§7.4)."""
+        B, augment = run.config.batch_size, run.augment
+        batches = (
+            batch_iterator(self.X_train, self.y_train, B, shuffle=True, rng=run.rng)
+            if run.dist is None
+            else run.dist.shards(self.X_train, self.y_train, B, run.rng)
+        )
+        for xb, yb in batches:
+            yield (xb if augment is None else augment(xb)), yb
+
+    def evaluate(self, run, split):
+        """(loss, accuracy) on "val" or "test"; under MPI each rank takes a slice."""
+        X, y = (self.X_val, self.y_val) if split == "val" else (self.X_test, self.y_test)
+        if run.dist is not None:
+            loss, acc, _ = run.dist.evaluate(run.model, X, y, run.config.eval_batch_size)
+        else:
+            loss, acc, _ = evaluate_arrays(run.model, X, y, run.config.eval_batch_size)
+        return loss, acc
+
+    def select(self, val_loss, val_acc) -> float:
+        return val_acc
+
+    def derived(self, train_loss, val_loss, test_loss) -> dict:
+        return {}
+
+    def fit(self, run) -> dict:
+        """The overfitting check's columns: accuracy on the training images, eval mode."""
+        _, acc, _ = evaluate_arrays(run.model, self.X_train, self.y_train, run.config.eval_batch_size)
+        return {"overfit_accuracy": acc}
+
+    def monitor_batch(self, run, n):
+        """The monitor's fixed validation batch: the first ``n`` validation images."""
+        return self.X_val[:n]
+
+    def check_resume(self, run, meta):
+        """CheckpointError unless ``last.npz``'s metadata fits this data and architecture."""
+        start, per_epoch = int(meta["epoch"]), run.steps_per_epoch
+        if meta.get("arch") != run.arch:
+            raise CheckpointError(
+                f"{run.run_dir / 'last.npz'} holds a different architecture than "
+                f"{run.run_dir / 'config.json'}"
+            )
+        if int(meta.get("steps", start * per_epoch)) != start * per_epoch:
+            raise CheckpointError(
+                f"{run.run_dir}: the saved step count does not match {len(self.y_train):,} training "
+                f"images in batches of {run.config.batch_size}; was the dataset changed?"
+            )
+
+    def describe(self, run) -> str:
+        config = run.config
+        return (
+            f"{describe(run.arch)} on {self.name}: {len(self.y_train):,} train / {len(self.y_val):,} val / "
+            f"{len(self.y_test):,} test images, batch {config.batch_size}, "
+            f"{config.optimizer} lr {config.lr:g}"
+            + (
+                f" β {config.momentum:g}{' nesterov' if config.nesterov else ''}"
+                if config.optimizer == "momentum"
+                else ""
+            )
+            + f", weight decay {config.weight_decay:g}, {config.schedule} schedule"
+            + (f" (warmup {config.warmup_epochs:g} epochs)" if config.warmup_epochs else "")
+            + (
+                f", augmentation ±{config.augment_shift} px ±{config.augment_degrees:g}°"
+                if config.augment
+                else ""
+            )
+            + (f", patience {config.patience}" if config.patience else "")
+            + (f", gradient norm clipped at {config.clip_grad_norm:g}" if config.clip_grad_norm else "")
+            + f", {config.epochs} epochs -> {run.run_dir}"
+        )
+
+    def epoch_line(self, run, epoch, row, seen, improved) -> str:
+        config, secs = run.config, row["train_seconds"]
+        return (
+            f"epoch {epoch:>{len(str(config.epochs))}}/{config.epochs}  train loss {row['train_loss']:.4f} "
+            f"acc {100 * row['train_accuracy']:.2f}%  val loss {row['val_loss']:.4f} acc "
+            f"{100 * row['val_accuracy']:.2f}%  test acc (monitor) {100 * row['test_accuracy']:.2f}%  "
+            f"lr {run.optimizer.lr:.3g}  {secs:.1f} s ({seen / secs:,.0f} img/s){'  *' if improved else ''}"
+        )
+
+    def final(self, run) -> dict:
+        """The TrainResult fields of the best parameters (in the model): test loss, accuracy, macro-F1; the
+        plots drawn."""
+        config, model = run.config, run.model
+        test_loss, test_acc, preds = evaluate_arrays(model, self.X_test, self.y_test, config.eval_batch_size)
+        macro_f1 = float(f1_score(self.y_test, preds, average="macro", n_classes=len(self.classes)))
+        if config.plots and run.history:
+            _write_plots(run, self.X_test_img, self.y_test, preds, self.classes)
+        return {
+            "best_val_accuracy": run.best_val,
+            "test_accuracy": test_acc,
+            "test_loss": test_loss,
+            "test_macro_f1": macro_f1,
+        }
+
+    def summary(self, run, fields, seconds) -> str:
+        return (
+            f"best epoch {run.best_epoch}/{len(run.history)}: test accuracy "
+            f"{100 * fields['test_accuracy']:.2f}%, macro-F1 {fields['test_macro_f1']:.4f} "
+            f"(val {100 * max(run.best_val, 0):.2f}%) on {self.name}; {_fmt_seconds(seconds)}; "
+            f"saved in {run.run_dir}"
+        )
 
 
 # Environment variables through which launchers tell a process how many ranks it has (MPICH's PMI, Open
@@ -327,12 +498,8 @@ def _train(config, on_epoch_end, stdout, hooks, dist) -> TrainResult:
     """
     started = time.perf_counter()
     config, resume_dir = _settle_config(config) if dist is None else dist.root_call(_settle_config, config)
-    if config.trains_text:
-        if dist is not None:
-            raise ConfigError("a character language model trains in one process; run it without mpiexec")
-        from .language_model import train_text
-
-        return train_text(config, resume_dir, on_epoch_end=on_epoch_end, stdout=stdout, started=started)
+    if config.trains_text and dist is not None:
+        raise ConfigError("a character language model trains in one process; run it without mpiexec")
     stream = stdout or sys.stdout
 
     def log(msg=""):
@@ -450,84 +617,72 @@ def _run_folder(config, resume_dir, files, dist):
 def prepare(config: TrainConfig, resume_dir, log=print, say=print, dist=None, *, files=True) -> RunState:
     """Load the data, build the model and optimiser, and start a new run folder or restore ``resume_dir``.
     Under MPI (``dist``) rank 0 alone touches the run folder and ``dist.start`` makes every rank its copy.
+    The data is ``ImageData``, or ``language_model.TextData`` for a language-model run.
 
     With ``files=False`` nothing is written: no run folder (``run_dir`` is None), no ``config.json``, no
     checkpoints. That is the state, as ``train`` would start from it, for tools that only take steps
     (``handgrad lr-find``) and then discard the model; ``run_epoch`` needs a run folder."""
-    splits, fell_back, (X_train_img, y_train) = _load_run_data(config, log)
-    dataset = splits.name
-    X_val_img, y_val = splits.val
-    X_test_img, y_test = splits.test
-    arch = arch_from_config(config, splits.n_classes, splits.input_shape)  # the shape the data says
+    data, arch = (TextData if config.trains_text else ImageData).load(config, log)
     rng = set_all_seeds(config.seed)
     model = build_model(arch, rng)
     model.reuse_buffers()  # the loop keeps no output past the next step: opt into the layers' buffer reuse
-    # Reshape once per dataset (views), not once per batch.
-    X_train, X_val, X_test = (prepare_inputs(arch, X) for X in (X_train_img, X_val_img, X_test_img))
-
-    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    steps_per_epoch = data.steps(config)
     saved_config = config.to_dict()
-    saved_config.update(dataset=dataset, resume=None, out=None)
+    saved_config.update(data.saved_config(), resume=None, out=None)
     base_meta = {
         "arch": arch,
-        "dataset": dataset,
-        "classes": list(splits.classes),
+        "dataset": data.name,
+        **data.meta(config),
         "config": saved_config,
         "handgrad_version": __version__,
     }
     root = dist is None or dist.is_root
     run_dir = _run_folder(config, resume_dir, files, dist)
     local_rng = rng if dist is None else dist.rank_generator(config.seed)  # dropout, augmentation: per rank
-    # Without --patience the stopper only keeps the best epoch: it never runs out.
-    stopper = EarlyStopping(config.patience or sys.maxsize, mode="max")
     run = RunState(
         config=config,
         run_dir=run_dir,
-        dataset=dataset,
-        classes=tuple(splits.classes),
-        fell_back=fell_back,
+        data=data,
         arch=arch,
         model=model,
         rng=rng,
-        X_train=X_train,
-        y_train=y_train,
-        X_val=X_val,
-        y_val=y_val,
-        X_test=X_test,
-        y_test=y_test,
-        X_test_img=X_test_img,
         steps_per_epoch=steps_per_epoch,
         **loop_pieces(config, model, steps_per_epoch),
         augment=_augmenter(config, arch, local_rng) if config.augment else None,
-        stopper=stopper,
+        # Without --patience the stopper only keeps the best epoch: it never runs out.
+        stopper=EarlyStopping(config.patience or sys.maxsize, mode=data.mode),
         base_meta=base_meta,
         say=say,
         log=log,
         dist=dist,
     )
-    if not files:
-        model.train()
-        return run
+    if files:
+        _start_files(run, resume_dir, saved_config, root)
+    model.train()
+    return run
+
+
+def _start_files(run: RunState, resume_dir, saved_config, root) -> None:
+    """The run folder's files: a resumed run restored from ``last.npz`` (and shared with every rank under
+    MPI), ``config.json``, ``metrics.csv`` and, for a new run, epoch 0's checkpoints; the run's line."""
+    config, dist = run.config, run.dist
     if resume_dir is not None and root:
         _restore(run)
     if dist is not None:
         dist.start(run, resumed=resume_dir is not None)
     if root:
-        TrainConfig.from_dict(saved_config).save(run_dir / "config.json")
-    run.csv_log = CSVLogger(run_dir / "metrics.csv") if root else _NoLog()
+        TrainConfig.from_dict(saved_config).save(run.run_dir / "config.json")
+    run.csv_log = CSVLogger(run.run_dir / "metrics.csv") if root else _NoLog()
     for row in run.history:
         run.csv_log.log(row)
     if resume_dir is None:
         # Epoch 0: the initial parameters are the best so far and a valid point to resume from.
-        _, val_acc, _ = _evaluate(run, X_val, y_val)
-        stopper.step(val_acc, {}, epoch=0)
+        run.stopper.step(run.data.select(*run.data.evaluate(run, "val")), {}, epoch=0)
         _save(run, "best.npz", 0, {})
         _save(run, "last.npz", 0, {}, resumable=True)
-    say(_describe_run(run))
-    if stopper.stopped:  # a resumed run that had already stopped early
+    run.say(run.data.describe(run))
+    if run.stopper.stopped:  # a resumed run that had already stopped early
         run.stopped_by_patience, run.start_epoch = True, config.epochs
-    model.train()
-    return run
 
 
 class _NoLog:
@@ -544,24 +699,17 @@ def _restore(run: RunState) -> None:
     """Continue ``run.run_dir``: parameters, optimiser state, generator, history and best epoch."""
     run_dir, config = run.run_dir, run.config
     ckpt = load_checkpoint(run_dir / "last.npz")
-    if ckpt.metadata.get("arch") != run.arch:
-        raise CheckpointError(
-            f"{run_dir / 'last.npz'} holds a different architecture than {run_dir / 'config.json'}"
-        )
-    restore_into(run.model, ckpt, run.optimizer, run.rng)
     meta = ckpt.metadata
+    run.data.check_resume(run, meta)
+    restore_into(run.model, ckpt, run.optimizer, run.rng)
     start_epoch, run.history = int(meta["epoch"]), list(meta.get("history", []))
-    best_epoch, best_val = int(meta.get("best_epoch", 0)), float(meta.get("best_val_accuracy", -1.0))
-    if int(meta.get("steps", start_epoch * run.steps_per_epoch)) != start_epoch * run.steps_per_epoch:
-        raise CheckpointError(
-            f"{run_dir}: the saved step count does not match {len(run.y_train):,} training "
-            f"images in batches of {config.batch_size}; was the dataset changed?"
-        )
+    best_epoch = int(meta.get("best_epoch", 0))
+    best_val = float(meta.get(run.data.best_key, run.data.worst))
     # Algorithm 7.1's counter j is the number of epochs since the best one.
     run.stopper.load_state_dict(
         {
             "patience": run.stopper.patience,
-            "mode": "max",
+            "mode": run.data.mode,
             "min_delta": 0.0,
             "best_metric": best_val,
             "best_epoch": best_epoch,
@@ -581,29 +729,6 @@ def _restore(run: RunState) -> None:
     run.say(f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}")
 
 
-def _describe_run(run: RunState) -> str:
-    config = run.config
-    return (
-        f"{describe(run.arch)} on {run.dataset}: {len(run.y_train):,} train / {len(run.y_val):,} val / "
-        f"{len(run.y_test):,} test images, batch {config.batch_size}, {config.optimizer} lr {config.lr:g}"
-        + (
-            f" β {config.momentum:g}{' nesterov' if config.nesterov else ''}"
-            if config.optimizer == "momentum"
-            else ""
-        )
-        + f", weight decay {config.weight_decay:g}, {config.schedule} schedule"
-        + (f" (warmup {config.warmup_epochs:g} epochs)" if config.warmup_epochs else "")
-        + (
-            f", augmentation ±{config.augment_shift} px ±{config.augment_degrees:g}°"
-            if config.augment
-            else ""
-        )
-        + (f", patience {config.patience}" if config.patience else "")
-        + (f", gradient norm clipped at {config.clip_grad_norm:g}" if config.clip_grad_norm else "")
-        + f", {config.epochs} epochs -> {run.run_dir}"
-    )
-
-
 def _save(run: RunState, name, epoch, row, resumable=False) -> None:
     """Write ``best.npz`` or ``last.npz`` (with the optimiser and generator state when ``resumable``)."""
     path = run.run_dir / name
@@ -614,7 +739,7 @@ def _save(run: RunState, name, epoch, row, resumable=False) -> None:
         "metrics": row,
         "history": run.history,
         "best_epoch": run.best_epoch,
-        "best_val_accuracy": run.best_val,
+        run.data.best_key: run.best_val,  # best_val_accuracy, or best_val_bpc for a language model
     }
     state = (run.optimizer.state_dict(), run.rng.bit_generator.state) if resumable else ()
     if run.dist is not None:  # every rank's dropout/augmentation stream goes in; rank 0 alone writes
@@ -650,14 +775,15 @@ def _save_failed(run: RunState, path, err) -> CheckpointError:
 
 
 def run_epoch(run: RunState, epoch: int) -> dict:
-    """One epoch: the mini-batch steps, then validation and test, metrics.csv's row, the checkpoints and the
-    epoch's line. The best epoch is chosen on validation accuracy alone; test accuracy is only monitored."""
-    config = run.config
+    """One epoch: the training steps, then validation and test, metrics.csv's row, the checkpoints and the
+    epoch's line. The best epoch is chosen on the validation set alone (the data's metric: accuracy, or bits
+    per character); the test set is only monitored."""
+    data = run.data
     t0 = time.perf_counter()
     loss_sum, correct, seen = _train_batches(run, epoch, t0)
     train_seconds = time.perf_counter() - t0
-    val_loss, val_acc, _ = _evaluate(run, run.X_val, run.y_val)
-    test_loss, test_acc, _ = _evaluate(run, run.X_test, run.y_test)
+    val_loss, val_acc = data.evaluate(run, "val")
+    test_loss, test_acc = data.evaluate(run, "test")
     row = {
         "epoch": epoch,
         "train_loss": loss_sum / seen,
@@ -666,6 +792,7 @@ def run_epoch(run: RunState, epoch: int) -> dict:
         "val_accuracy": val_acc,
         "test_loss": test_loss,
         "test_accuracy": test_acc,
+        **data.derived(loss_sum / seen, val_loss, test_loss),
         "lr": run.optimizer.lr,
         "train_seconds": round(train_seconds, 4),
         "seconds": round(time.perf_counter() - t0, 4),
@@ -674,95 +801,93 @@ def run_epoch(run: RunState, epoch: int) -> dict:
         hook.epoch_metrics(run, epoch, row)
     run.history.append(row)
     run.csv_log.log(row)
-    run.stopper.step(val_acc, {}, epoch=epoch)  # the best parameters are kept on disk (best.npz), not here
+    # The best parameters are kept on disk (best.npz), not here.
+    run.stopper.step(data.select(val_loss, val_acc), {}, epoch=epoch)
     improved = run.stopper.best_epoch == epoch
     if improved:
         _save(run, "best.npz", epoch, row)
     _save(run, "last.npz", epoch, row, resumable=True)
-    run.say(
-        f"epoch {epoch:>{len(str(config.epochs))}}/{config.epochs}  train loss {row['train_loss']:.4f} "
-        f"acc {100 * row['train_accuracy']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  "
-        f"test acc (monitor) {100 * test_acc:.2f}%  lr {run.optimizer.lr:.3g}  {train_seconds:.1f} s "
-        f"({seen / train_seconds:,.0f} img/s){'  *' if improved else ''}"
-    )
+    run.say(data.epoch_line(run, epoch, {**row, "train_seconds": train_seconds}, seen, improved))
     for hook in run.hooks:
         hook.end_epoch(run, epoch, row)
     return row
 
 
-def _evaluate(run: RunState, X, y):
-    """(loss, accuracy, predictions) of the run's model; under MPI each rank takes a slice (no predictions
-    then)."""
-    if run.dist is not None:
-        return run.dist.evaluate(run.model, X, y, run.config.eval_batch_size)
-    return evaluate_arrays(run.model, X, y, run.config.eval_batch_size)
+def forward_loss(run: RunState, loss_fn, xb, yb):
+    """(mean softmax cross-entropy, logits, the logits as (predictions, classes), the targets flat) of one
+    batch: an image's class, or every next character of a window of B streams × T characters (B·T
+    predictions, the loss the mean over them in nats)."""
+    logits = run.model.forward(xb)
+    flat, targets = logits.reshape(-1, logits.shape[-1]), yb.reshape(-1)
+    return loss_fn.forward(flat, targets), logits, flat, targets
+
+
+def backward_step(run: RunState, loss_fn, logits_shape) -> None:
+    """The rest of a training step after ``forward_loss``: back-propagation, [the all-reduce of every
+    rank's gradient under MPI], [clipping of the gradient's norm (§10.11.1)], + λθ where the loop adds
+    the weight decay (§7.1.1), the hooks around the optimiser's step (ch. 8)."""
+    dlogits = loss_fn.backward().reshape(logits_shape)
+    dist, grads, hooks = run.dist, run.grads, run.hooks
+    if dist is not None:
+        dlogits *= dist.shard_weight  # B_k / B: the shards' gradients then sum to the batch's mean
+    run.model.backward(dlogits, need_input_grad=False)
+    if dist is not None:
+        dist.allreduce_grads(run)  # Σ_k over the ranks: every rank steps with the whole batch's g
+    if run.config.clip_grad_norm:  # None or 0: off
+        clip_grad_norm(grads, run.config.clip_grad_norm)  # of the loss's gradient, before weight decay
+    if run.weight_decay:
+        add_l2_grad_(run.params, grads, run.weight_decay)
+    if hooks:
+        for hook in hooks:
+            hook.before_step(run)
+    run.optimizer.step(run.params, grads)
+    if hooks:
+        for hook in hooks:
+            hook.after_step(run)
 
 
 def _train_batches(run: RunState, epoch: int, t0: float):
-    """The epoch's mini-batch steps; (summed loss, correct predictions, images seen)."""
-    model, optimizer, schedule, params, grads = run.model, run.optimizer, run.schedule, run.params, run.grads
-    dist = run.dist
-    loss_fn, weight_decay, augment = SoftmaxCrossEntropy().reuse_buffers(), run.weight_decay, run.augment
-    clip = run.config.clip_grad_norm  # None or 0: off
-    steps_per_epoch, step, hooks = run.steps_per_epoch, run.step, run.hooks
+    """The epoch's training steps over ``run.data.train_batches``; (summed loss, correct predictions,
+    predictions made: images, or characters)."""
+    optimizer, schedule, step, per_epoch = run.optimizer, run.schedule, run.step, run.steps_per_epoch
+    loss_fn = SoftmaxCrossEntropy().reuse_buffers()
     loss_sum, correct, seen = 0.0, 0, 0
-    bar = _progress(steps_per_epoch, f"epoch {epoch}/{run.config.epochs}", run.bar_disabled)
+    bar = _progress(per_epoch, f"epoch {epoch}/{run.config.epochs}", run.bar_disabled)
+    batches = run.data.train_batches(run)
     try:
-        batches = (
-            batch_iterator(run.X_train, run.y_train, run.config.batch_size, shuffle=True, rng=run.rng)
-            if dist is None
-            else dist.shards(run.X_train, run.y_train, run.config.batch_size, run.rng)
-        )
         for b, (xb, yb) in enumerate(batches, 1):
             if schedule is not None:
                 optimizer.lr = schedule(step)
-            if augment is not None:
-                xb = augment(xb)
-            logits = model.forward(xb)
-            loss = loss_fn.forward(logits, yb)
+            loss, logits, flat, targets = forward_loss(run, loss_fn, xb, yb)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
-                    f"training diverged: the loss became {loss} at epoch {epoch}, batch {b} of "
-                    f"{steps_per_epoch}; "
-                    f"try a lower learning rate (--lr, now {optimizer.lr:g}). "
+                    f"training diverged: the loss became {loss} at epoch {epoch}, batch {b} of {per_epoch}; "
+                    f"try a lower learning rate (--lr, now {optimizer.lr:g}){run.data.diverged_hint}. "
                     f"The best checkpoint so far (epoch {run.best_epoch}) is {run.run_dir / 'best.npz'}",
                     epoch,
                     b,
                     str(run.run_dir),
                 )
-            n = len(yb)
+            n = len(targets)
             loss_sum += loss * n
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+            correct += int(np.count_nonzero(flat.argmax(axis=1) == targets))
             seen += n
-            dlogits = loss_fn.backward()
-            if dist is not None:
-                dlogits *= dist.shard_weight  # B_k / B: the shards' gradients then sum to the batch's mean
-            model.backward(dlogits, need_input_grad=False)
-            if dist is not None:
-                dist.allreduce_grads(run)  # Σ_k over the ranks: every rank steps with the whole batch's g
-            if clip:
-                clip_grad_norm(grads, clip)  # of the loss's gradient, before weight decay (as torch's)
-            if weight_decay:
-                add_l2_grad_(params, grads, weight_decay)
-            if hooks:
-                for hook in hooks:
-                    hook.before_step(run)
-            optimizer.step(params, grads)
-            if hooks:
-                for hook in hooks:
-                    hook.after_step(run)
+            backward_step(run, loss_fn, logits.shape)
             step += 1
             if bar is not None:
                 bar.update(1)
-                if b % 10 == 0 or b == steps_per_epoch:
+                if b % 10 == 0 or b == per_epoch:
                     rate = seen / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix_str(f"loss {loss_sum / seen:.4f}, {rate:,.0f} img/s", refresh=False)
+                    bar.set_postfix_str(
+                        f"loss {loss_sum / seen:.4f}, {rate:,.0f} {run.data.unit}/s", refresh=False
+                    )
     finally:
+        batches.close()  # a text's windows reset the recurrent state here
         run.step = step
         if bar is not None:
             bar.close()
-    if dist is not None:
-        return dist.sum_counts(loss_sum, correct, seen)
+    if run.dist is not None:
+        return run.dist.sum_counts(loss_sum, correct, seen)
     return loss_sum, correct, seen
 
 
@@ -778,42 +903,23 @@ def _augmenter(config, arch, rng):
 
 
 def finish(run: RunState, started: float) -> TrainResult:
-    """Restore the best parameters (by validation accuracy, from best.npz), test them, plot, summarise."""
-    config, model = run.config, run.model
-    # The best parameters by validation accuracy, read back from disk (which also checks best.npz).
-    restore_into(model, load_checkpoint(run.run_dir / "best.npz"))
-    test_loss, test_acc, preds = evaluate_arrays(model, run.X_test, run.y_test, config.eval_batch_size)
-    macro_f1 = float(f1_score(run.y_test, preds, average="macro", n_classes=len(run.classes)))
-
-    if config.plots and run.history:
-        _write_plots(
-            run.run_dir,
-            run.history,
-            model,
-            run.arch,
-            run.X_test_img,
-            run.y_test,
-            preds,
-            run.classes,
-            run.dataset,
-            run.say,
-        )
-
+    """Restore the best parameters (by the data's validation metric, from best.npz), test them, plot,
+    summarise."""
+    config = run.config
+    # The best parameters, read back from disk (which also checks best.npz).
+    restore_into(run.model, load_checkpoint(run.run_dir / "best.npz"))
+    fields = run.data.final(run)
     seconds = time.perf_counter() - started
-    done, best_epoch, best_val = len(run.history), run.best_epoch, run.best_val
+    done, best_epoch = len(run.history), run.best_epoch
     if run.stopped_early:
         run.say(f"stopped after epoch {done}; continue with: handgrad train --resume {run.run_dir}")
     if run.stopped_by_patience:
         run.say(
-            f"early stopping: no better validation accuracy in the {config.patience} epochs after epoch "
+            f"early stopping: no better {run.data.chosen_by} in the {config.patience} epochs after epoch "
             f"{best_epoch}"
         )
-    run.log(
-        f"best epoch {best_epoch}/{done}: test accuracy {100 * test_acc:.2f}%, macro-F1 {macro_f1:.4f} "
-        f"(val {100 * max(best_val, 0):.2f}%) on {run.dataset}; {_fmt_seconds(seconds)}; "
-        f"saved in {run.run_dir}"
-    )
-    if run.fell_back:
+    run.log(run.data.summary(run, fields, seconds))
+    if run.data.fell_back:
         run.log(
             "NOTE: this was the bundled sample. For full MNIST put its four files in DIR/mnist/ and set "
             "HANDGRAD_DATA=DIR (or pass --data-dir DIR), or run once with network access to download "
@@ -821,32 +927,32 @@ def finish(run: RunState, started: float) -> TrainResult:
         )
     return TrainResult(
         run_dir=str(run.run_dir),
-        dataset=run.dataset,
+        dataset=run.data.name,
         best_epoch=best_epoch,
-        best_val_accuracy=best_val,
-        test_accuracy=test_acc,
-        test_loss=test_loss,
-        test_macro_f1=macro_f1,
         epochs=done,
         seconds=seconds,
         history=run.history,
-        fell_back=run.fell_back,
+        fell_back=run.data.fell_back,
         stopped_early=run.stopped_early,
         stopped_by_patience=run.stopped_by_patience,
+        **fields,
     )
 
 
-def _write_plots(run_dir, history, model, arch, X_test_img, y_test, preds, classes, dataset, say):
+def _write_plots(run, X_test_img, y_test, preds, classes):
     from . import plots
 
     if not plots.available():
-        say("note: matplotlib is not installed, so no plots were drawn (pip install 'handgrad[app]')")
+        run.say("note: matplotlib is not installed, so no plots were drawn (pip install 'handgrad[app]')")
         return
+    run_dir, arch, dataset = run.run_dir, run.arch, run.data.name
     cm = confusion_matrix(y_test, preds, len(classes))
     acc = float(np.trace(cm) / max(cm.sum(), 1))
-    plots.plot_curves(history, run_dir / "curves.png", title=f"{describe(arch)} on {dataset}")
+    plots.plot_curves(run.history, run_dir / "curves.png", title=f"{describe(arch)} on {dataset}")
     plots.plot_confusion(
         cm, classes, run_dir / "confusion.png", title=f"{dataset} test: accuracy {100 * acc:.2f}%"
     )
     plots.plot_misclassified(X_test_img, y_test, preds, classes, run_dir / "misclassified.png")
-    plots.plot_first_layer(first_layer_weights(model), run_dir / "weights.png", tuple(arch["input_shape"]))
+    plots.plot_first_layer(
+        first_layer_weights(run.model), run_dir / "weights.png", tuple(arch["input_shape"])
+    )

@@ -13,7 +13,11 @@
 
 Each takes a ``TrainConfig`` for the model, data and optimiser, builds them the way ``handgrad train``
 does (:mod:`handgrad.app.training`), and chooses on the validation set only: the test set is never used
-to pick anything (a run's test accuracy is reported as a monitor, as ``train`` does).
+to pick anything (a run's test accuracy is reported as a monitor, as ``train`` does). Every model type of
+the registry is taken, the image classifiers (MLP, CNN, the recurrent models over rows of pixels) and the
+character language models (``--text FILE`` or a text ``--dataset``): for these the metric is bits per
+character (lower is better) in place of accuracy, a step is one window of the training text taken in
+order (the state carried, §10.2.2), and a training-set size counts characters.
 """
 
 from .learning_curve import LearningCurveResult, learning_curve

@@ -1,10 +1,13 @@
 """What ``search`` and ``learning_curve`` share: one training run in a folder of its own, run to its end or
-continued where it stopped, its result kept beside it; several of them in parallel processes; and the
-``handgrad train`` command line that repeats a configuration.
+continued where it stopped, its result kept beside it; several of them in parallel processes; the metric
+that ranks runs; and the ``handgrad train`` command line that repeats a configuration.
 
-A finished run's folder holds ``result.json`` (status, best validation accuracy, test accuracy as a
-monitor, epochs, seconds) besides what ``handgrad train`` writes; a folder without it but with
-``last.npz`` is an interrupted run and is continued bit for bit (``TrainConfig(resume=...)``).
+A finished run's folder holds ``result.json`` (status, the best epoch's validation metric, the test
+metric as a monitor, epochs, seconds) besides what ``handgrad train`` writes; a folder without it but with
+``last.npz`` is an interrupted run and is continued bit for bit (``TrainConfig(resume=...)``). The metric
+is validation accuracy for an image classifier (``val_accuracy``, ``test_accuracy``; higher is better) and
+bits per character for a character language model (``val_bpc``, ``test_bpc``; lower is better): the
+metric each run chooses its own best epoch by.
 """
 
 from __future__ import annotations
@@ -22,11 +25,58 @@ from ..allocator import keep_freed_memory
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 
-__all__ = ["field_kind", "train_command", "run_in_folder", "run_all", "BLAS_THREAD_VARIABLES"]
+__all__ = [
+    "field_kind",
+    "train_command",
+    "run_in_folder",
+    "run_all",
+    "Metric",
+    "ACCURACY",
+    "BITS_PER_CHAR",
+    "metric_of",
+    "BLAS_THREAD_VARIABLES",
+]
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Fields that say where and how verbosely a run goes, not what it trains: never on a repeated command.
 NOT_ON_COMMAND = ("out", "resume", "data_dir", "quiet", "plots", "eval_batch_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """What ranks finished runs: a validation metric, its test counterpart (a monitor), and its direction."""
+
+    key: str  # the result's key of the best epoch's validation metric
+    test_key: str  # the result's key of the test metric of the best parameters
+    checkpoint_key: str  # the checkpoint's metadata key of the best epoch's validation metric
+    name: str  # as the reports say it
+    short: str  # a table's column heading
+    higher_is_better: bool
+
+    def cell(self, value) -> str:
+        """The value as a table shows it: 98.40% or 1.2345 (bits per character)."""
+        return f"{100 * value:.2f}%" if self.higher_is_better else f"{value:.4f}"
+
+    def text(self, value) -> str:
+        return self.cell(value) if self.higher_is_better else f"{value:.4f} bpc"
+
+    def rank_key(self, row):
+        """Sort key, best first (ties: the earlier trial)."""
+        value = row[self.key]
+        return (-value if self.higher_is_better else value), row["trial"]
+
+
+ACCURACY = Metric(
+    "val_accuracy", "test_accuracy", "best_val_accuracy", "validation accuracy", "val acc", True
+)
+BITS_PER_CHAR = Metric(
+    "val_bpc", "test_bpc", "best_val_bpc", "validation bits per character", "val bpc", False
+)
+
+
+def metric_of(config: TrainConfig) -> Metric:
+    """Bits per character for a language-model run (``config.trains_text``), else validation accuracy."""
+    return BITS_PER_CHAR if config.trains_text else ACCURACY
 
 
 def field_kind(name) -> str:
@@ -86,6 +136,7 @@ def run_in_folder(fields: dict, folder) -> dict:
     if done.exists():
         return {**json.loads(done.read_text(encoding="utf-8")), "skipped": True}
     config = TrainConfig(**{**fields, "out": str(folder), "quiet": False, "resume": None})
+    metric = metric_of(config)
     if (folder / "last.npz").exists() and (folder / "config.json").exists():
         config = TrainConfig(
             resume=str(folder), epochs=config.epochs, data_dir=config.data_dir, plots=config.plots
@@ -96,19 +147,22 @@ def run_in_folder(fields: dict, folder) -> dict:
     with open(folder / "train.log", "a", encoding="utf-8") as stream:
         try:
             run = train(config, stdout=stream)
-            status, history = "done", run.history
-            best_val, best_epoch, epochs = run.best_val_accuracy, run.best_epoch, run.epochs
-            test = run.test_accuracy
+            status, history, best_epoch, epochs = "done", run.history, run.best_epoch, run.epochs
+            best_val, test = (
+                (run.best_val_accuracy, run.test_accuracy)
+                if metric is ACCURACY
+                else (run.best_val_bits_per_char, run.test_bits_per_char)
+            )
         except TrainingDiverged as err:
             print(f"handgrad: error: {err}", file=stream)
             meta = load_checkpoint(folder / "best.npz").metadata
             status, history = "diverged", meta.get("history", [])
-            best_val, best_epoch, epochs = meta["best_val_accuracy"], meta["best_epoch"], err.epoch
-            test = meta.get("metrics", {}).get("test_accuracy")
+            best_val, best_epoch, epochs = meta[metric.checkpoint_key], meta["best_epoch"], err.epoch
+            test = meta.get("metrics", {}).get(metric.test_key)
     result = {
         "status": status,
-        "val_accuracy": float(best_val),
-        "test_accuracy": None if test is None or not math.isfinite(test) else float(test),
+        metric.key: float(best_val),
+        metric.test_key: None if test is None or not math.isfinite(test) else float(test),
         "best_epoch": int(best_epoch),
         "epochs": int(epochs),
         "seconds": round(sum(row["seconds"] for row in history), 2),

@@ -177,9 +177,9 @@ def _image_batch(config, examples, log):
 def _text_batch(config, examples, log):
     """A language model's batch: ``examples`` sequences of 8 characters of the training text and the
     characters that follow each (arch, ids (N, 8), next ids (N, 8), corpus name)."""
-    from ..language_model import _load_corpus, stream_layout
+    from ..language_model import load_corpus, stream_layout
 
-    splits = _load_corpus(config)
+    splits = load_corpus(config)
     X, Y = stream_layout(splits.train, examples)
     arch = char_arch(config.model, len(splits.vocab), config.embedding_dim, config.hidden)
     return arch, X[:, :8], Y[:, :8], splits.name

@@ -24,6 +24,12 @@ Two suggestions:
 - **minimum / 10**: a tenth of the learning rate at L̂'s minimum (``min_loss_lr``): the minimum itself is
   already at the edge of stability.
 
+For a character language model (``--text FILE`` or a text ``--dataset``) a step is one window of the
+training text, B streams × T characters, taken in order as training takes them: the recurrent state is
+carried from window to window (truncated back-propagation through time, §10.2.2), reset when the text
+starts over, and the gradient's norm clipped as the recipe says; the loss is the mean cross-entropy in
+nats per character (bits per character are nats / ln 2).
+
 Deterministic for a seed: the data order, the initialisation and any dropout or augmentation draws come
 from the run's generator. The model is built in memory (``prepare(..., files=False)``) and discarded:
 nothing is written but the CSV (step, lr, loss, smoothed_loss) and the plot.
@@ -39,9 +45,7 @@ import textwrap
 
 import numpy as np
 
-from ...ch05_ml_basics import batch_iterator
 from ...ch06_feedforward import SoftmaxCrossEntropy
-from ...ch07_regularization import add_l2_grad_
 from ..config import ConfigError, TrainConfig
 from ..models import describe
 
@@ -66,6 +70,7 @@ class LRFindResult:
     csv_path: str
     plot_path: str | None
     description: str = ""  # the model, data and optimiser, as the report and the plot name them
+    per_character: bool = False  # a language model: the losses are nats per character
 
     def to_json(self) -> dict:
         return {
@@ -120,24 +125,25 @@ def _check_range(min_lr, max_lr, steps):
 
 
 def _batches(run):
-    """Mini-batches as training draws them, epoch after epoch (ch. 5 ``batch_iterator``), without end."""
+    """The batches training takes (``run.data.train_batches``: shuffled mini-batches of images, or the
+    windows of the training text in order), epoch after epoch, without end."""
     while True:
-        yield from batch_iterator(run.X_train, run.y_train, run.config.batch_size, shuffle=True, rng=run.rng)
+        yield from run.data.train_batches(run)
 
 
 def _ramp(run, lrs, beta, stop_factor):
-    """One mini-batch step per learning rate until the end of the ramp or divergence."""
-    model, optimizer, params, grads = run.model, run.optimizer, run.params, run.grads
+    """One training step per learning rate until the end of the ramp or divergence."""
+    from ..training import backward_step, forward_loss
+
     loss_fn = SoftmaxCrossEntropy()
     losses, smoothed, m, best, diverged = [], [], 0.0, math.inf, False
     batches = _batches(run)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for i, lr in enumerate(lrs):
             xb, yb = next(batches)
-            if run.augment is not None:
-                xb = run.augment(xb)
-            optimizer.lr = float(lr)
-            loss = float(loss_fn.forward(model.forward(xb), yb))
+            run.optimizer.lr = float(lr)
+            loss, logits, _, _ = forward_loss(run, loss_fn, xb, yb)
+            loss = float(loss)
             if not math.isfinite(loss):
                 diverged = True
                 break
@@ -149,11 +155,9 @@ def _ramp(run, lrs, beta, stop_factor):
             if value > stop_factor * best:
                 diverged = True
                 break
-            # The step train takes (training._train_batches): backward, + λθ where the loop adds it, update.
-            model.backward(loss_fn.backward(), need_input_grad=False)
-            if run.weight_decay:
-                add_l2_grad_(params, grads, run.weight_decay)
-            optimizer.step(params, grads)
+            # The rest of the step train takes: backward, [clipping], + λθ where the loop adds it, update.
+            backward_step(run, loss_fn, logits.shape)
+    batches.close()
     return losses, smoothed, diverged
 
 
@@ -180,7 +184,6 @@ def lr_find(
 
     _check_range(min_lr, max_lr, steps)
     config = dataclasses.replace(config if config is not None else TrainConfig(), resume=None).validate()
-    config.require_images("lr-find")
     out = pathlib.Path(out)
     quiet = lambda msg="": None  # noqa: E731
     run = prepare(config, None, log, quiet, files=False)
@@ -204,6 +207,7 @@ def lr_find(
         csv_path=str(out / "lr_find.csv"),
         plot_path=None,
         description=_describe(run),
+        per_character=run.config.trains_text,
     )
     del run  # the model, its optimiser state and the data: nothing of them is kept
     out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +224,10 @@ def lr_find(
 def _describe(run) -> str:
     config = run.config
     extra = f" β {config.momentum:g}" if config.optimizer == "momentum" else ""
-    return f"{describe(run.arch)} on {run.dataset}, {config.optimizer}{extra}, batch {config.batch_size}"
+    batch = f"batch {config.batch_size}"
+    if config.trains_text:
+        batch = f"{config.batch_size} streams × {config.seq_len} characters, windows in order"
+    return f"{describe(run.arch)} on {run.dataset}, {config.optimizer}{extra}, {batch}"
 
 
 def plot_lr_find(result: LRFindResult, path, title=None):
@@ -231,7 +238,13 @@ def plot_lr_find(result: LRFindResult, path, title=None):
     if fig is None:
         return None
     ax = fig.subplots()
-    ax.plot(result.lrs, result.losses, color="0.75", lw=0.8, label="mini-batch loss")
+    ax.plot(
+        result.lrs,
+        result.losses,
+        color="0.75",
+        lw=0.8,
+        label="window loss" if result.per_character else "mini-batch loss",
+    )
     ax.plot(result.lrs, result.smoothed, color="C0", lw=1.8, label=f"smoothed (debiased EMA, β {BETA})")
     if result.suggestion is not None:
         ax.axvline(result.suggestion, color="C2", ls="--", label=f"steepest descent: {result.suggestion:.3g}")
@@ -249,7 +262,10 @@ def plot_lr_find(result: LRFindResult, path, title=None):
     ax.set_xscale("log")
     top = min(max(result.losses), 4.5 * result.min_loss, max(result.smoothed) * 1.1)
     ax.set_ylim(min(min(result.losses), result.min_loss) * 0.9, max(top, result.smoothed[0] * 1.05))
-    ax.set(xlabel="learning rate", ylabel="cross-entropy loss")
+    ax.set(
+        xlabel="learning rate",
+        ylabel="cross-entropy (nats per character)" if result.per_character else "cross-entropy loss",
+    )
     ax.set_title(
         "learning-rate range test" + ("\n" + textwrap.shorten(title, 90) if title else ""), fontsize=9
     )
@@ -269,7 +285,9 @@ def format_report(result: LRFindResult, min_lr, max_lr) -> str:
     lines = [
         f"lr-find: {result.description}",
         f"{result.steps} steps from lr {min_lr:g} to {max_lr:g} ({how})",
-        f"  minimum of the smoothed loss: {result.min_loss:.4f} at lr {result.min_loss_lr:.3g}",
+        f"  minimum of the smoothed loss: {result.min_loss:.4f}"
+        + (" nats per character" if result.per_character else "")
+        + f" at lr {result.min_loss_lr:.3g}",
     ]
     steepest = (
         f"lr {result.suggestion:.3g}"

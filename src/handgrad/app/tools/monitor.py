@@ -6,8 +6,11 @@ initialisation, activations only), and drawn as ``monitor.png``:
 
     epoch, layer, kind     the epoch, the layer's index in the model and its class (Linear, ReLU, …)
     act_mean, act_std      mean and standard deviation of the layer's output on the validation batch — the
-                           first 256 validation examples, fixed for the run — in eval mode after the epoch
-    dead_fraction          ReLU-type layers: the fraction of units that never fired (output ≤ 0 for every
+                           first 256 validation examples, fixed for the run — in eval mode after the epoch;
+                           for a character language model the first window of the validation text as the
+                           evaluation reads it (its streams × seq_len characters), the recurrent state
+                           starting from zeros (and reset afterwards)
+    dead_fraction          ReLU-type layers only: the fraction of units that never fired (output ≤ 0 for every
                            example of the validation batch); a unit is a feature of a dense layer and a
                            channel (feature map, all positions) of a convolutional one
     grad_norm              layers with parameters: ‖g‖, the norm of the gradient of all the layer's
@@ -36,6 +39,7 @@ import math
 import numpy as np
 
 from ...ch05_ml_basics import CSVLogger
+from ..models import reset_states
 from ..training import TrainingHook
 
 __all__ = ["Monitor", "HEALTHY_RATIO", "VALIDATION_BATCH", "COLUMNS", "read_monitor"]
@@ -88,7 +92,7 @@ class Monitor(TrainingHook):
             self.groups.setdefault(int(name.split(".")[0]), []).append((p, g))
         self.before = {i: [np.empty_like(p) for p, _ in group] for i, group in self.groups.items()}
         self.diff = {i: [np.empty_like(p) for p, _ in group] for i, group in self.groups.items()}
-        self.X_batch = run.X_val[:VALIDATION_BATCH]
+        self.X_batch = run.data.monitor_batch(run, VALIDATION_BATCH)
         self.warned = set()
         self._reset()
         path = run.run_dir / "monitor.csv"
@@ -133,6 +137,7 @@ class Monitor(TrainingHook):
         model, was_training = run.model, run.model.training
         layers = getattr(model, "layers", [model])
         model.eval()
+        reset_states(model)  # a language model's window starts from a zero state, as evaluation's does
         out = []
         try:
             X = self.X_batch
@@ -150,6 +155,7 @@ class Monitor(TrainingHook):
                     dead = float(np.mean(units <= 0))
                 out.append((float(X.mean(dtype=np.float64)), float(X.std(dtype=np.float64)), dead))
         finally:
+            reset_states(model)
             model.train(was_training)
         return out
 

@@ -31,7 +31,10 @@ interrupted one is resumed from its last epoch, the rest are run; a different se
 refused. Trials are ranked by validation accuracy — the test accuracy is shown as a monitor, never used to
 rank — in ``results.csv`` (rank, trial, accuracies, best epoch, epochs, seconds, status, the values, the
 ``handgrad train`` command) and the printed table; ``search.png`` plots validation accuracy against each
-hyperparameter. With ``jobs`` > 1 the trials run in that many processes, one BLAS thread each.
+hyperparameter. A search of character language models (``--text FILE`` or a text ``--dataset``; the
+corpus cannot be searched) ranks by validation **bits per character** instead, lower first, each trial's
+best epoch's (the one its run keeps): ``val_bpc`` and ``test_bpc_monitor`` in ``results.csv``, bpc in the
+table and the plot. With ``jobs`` > 1 the trials run in that many processes, one BLAS thread each.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import re
 import numpy as np
 
 from ..config import ConfigError, TrainConfig
-from ._trials import field_kind, run_all, train_command
+from ._trials import ACCURACY, field_kind, metric_of, run_all, train_command
 
 __all__ = [
     "Dimension",
@@ -64,7 +67,7 @@ __all__ = [
 
 KINDS = ("log", "uniform", "int", "choice")
 # Where and how verbosely runs go, not what they train.
-NOT_SEARCHABLE = ("dataset", "data_dir", "out", "resume", "quiet", "plots", "eval_batch_size")
+NOT_SEARCHABLE = ("dataset", "text", "data_dir", "out", "resume", "quiet", "plots", "eval_batch_size")
 SPACE_HELP = (
     "NAME=KIND(ARGS) ..., NAME a train option (lr, hidden, dropout, optimizer, ...), KIND one of "
     "log(a,b) log-uniform, uniform(a,b), int(a,b) integers a..b, choice(v1,v2,...); layer sizes "
@@ -247,15 +250,18 @@ def grid(dims, points=3) -> list:
 
 @dataclasses.dataclass
 class SearchResult:
-    """The ranked trials (best first, by validation accuracy) and where the search lives."""
+    """The ranked trials (best first, by validation accuracy or bits per character) and where the search
+    lives."""
 
     folder: str
     dims: list
-    trials: list  # dicts: trial, settings, status, val_accuracy, test_accuracy, epochs, seconds, command
+    trials: list  # dicts: trial, settings, status, val_accuracy, test_accuracy (or val_bpc, test_bpc),
+    # best_epoch, epochs, seconds, command
     csv_path: str
     plot_path: str | None
     ran: int  # trials run (or continued) by this call
     skipped: int  # trials finished before and read back
+    metric: object = None  # _trials.Metric: what ranked them (ACCURACY or BITS_PER_CHAR)
 
     @property
     def best(self) -> dict:
@@ -337,13 +343,15 @@ def search(
     configs = []
     for i, values in enumerate(settings, 1):
         try:
-            configs.append(TrainConfig(**{**base, **values}).validate().require_images("search"))
+            configs.append(TrainConfig(**{**base, **values}).validate())
         except (ConfigError, TypeError) as err:
             raise ConfigError(f"trial {i} ({_settings_text(values)}): {err}") from None
+    metric = metric_of(configs[0])  # the data, the same for every trial, is not searchable
     folder = _open_folder(out, _identity(method, dims, grid_points, seed, base))
     log(
         f"{method} search of {len(settings)} trials over {' '.join(map(str, dims))} in {folder}"
-        f"{f' ({jobs} processes, 1 BLAS thread each)' if jobs > 1 else ''}; the same command continues it"
+        f"{f' ({jobs} processes, 1 BLAS thread each)' if jobs > 1 else ''}, ranked by {metric.name}; "
+        "the same command continues it"
     )
 
     items = []
@@ -371,17 +379,17 @@ def search(
         how = "finished before" if result["skipped"] else f"{result['seconds']:.1f} s"
         flag = "" if result["status"] == "done" else f" ({result['status']})"
         log(
-            f"trial {i:>{width}}/{len(settings)}  val {100 * result['val_accuracy']:.2f}%{flag}  "
+            f"trial {i:>{width}}/{len(settings)}  val {metric.text(result[metric.key])}{flag}  "
             f"{_settings_text(settings[i - 1])}  [{how}]"
         )
 
     run_all(items, jobs, finished)
-    ranked = sorted(rows.values(), key=lambda r: (-r["val_accuracy"], r["trial"]))
+    ranked = sorted(rows.values(), key=metric.rank_key)
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
     csv_path = folder / "results.csv"
-    _write_csv(csv_path, ranked, dims)
-    plot_path = plot_search(ranked, dims, folder / "search.png") if plot else None
+    _write_csv(csv_path, ranked, dims, metric)
+    plot_path = plot_search(ranked, dims, folder / "search.png", metric) if plot else None
     return SearchResult(
         folder=str(folder),
         dims=dims,
@@ -390,18 +398,19 @@ def search(
         plot_path=None if plot_path is None else str(plot_path),
         ran=counts["ran"],
         skipped=counts["skipped"],
+        metric=metric,
     )
 
 
-def _write_csv(path, ranked, dims):
+def _write_csv(path, ranked, dims, metric=ACCURACY):
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(
             [
                 "rank",
                 "trial",
-                "val_accuracy",
-                "test_accuracy_monitor",
+                metric.key,
+                f"{metric.test_key}_monitor",
                 "best_epoch",
                 "epochs",
                 "seconds",
@@ -411,12 +420,12 @@ def _write_csv(path, ranked, dims):
             ]
         )
         for r in ranked:
-            test = "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
+            test = "" if r[metric.test_key] is None else f"{r[metric.test_key]:.4f}"
             writer.writerow(
                 [
                     r["rank"],
                     r["trial"],
-                    f"{r['val_accuracy']:.4f}",
+                    f"{r[metric.key]:.4f}",
                     test,
                     r["best_epoch"],
                     r["epochs"],
@@ -430,30 +439,32 @@ def _write_csv(path, ranked, dims):
 
 def format_table(result: SearchResult, limit=None) -> str:
     """The ranked trials as ``handgrad search`` prints them, and the best trial's command."""
+    metric = result.metric or ACCURACY
     head = (
-        f"{'rank':>4}  {'trial':>5}  {'val acc':>7}  {'test (monitor)':>14}  {'epochs':>6}  "
+        f"{'rank':>4}  {'trial':>5}  {metric.short:>7}  {'test (monitor)':>14}  {'epochs':>6}  "
         f"{'seconds':>7}  settings"
     )
     lines = [head]
     for r in result.trials[:limit]:
-        test = "" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.2f}%"
+        test = "" if r[metric.test_key] is None else metric.cell(r[metric.test_key])
         status = "" if r["status"] == "done" else f"  ({r['status']})"
         lines.append(
-            f"{r['rank']:>4}  {r['trial']:>5}  {100 * r['val_accuracy']:>6.2f}%  {test:>14}  "
+            f"{r['rank']:>4}  {r['trial']:>5}  {metric.cell(r[metric.key]):>7}  {test:>14}  "
             f"{r['best_epoch']:>2}/{r['epochs']:<3}  {r['seconds']:>7.1f}  "
             f"{_settings_text(r['settings'])}{status}"
         )
     best = result.best
     lines.append(
-        f"best by validation accuracy: trial {best['trial']} ({100 * best['val_accuracy']:.2f}%); "
+        f"best by {metric.name}: trial {best['trial']} ({metric.text(best[metric.key])}); "
         f"wrote {result.csv_path}" + (f" and {result.plot_path}" if result.plot_path else "")
     )
     lines.append(f"train it with: {best['command']}")
     return "\n".join(lines)
 
 
-def plot_search(ranked, dims, path):
-    """Validation accuracy against each hyperparameter (log axis for log ranges), the best trial marked."""
+def plot_search(ranked, dims, path, metric=ACCURACY):
+    """Validation accuracy (or bits per character) against each hyperparameter (log axis for log ranges),
+    the best trial marked."""
     from ..plots import _figure, _save
 
     cols = min(len(dims), 3)
@@ -462,7 +473,8 @@ def plot_search(ranked, dims, path):
     if fig is None:
         return None
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    acc = np.array([100 * r["val_accuracy"] for r in ranked])
+    scale = 100 if metric.higher_is_better else 1
+    acc = np.array([scale * r[metric.key] for r in ranked])
     for ax, dim in zip(axes, dims):
         values = [r["settings"][dim.name] for r in ranked]
         if dim.kind == "choice":
@@ -476,11 +488,11 @@ def plot_search(ranked, dims, path):
                 ax.set_xscale("log")
         ax.plot(x, acc, "o", color="C0", ms=5, alpha=0.8)
         ax.plot(x[:1], acc[:1], "*", color="C3", ms=12, label="best")
-        ax.set(xlabel=dim.name, ylabel="validation accuracy (%)")
+        ax.set(xlabel=dim.name, ylabel=f"{metric.name}{' (%)' if metric.higher_is_better else ''}")
         ax.grid(alpha=0.3)
     for ax in axes[len(dims) :]:
         ax.axis("off")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{len(ranked)} trials: validation accuracy against each hyperparameter", fontsize=10)
+    fig.suptitle(f"{len(ranked)} trials: {metric.name} against each hyperparameter", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
