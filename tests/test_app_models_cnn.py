@@ -435,3 +435,41 @@ def test_train_model_cnn_from_the_command_line_then_evaluate_and_predict_json(tm
     code, out, err = run(capsys, "predict", str(out_dir), str(path), "--json")
     [res] = json.loads(out)
     assert code == 0 and math.isclose(sum(res["probabilities"]), 1.0, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("elastic", [0.0, 34.0])
+def test_the_loops_augmentation_is_augment_batch_with_the_configs_settings(elastic):
+    """--augment-shift, --augment-degrees and --augment-elastic reach augment_batch, drawn from the run's
+    generator; without the elastic part nothing more is drawn (so earlier runs repeat bit for bit)."""
+    from handgrad.app.training import prepare
+    from handgrad.ch07_regularization import augment_batch
+
+    config = TrainConfig(
+        dataset="mnist-sample",
+        model="cnn",
+        augment=True,
+        augment_shift=1,
+        augment_degrees=7.0,
+        augment_elastic=elastic,
+        limit=64,
+        quiet=True,
+    ).validate()
+    run = prepare(config, None, log=lambda *a: None, say=lambda *a: None, files=False)
+    xb, start = run.data.X_train[:16], run.rng.bit_generator.state
+
+    def twin():
+        generator = np.random.default_rng()
+        generator.bit_generator.state = start
+        return generator
+
+    got = run.augment(xb)
+    same = twin()
+    np.testing.assert_array_equal(got, augment_batch(xb[:, 0], same, 1, 7.0, elastic)[:, None])
+    assert run.rng.bit_generator.state == same.bit_generator.state
+    plain = augment_batch(xb[:, 0], twin(), 1, 7.0)[:, None]
+    assert np.array_equal(got, plain) == (elastic == 0)
+
+
+def test_augment_elastic_is_checked():
+    with pytest.raises(ConfigError, match="augment_elastic"):
+        TrainConfig(model="cnn", augment_elastic=-1.0).validate()

@@ -310,7 +310,7 @@ def test_train_options_are_the_config_fields(capsys):
 
     parser = build_parser()
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(TRAIN_OPTIONS.values()) == names - set(NOT_TRAIN_OPTIONS) and len(names) == 37
+    assert set(TRAIN_OPTIONS.values()) == names - set(NOT_TRAIN_OPTIONS) and len(names) == 38
     assert TRAIN_OPTIONS["--no-plots"] == "plots" and TRAIN_OPTIONS["-q"] == "quiet"
     args = parser.parse_args(["train", "--hidden", "64,32", "--no-batch-norm", "--lr", "0.5", "--no-plots"])
     assert (args.hidden, args.batch_norm, args.lr, args.plots) == ((64, 32), False, 0.5, False)

@@ -130,6 +130,8 @@ def _train_help(datasets):
         f"{_per_model('augment', on_off)})",
         "augment_shift": "with --augment: largest shift, in pixels, in each direction",
         "augment_degrees": "with --augment: largest rotation, in degrees, either way",
+        "augment_elastic": "with --augment: strength alpha, in pixels, of an elastic distortion (Simard et "
+        "al. 2003; smoothing sigma 4 px), 0 for none (default: 0)",
         "optimizer": "optimiser (adamw: Adam with decoupled weight decay) (default: "
         f"{_per_model('optimizer')})",
         "lr": f"learning rate (peak rate with a schedule) (default: {_per_model('lr', number)})",
@@ -187,6 +189,7 @@ _METAVARS = {
     "dropout": "P",
     "augment_shift": "PX",
     "augment_degrees": "DEG",
+    "augment_elastic": "ALPHA",
     "lr": "LR",
     "momentum": "BETA",
     "weight_decay": "LAMBDA",

@@ -92,6 +92,9 @@ class TrainConfig:
     augment: bool | None = None  # random shifts and rotations of each training batch (book §7.4)
     augment_shift: int = 2  # pixels, each direction
     augment_degrees: float = 10.0
+    augment_elastic: float = (
+        0.0  # Simard et al.'s elastic distortion: its strength α in pixels (σ = 4); 0 off
+    )
     optimizer: str | None = None
     lr: float | None = None
     momentum: float = 0.9
@@ -177,6 +180,7 @@ class TrainConfig:
         check_bool(self.augment, "augment", **err)
         check_int(self.augment_shift, "augment_shift", low=0, high=8, **err)
         check_number(self.augment_degrees, "augment_degrees", low=0, high=180, **err)
+        check_number(self.augment_elastic, "augment_elastic", low=0, high=100, **err)
         check_choice(self.schedule, "schedule", SCHEDULES, **err)
         check_number(self.warmup_epochs, "warmup_epochs", low=0, **err)
         if self.lr_step_epochs is not None:

@@ -407,6 +407,7 @@ class ImageData:
             + (f" (warmup {config.warmup_epochs:g} epochs)" if config.warmup_epochs else "")
             + (
                 f", augmentation ±{config.augment_shift} px ±{config.augment_degrees:g}°"
+                + (f" elastic α {config.augment_elastic:g}" if config.augment_elastic else "")
                 if config.augment
                 else ""
             )
@@ -892,12 +893,13 @@ def _train_batches(run: RunState, epoch: int, t0: float):
 
 
 def _augmenter(config, arch, rng):
-    """Random shifts and rotations of a batch (ch. 7 §7.4) on the images, whatever layout the model takes."""
+    """Random shifts, rotations and (with ``augment_elastic``) elastic distortions of a batch (ch. 7 §7.4)
+    on the images, whatever layout the model takes. Without the elastic part nothing more is drawn."""
     image_shape = tuple(arch["input_shape"])
+    settings = (config.augment_shift, config.augment_degrees, config.augment_elastic)
 
     def augment(xb):
-        images = xb.reshape(len(xb), *image_shape)
-        return augment_batch(images, rng, config.augment_shift, config.augment_degrees).reshape(xb.shape)
+        return augment_batch(xb.reshape(len(xb), *image_shape), rng, *settings).reshape(xb.shape)
 
     return augment
 
