@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from common import machine_header, peak_rss_mb, pin_threads, print_table
+from common import detach_state, machine_header, peak_rss_mb, pin_threads, print_table, torch_char_lm
 
 
 def train_handgrad(args, out):
@@ -54,40 +54,6 @@ def train_handgrad(args, out):
     t0 = time.perf_counter()
     result = train(config)
     return result, time.perf_counter() - t0
-
-
-def torch_model(arch, seed):
-    import torch
-    from torch import nn
-
-    from handgrad.app.models import build_model
-    from handgrad.ch05_ml_basics import set_all_seeds
-
-    ours = build_model(arch, set_all_seeds(seed))  # handgrad's initial weights (the run's own)
-    emb, lstm, head = ours.layers[0], ours.layers[1], ours.layers[2].layer
-    V, E, H = arch["vocab_size"], arch["embedding_dim"], arch["hidden"][0]
-
-    class CharLSTM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embedding = nn.Embedding(V, E)
-            self.lstm = nn.LSTM(E, H, batch_first=True)
-            self.head = nn.Linear(H, V)
-
-        def forward(self, x, state=None):
-            h, state = self.lstm(self.embedding(x), state)
-            return self.head(h), state
-
-    model = CharLSTM()
-    with torch.no_grad():
-        model.embedding.weight.copy_(torch.from_numpy(emb.params["W"]))
-        model.lstm.weight_ih_l0.copy_(torch.from_numpy(lstm.params["U"].T.copy()))
-        model.lstm.weight_hh_l0.copy_(torch.from_numpy(lstm.params["W"].T.copy()))
-        model.lstm.bias_ih_l0.copy_(torch.from_numpy(lstm.params["b"]))
-        model.lstm.bias_hh_l0.zero_()
-        model.head.weight.copy_(torch.from_numpy(head.params["W"].T.copy()))
-        model.head.bias.copy_(torch.from_numpy(head.params["b"]))
-    return model
 
 
 def torch_bpc(model, ids, streams, seq_len):
@@ -117,7 +83,7 @@ def train_torch(args, arch, splits):
     from handgrad.app.language_model import stream_layout
 
     torch.manual_seed(args.seed)
-    model = torch_model(arch, args.seed)
+    model = torch_char_lm(arch, args.seed)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     X, Y = stream_layout(splits.train, args.batch)
     X, Y = torch.from_numpy(X.astype(np.int64)), torch.from_numpy(Y.astype(np.int64))
@@ -128,7 +94,7 @@ def train_torch(args, arch, splits):
         for s in range(0, X.shape[1], args.seq_len):
             xb, yb = X[:, s : s + args.seq_len], Y[:, s : s + args.seq_len]
             logits, state = model(xb, state)
-            state = tuple(t.detach() for t in state)  # truncated BPTT: the state goes on, the gradient stops
+            state = detach_state(state)  # truncated BPTT: the state goes on, the gradient stops
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1))
             opt.zero_grad()
             loss.backward()

@@ -3,6 +3,9 @@
 Machines are shared and noisy, so each benchmark runs its contenders in one run and reports ratios
 (``mlp_speed.py`` interleaves their epochs round by round); each contender runs in its own process
 (``run_worker``, or a worker started once and driven epoch by epoch) so that its peak memory is its own.
+
+``torch_char_lm`` is the PyTorch twin of handgrad's character language model, for the benchmarks that
+set the two side by side (``char_lm_torch.py``: accuracy; ``rnn_speed.py``: the training step's speed).
 """
 
 from __future__ import annotations
@@ -190,3 +193,55 @@ def torch_cnn(channels=(16, 32, 64), hidden=(128,), dropout=0.25, n_classes=10, 
         layers += [nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Dropout(dropout)]
         d = h
     return nn.Sequential(*layers, nn.Linear(d, n_classes))
+
+
+def torch_char_lm(arch: dict, seed: int):
+    """The PyTorch twin of the character language model ``arch`` (``handgrad.app.models.char_lm``, one
+    recurrent layer): ``nn.Embedding``, ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (batch-first) and ``nn.Linear``,
+    starting from the weights handgrad's ``build_model(arch, set_all_seeds(seed))`` starts from, converted:
+    ``weight_ih = Uᵀ``, ``weight_hh = Wᵀ``, ``bias_ih = b``, ``bias_hh = 0`` (the GRU's n block of
+    ``bias_hh`` is its ``b_hn``). ``model(ids, state)`` returns (logits (B, T, V), final state); carry the
+    state to the next window through ``detach_state`` (truncated BPTT)."""
+    import torch
+    from torch import nn
+
+    from handgrad.app.models import build_model
+    from handgrad.ch05_ml_basics import set_all_seeds
+
+    cell = arch["type"].removeprefix("char-")
+    if len(arch["hidden"]) != 1:
+        raise ValueError(f"the PyTorch twin has one recurrent layer, not {arch['hidden']}")
+    ours = build_model(arch, set_all_seeds(seed))  # handgrad's initial weights (the run's own)
+    emb, rnn, head = ours.layers[0], ours.layers[1], ours.layers[2].layer
+    V, E, H = arch["vocab_size"], arch["embedding_dim"], arch["hidden"][0]
+    recurrent = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+
+    class CharLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(V, E)
+            self.rnn = recurrent(E, H, batch_first=True)
+            self.head = nn.Linear(H, V)
+
+        def forward(self, x, state=None):
+            h, state = self.rnn(self.embedding(x), state)
+            return self.head(h), state
+
+    model = CharLM()
+    with torch.no_grad():
+        model.embedding.weight.copy_(torch.from_numpy(emb.params["W"]))
+        model.rnn.weight_ih_l0.copy_(torch.from_numpy(rnn.params["U"].T.copy()))
+        model.rnn.weight_hh_l0.copy_(torch.from_numpy(rnn.params["W"].T.copy()))
+        model.rnn.bias_ih_l0.copy_(torch.from_numpy(rnn.params["b"]))
+        model.rnn.bias_hh_l0.zero_()
+        if "b_hn" in rnn.params:
+            model.rnn.bias_hh_l0[2 * H :].copy_(torch.from_numpy(rnn.params["b_hn"]))
+        model.head.weight.copy_(torch.from_numpy(head.params["W"].T.copy()))
+        model.head.bias.copy_(torch.from_numpy(head.params["b"]))
+    return model
+
+
+def detach_state(state):
+    """A recurrent layer's final state, (h, c) or h, cut from its graph: the state goes on, the gradient
+    stops (truncated BPTT)."""
+    return tuple(t.detach() for t in state) if isinstance(state, tuple) else state.detach()
