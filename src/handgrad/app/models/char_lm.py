@@ -140,6 +140,5 @@ for _name in TEXT_MODEL_OF.values():
             prepare_inputs=_as_ids,
             count_parameters=_count,
             input_kind="text",
-            eval_batch_size=CHAR_DEFAULTS["eval_batch_size"],
         )
     )

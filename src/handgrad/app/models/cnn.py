@@ -239,6 +239,5 @@ CNN = register_model_type(
         describe=_describe,
         prepare_inputs=_to_nchw,
         count_parameters=_count,
-        eval_batch_size=CNN_EVAL_BATCH_SIZE,
     )
 )

@@ -131,6 +131,5 @@ MLP = register_model_type(
         describe=_describe,
         prepare_inputs=_flatten,
         count_parameters=lambda arch: dense_parameter_count(_sizes(arch), arch.get("batch_norm", False)),
-        eval_batch_size=2000,
     )
 )

@@ -64,7 +64,7 @@ class ModelType:
                     architecture alone (a checkpoint is checked against it before anything is allocated)
     input_kind      what the model reads: "images" (n, *input_shape), or "text" for the character
                     language models (integer ids (N, T); :mod:`.char_lm`)
-    eval_batch_size examples per forward pass when evaluating or predicting many
+    eval_batch_size examples per forward pass when evaluating or predicting many: the recipe's (a property)
     """
 
     name: str
@@ -76,7 +76,11 @@ class ModelType:
     prepare_inputs: Callable
     count_parameters: Callable
     input_kind: str = "images"
-    eval_batch_size: int = 2000
+
+    @property
+    def eval_batch_size(self) -> int:
+        """The recipe's ``eval_batch_size`` (``defaults``), 2000 where it names none."""
+        return int(self.defaults.get("eval_batch_size") or 2000)
 
 
 MODEL_TYPES: dict[str, ModelType] = {}

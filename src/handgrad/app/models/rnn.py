@@ -193,6 +193,5 @@ for _cell in ("rnn", "lstm", "gru"):
             describe=_describe,
             prepare_inputs=_as_sequences,
             count_parameters=_count,
-            eval_batch_size=RNN_DEFAULTS[_cell]["eval_batch_size"],
         )
     )
