@@ -5,11 +5,12 @@ gradients, the augmented batch — arrays of hundreds of kilobytes to tens of me
 serves blocks above its mmap threshold (128 KiB at first, raised as such blocks are freed) with fresh
 ``mmap`` pages and trims the top of its heap when more than ``M_TRIM_THRESHOLD`` is free, so each step's
 arrays arrive as new pages that the kernel must fault in and zero: about 1,760 page faults per step of the
-CNN recipe and 1,400 per augmented batch of 128 images, measured with ``getrusage``. Raising both
-thresholds makes ``malloc`` keep and reuse those blocks: 5 faults per CNN step, and the augmentation of a
-batch falls from ~5 ms to ~1.5 ms on the 2-core machine of the README. (PyTorch's CPU performance guide
-makes the same point with jemalloc or tcmalloc.) The price is that memory freed below the peak is not
-returned to the system while the process lives; the peak itself is unchanged.
+CNN recipe and 2,300 per augmented batch of 128 images, counted with ``getrusage``
+(``tests/test_app_allocator.py`` counts the latter). Raising both thresholds makes ``malloc`` keep and
+reuse those blocks: about 5 faults per CNN step and none per batch, and the augmentation of a batch fell
+from 5–7 ms to 1.1–1.5 ms in two timings on the 2-core machine of the README. (PyTorch's CPU performance
+guide makes the same point with jemalloc or tcmalloc.) The price is that memory freed below the peak is
+not returned to the system while the process lives.
 
 ``keep_freed_memory()`` is called once by the command line (``handgrad.cli.main``); a program that calls
 ``handgrad.app.train`` itself may call it too. It does nothing, and returns False, where the C library is
