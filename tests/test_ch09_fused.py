@@ -89,6 +89,23 @@ def test_block_equals_the_composition_in_float32(case, rng):
     compare(layers, X, rng, 2e-5, input_grad=case[1] != 1)
 
 
+@pytest.mark.parametrize("offset", [0.0, 100.0])
+def test_the_one_pass_variance_is_guarded_against_cancellation(offset, rng, monkeypatch):
+    """σ² = Σy²/m − μ² where μ² ≤ 10 σ² (the recipe's inputs: one read of y), the two-pass form over a
+    centred copy elsewhere (inputs offset by 100: μ² ≈ 10⁴ σ²); both equal the composition in float32.
+    Without the guard the offset inputs lose the variance to cancellation, so the test can fail."""
+    case = RECIPE[1]
+    gamma = rng.uniform(0.5, 2, case[2]) * np.where(np.arange(case[2]) % 3 == 1, -1, 1)
+    layers, X = make_layers(case, rng, np.float32, gamma=gamma.astype(np.float32))
+    X = X + np.float32(offset)
+    block, _ = compare(layers, X, rng, 2e-5)
+    assert (block._cache[1] is block._buffers["Y_mat"]) == (offset == 0)  # one pass: y itself is kept
+    if offset:
+        monkeypatch.setattr(ConvBNReLUPool, "VARIANCE_GUARD", np.inf)
+        with pytest.raises(AssertionError):
+            compare(layers, X, rng, 2e-5)
+
+
 def tie_inputs(rng, C=4):
     """A 1×1 convolution with W = 1 and inputs drawn from three values: many exact ties in every window."""
     conv, bn = Conv2D(1, C, 1, rng=rng, dtype=np.float64), BatchNorm2D(C, dtype=np.float64)

@@ -109,8 +109,15 @@ def _col2im_nhwc(dcols, kernel, stride, out_hw, out):
     return out
 
 
-def _input_grad_nhwc(dY_mat, W, stride, out_hw, out, scratch):
-    """dX̃ = col2im(dY_mat @ W_mat) computed one kernel offset at a time, into ``out`` (N, H̃, W̃, C_in).
+def _offset_span(size, out_size, offset, stride, pad):
+    """The outputs i whose input row s·i + offset − pad lies inside [0, size): (first i, end i, first row)."""
+    lo = max(0, -(-(pad - offset) // stride))  # ⌈(pad − offset) / stride⌉, at least 0
+    hi = min(out_size, (size - 1 + pad - offset) // stride + 1)
+    return lo, max(lo, hi), stride * lo + offset - pad
+
+
+def _input_grad_nhwc(dY_mat, W, stride, padding, out_hw, out, scratch):
+    """dX = col2im(dY_mat @ W_mat) computed one kernel offset at a time, into ``out`` (N, H, W, C_in).
 
     col2im is linear, so the product with all of W_mat followed by col2im equals the sum over the kernel
     offsets (m, n) of the product with that offset's block of W_mat, added onto its slab:
@@ -118,15 +125,31 @@ def _input_grad_nhwc(dY_mat, W, stride, out_hw, out, scratch):
         dX̃[:, s_h·i + m, s_w·j + n, :] += dY_mat @ W[:, :, m, n]      (N·OH·OW, C_out) @ (C_out, C_in)
 
     kh·kw products of (N·OH·OW, C_in) results in a reused ``scratch`` instead of one (N·OH·OW, kh·kw·C_in)
-    matrix written and read back: the same sums in another order (a test checks the two).
+    matrix written and read back: the same sums in another order (a test checks the two). Only the part of
+    each slab inside the unpadded image is added (what lands on the zero border is dropped by the adjoint
+    of padding anyway), so ``out`` is the unpadded gradient, with no padded copy to fill and crop.
     """
-    (_, C_in, kh, kw), (sh, sw), (OH, OW), N = W.shape, stride, out_hw, out.shape[0]
+    (_, C_in, kh, kw), (sh, sw), (ph, pw), (OH, OW), (N, H, Wd, _) = (
+        W.shape,
+        stride,
+        padding,
+        out_hw,
+        out.shape,
+    )
     out[...] = 0
     part = scratch.reshape(N, OH, OW, C_in)
     for m in range(kh):
+        i0, i1, r0 = _offset_span(H, OH, m, sh, ph)
         for n in range(kw):
+            j0, j1, c0 = _offset_span(Wd, OW, n, sw, pw)
+            if i0 == i1 or j0 == j1:
+                continue  # this offset only ever reads the border
             np.matmul(dY_mat, W[:, :, m, n], out=scratch)  # (N·OH·OW, C_out) @ (C_out, C_in)
-            out[:, m : m + sh * (OH - 1) + 1 : sh, n : n + sw * (OW - 1) + 1 : sw] += part
+            rows, cols = (
+                slice(r0, r0 + sh * (i1 - i0 - 1) + 1, sh),
+                slice(c0, c0 + sw * (j1 - j0 - 1) + 1, sw),
+            )
+            out[:, rows, cols] += part[:, i0:i1, j0:j1]
     return out
 
 
@@ -277,15 +300,21 @@ class Conv2D(Layer):
         np.matmul(self._ones(dY_mat.shape[0], dY_mat.dtype), dY_mat, out=self.grads["b"])  # db = 1ᵀ dY_mat
         if not self.input_grad:
             return None
-        padded, out_hw = _geometry(x_shape, self.kernel_size, self.stride, self.padding)
-        dXp = self._buffer("dXp", padded, dY_mat.dtype)
+        _, out_hw = _geometry(x_shape, self.kernel_size, self.stride, self.padding)
+        N, _, H, W = x_shape
+        dX_nhwc = self._buffer("dX_nhwc", (N, H, W, C_in), dY_mat.dtype)
         scratch = self._buffer("dX_part", (dY_mat.shape[0], C_in), dY_mat.dtype)
         _input_grad_nhwc(
-            dY_mat, self.params["W"].astype(dY_mat.dtype, copy=False), self.stride, out_hw, dXp, scratch
-        )  # dX̃ = col2im(dY_mat @ W_mat), one kernel offset at a time
-        (ph, pw), (H, W) = self.padding, x_shape[2:]
+            dY_mat,
+            self.params["W"].astype(dY_mat.dtype, copy=False),
+            self.stride,
+            self.padding,
+            out_hw,
+            dX_nhwc,
+            scratch,
+        )  # dX = col2im(dY_mat @ W_mat), one kernel offset at a time
         dX = self._output("dX", x_shape, dY_mat.dtype)
-        np.copyto(dX, dXp[:, ph : ph + H, pw : pw + W].transpose(0, 3, 1, 2))  # NHWC -> NCHW
+        np.copyto(dX, dX_nhwc.transpose(0, 3, 1, 2))  # NHWC -> NCHW
         return dX
 
 

@@ -10,10 +10,14 @@ fewer passes over the full-size maps, using three facts:
 1. ReLU is monotone, so it commutes with the max: maxpool(max(0, z)) = max(0, maxpool(z)).
 2. Batch norm is a per-channel affine map z = a·(y − μ) + β with a = γ/σ. Where a > 0 it is increasing, so
    maxpool(z) = a·(maxpool(y − μ)) + β; where γ < 0 it is decreasing and the maximum of z is at the
-   *minimum* of y: maxpool(z) = a·(minpool(y − μ)) + β. So the block pools y − μ and never writes x̂, z or h
+   *minimum* of y: maxpool(z) = a·(minpool(y − μ)) + β. So the block pools y and never writes x̂, z or h
    at full size.
 3. The bias b cancels in y − μ (μ includes it), so the product's output is used without adding it (it
    still enters the running mean, and its gradient 1ᵀ dy is computed as the convolution's is).
+4. The pool commutes with subtracting μ too, and σ² = (1/m) Σ y² − μ², so the block reads y for the two
+   sums and pools y itself: y − μ is never written at full size. That one-pass form loses relative
+   precision 1 + μ²/σ² times the sum's rounding, so it is used only where μ² ≤ 10 σ² (the recipe's
+   blocks stay below 4); elsewhere the two-pass form of §8.7.1 runs over a centred copy (``_variance``).
 
 Backward, with g = d out ⊙ 1{maxpool(z) > 0} at the pooled size and P = the pooled y − μ there: only the
 window's chosen position receives dz, so the sums of §8.7.1 run over the pooled size,
@@ -53,6 +57,11 @@ from .convolution import Conv2D, _check_nchw, _columns, _geometry, _im2col_nhwc,
 from .pooling import MaxPool2D
 
 __all__ = ["ConvBNReLUPool", "FusedSequential", "fusable"]
+
+
+def _channel_sum_squares(rows, OW, C):
+    """Σ y² per channel of the (N·OH, OW·C) rows of a channels-last map: one read, nothing written."""
+    return np.einsum("ij,ij->j", rows, rows).reshape(OW, C).sum(axis=0)
 
 
 def fusable(layers):
@@ -202,12 +211,8 @@ class ConvBNReLUPool(Layer):
         mean0, m = bn._batch_mean(Y)  # the mean of conv(x) without its bias: μ = mean0 + b (every replica's)
         if m < 2:
             raise ValueError(f"{bn!r} needs more than 1 value per channel in training mode, got {Y.shape}")
-        rows = Y.reshape(-1, out_hw[1] * W.shape[0])  # (N·OH, OW·C): long rows for per-channel vectors
-        rows -= np.tile(mean0, out_hw[1])  # y − μ (the bias cancels)
-        sq = self._buffer("full", Y.shape, dtype)
-        np.multiply(Y, Y, out=sq)
-        (var,) = bn._batch_sums(bn._channel_sum(sq))
-        var /= m  # σ², biased
+        rows = Y.reshape(-1, out_hw[1] * C)  # (N·OH, OW·C): long rows for per-channel vectors
+        centred, offset, var = self._variance(bn, Y, rows, mean0, m, out_hw[1])
         bn._update_running(mean0 + b, var, m)
         inv_std = 1.0 / np.sqrt(var + dtype.type(bn.eps))
         PH, PW = out_hw[0] // 2, out_hw[1] // 2
@@ -227,6 +232,7 @@ class ConvBNReLUPool(Layer):
             masks[0][..., zero] = True
             masks[1:][..., zero] = False
             np.copyto(P, slabs[0], where=zero)  # the x̂ of that offset, for dγ
+        P -= mean0  # pooled y − μ (the bias cancels): the pool commutes with the per-channel shift
         scale = gamma * inv_std  # a = γ / σ
         Z = self._output("Z", y_shape, dtype) if self.channels_last_out else self._buffer("Z", y_shape, dtype)
         np.multiply(P, scale, out=Z)
@@ -234,8 +240,30 @@ class ConvBNReLUPool(Layer):
         pos = self._buffer("pos", y_shape, np.bool_)
         np.greater(Z, 0, out=pos)  # ReLU's 1{z > 0} at the pooled size
         np.maximum(Z, self._zeros(Z), out=Z)  # ReLU, after the pool
-        self._cache = (cols, Y, P, masks, pos, inv_std, x_shape, out_hw, y_shape, m)
+        self._cache = (cols, centred, offset, P, masks, pos, inv_std, x_shape, out_hw, y_shape, m)
         return self._finish(Z, y_shape)
+
+    # one-pass statistics are used where they lose at most log2(1 + VARIANCE_GUARD) bits to cancellation
+    VARIANCE_GUARD = 10.0
+
+    def _variance(self, bn, Y, rows, mean0, m, OW):
+        """σ² of each channel of Y and the map the backward pass reads as y − μ: (centred, offset, σ²).
+
+        One pass (Y read once, nothing written): σ² = (1/m) Σ y² − μ², exact in real arithmetic. In
+        floating point its relative error is the sum's, ε, times 1 + μ²/σ² (cancellation), so it is kept
+        only where μ² ≤ ``VARIANCE_GUARD`` · σ² (the recipe's blocks stay below 4); otherwise, in every
+        channel, the two-pass form σ² = (1/m) Σ (y − μ)² of ``BatchNorm2D`` over a centred copy, which
+        the backward pass then reads. Returns (Y, μ, σ²) or (Y − μ, 0, σ²): y − μ = centred − offset.
+        """
+        C = Y.shape[1]
+        (sumsq,) = bn._batch_sums(_channel_sum_squares(rows, OW, C))
+        var = sumsq / m - mean0 * mean0
+        if np.all(mean0 * mean0 <= self.VARIANCE_GUARD * var):
+            return Y, mean0, var
+        centred = self._buffer("full", Y.shape, Y.dtype)
+        np.subtract(rows, np.tile(mean0, OW), out=centred.reshape(rows.shape))  # y − μ
+        (sumsq,) = bn._batch_sums(_channel_sum_squares(centred.reshape(rows.shape), OW, C))
+        return centred, np.zeros_like(mean0), sumsq / m
 
     def _forward_eval(self, X):
         """Eval mode: batch norm folded into the convolution, pool before ReLU, nothing kept for backward."""
@@ -270,14 +298,14 @@ class ConvBNReLUPool(Layer):
                 f"{self!r}: backward needs a forward in training mode first (eval mode keeps "
                 "nothing for backward)"
             )
-        cols, Y, P, masks, pos, inv_std, x_shape, out_hw, y_shape, m = self._cache
+        cols, centred, offset, P, masks, pos, inv_std, x_shape, out_hw, y_shape, m = self._cache
         N, PH, PW, C = y_shape
         expected = y_shape if self.channels_last_out else (N, C, PH, PW)
         dOut = self._check_dY(dOut, expected)
         if not self.channels_last_out:
             dOut = dOut.transpose(0, 2, 3, 1)
         bn, gamma = self.bn, self.params["gamma"]
-        dtype = np.result_type(dOut, Y)
+        dtype = np.result_type(dOut, centred)
         g = self._buffer("g", y_shape, dtype)
         np.multiply(dOut, pos, out=g)  # dz at the window's chosen position (ReLU's mask applied)
         g2 = g.reshape(-1, C)
@@ -289,11 +317,12 @@ class ConvBNReLUPool(Layer):
         self.grads["gamma"][...] = dgamma
         dbeta, dgamma = bn._batch_sums(dbeta, dgamma)  # over the whole batch, for dy
         a = gamma * inv_std
-        dy = self._buffer("full", Y.shape, dtype)  # forward's scratch σ² is no longer needed
-        rows, OW = Y.reshape(-1, out_hw[1] * C), out_hw[1]  # per-channel vectors tiled along the rows
-        # −(a dγ / (m σ)) (y − μ)
-        np.multiply(rows, np.tile(-a * dgamma * inv_std / m, OW), out=dy.reshape(rows.shape))
-        dy.reshape(rows.shape)[...] += np.tile(-a * dbeta / m, OW)  # − a dβ / m
+        dy = self._buffer("full", centred.shape, dtype)  # (it may be the centred copy: read, then written)
+        rows, OW = centred.reshape(-1, out_hw[1] * C), out_hw[1]  # per-channel vectors tiled along the rows
+        coef = -a * dgamma * inv_std / m
+        # −(a dγ / (m σ)) (y − μ) − a dβ / m, with y − μ = centred − offset
+        np.multiply(rows, np.tile(coef, OW), out=dy.reshape(rows.shape))
+        dy.reshape(rows.shape)[...] += np.tile(-a * dbeta / m - coef * offset, OW)
         g *= a  # a dz
         for k, slab in enumerate(self._slabs(dy, N, out_hw)):  # + a dz at each window's chosen offset
             np.multiply(g, masks[k], out=tmp)
@@ -310,19 +339,18 @@ class ConvBNReLUPool(Layer):
         np.matmul(self._ones(dy.shape[0], dy.dtype), dy, out=self.grads["b"])  # db = 1ᵀ dy
         if not self.input_grad:
             return None
-        padded, _ = _geometry(x_shape, conv.kernel_size, conv.stride, conv.padding)
-        dXp = self._buffer("dXp", padded, dy.dtype)
-        scratch = self._buffer("dX_part", (dy.shape[0], C_in), dy.dtype)
-        _input_grad_nhwc(dy, W.astype(dy.dtype, copy=False), conv.stride, out_hw, dXp, scratch)
-        (ph, pw), (N, _, H, Wd) = conv.padding, x_shape
-        inner = dXp[:, ph : ph + H, pw : pw + Wd]
+        N, _, H, Wd = x_shape
         if self.channels_last_in:
             dX = self._output("dX", (N, H, Wd, C_in), dy.dtype)
-            np.copyto(dX, inner)
         else:
-            dX = self._output("dX", x_shape, dy.dtype)
-            np.copyto(dX, inner.transpose(0, 3, 1, 2))
-        return dX
+            dX = self._buffer("dX_nhwc", (N, H, Wd, C_in), dy.dtype)
+        scratch = self._buffer("dX_part", (dy.shape[0], C_in), dy.dtype)
+        _input_grad_nhwc(dy, W.astype(dy.dtype, copy=False), conv.stride, conv.padding, out_hw, dX, scratch)
+        if self.channels_last_in:
+            return dX
+        dX_nchw = self._output("dX", x_shape, dy.dtype)
+        np.copyto(dX_nchw, dX.transpose(0, 3, 1, 2))
+        return dX_nchw
 
 
 class FusedSequential(Sequential):
