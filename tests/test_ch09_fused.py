@@ -16,13 +16,16 @@ from handgrad.ch09_convolution.fused import ConvBNReLUPool, FusedSequential, fus
 
 # (N, C_in, C_out, H, W, kernel, stride, padding): odd sizes (the pool floors), stride 2 with padding,
 # one input channel, a batch of one, a rectangular kernel; then the recipe's three blocks
+RECIPE = [(16, 1, 16, 28, 28, 3, 1, 1), (16, 16, 32, 14, 14, 3, 1, 1), (16, 32, 64, 7, 7, 3, 1, 1)]
 CASES = [
     (2, 1, 3, 5, 7, 3, 1, 1),
     (3, 2, 4, 9, 9, 3, 2, 1),
     (1, 3, 2, 6, 8, (3, 2), 1, (1, 0)),
     (2, 2, 3, 7, 6, 1, 1, 0),
+    (3, 1, 4, 8, 6, 3, 1, 1),  # one channel, even sizes: the window-major rows
+    (2, 1, 3, 12, 10, (3, 2), 2, 1),  # the same with stride 2 and a rectangular kernel
 ]
-RECIPE = [(16, 1, 16, 28, 28, 3, 1, 1), (16, 16, 32, 14, 14, 3, 1, 1), (16, 32, 64, 7, 7, 3, 1, 1)]
+WINDOW_MAJOR = [*CASES[-2:], RECIPE[0]]
 
 
 def make_layers(case, rng, dtype=np.float64, gamma=None):
@@ -81,6 +84,18 @@ def test_block_equals_the_composition_in_float64(case, signs, rng):
     compare(layers, X, rng, 1e-9)
 
 
+@pytest.mark.parametrize("case", WINDOW_MAJOR)
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_window_major_rows_and_the_gram_form_equal_the_composition(case, input_grad, rng):
+    """One input channel and even sizes: rows ordered by window offset; without dX, dW and db from the
+    Gram matrix of [cols 1] (``_grads_without_dy``) instead of colsᵀ dy."""
+    c = case[2]
+    gamma = rng.uniform(0.5, 2, c) * np.where(np.arange(c) % 2, -1, 1)
+    layers, X = make_layers(case, rng, gamma=gamma)
+    block, _ = compare(layers, X, rng, 1e-9, input_grad=input_grad)
+    assert block._cache[1] is not None  # the window-major layout was used
+
+
 @pytest.mark.parametrize("case", CASES + RECIPE)
 def test_block_equals_the_composition_in_float32(case, rng):
     c = case[2]
@@ -99,25 +114,26 @@ def test_the_one_pass_variance_is_guarded_against_cancellation(offset, rng, monk
     layers, X = make_layers(case, rng, np.float32, gamma=gamma.astype(np.float32))
     X = X + np.float32(offset)
     block, _ = compare(layers, X, rng, 2e-5)
-    assert (block._cache[1] is block._buffers["Y_mat"]) == (offset == 0)  # one pass: y itself is kept
+    assert (block._cache[2] is block._buffers["Y_mat"]) == (offset == 0)  # one pass: y itself is kept
     if offset:
         monkeypatch.setattr(ConvBNReLUPool, "VARIANCE_GUARD", np.inf)
         with pytest.raises(AssertionError):
             compare(layers, X, rng, 2e-5)
 
 
-def tie_inputs(rng, C=4):
+def tie_inputs(rng, size=(6, 6), C=4):
     """A 1×1 convolution with W = 1 and inputs drawn from three values: many exact ties in every window."""
     conv, bn = Conv2D(1, C, 1, rng=rng, dtype=np.float64), BatchNorm2D(C, dtype=np.float64)
     conv.params["W"][...] = 1
-    return conv, bn, rng.integers(0, 3, (4, 1, 6, 6)).astype(np.float64)
+    return conv, bn, rng.integers(0, 3, (4, 1, *size)).astype(np.float64)
 
 
 @pytest.mark.parametrize("gamma", [[1.0, -1.0, 2.0, -0.5], [0.0, 1.0, 0.0, -1.0]])
-def test_ties_route_the_gradient_to_the_same_position_as_the_composition(gamma, rng):
+@pytest.mark.parametrize("size", [(6, 6), (7, 6)])  # window-major rows, and the image's row order
+def test_ties_route_the_gradient_to_the_same_position_as_the_composition(gamma, size, rng):
     """Exact ties (and γ = 0, where all of a window's z are equal): the first position in row-major order
     gets the gradient, in the block and in the composition (which is PyTorch's choice: *_torch.py)."""
-    conv, bn, X = tie_inputs(rng)
+    conv, bn, X = tie_inputs(rng, size)
     bn.params["gamma"][...] = gamma
     bn.params["beta"][...] = [0.5, 0.25, 0.1, 0.3]
     block, composed = compare([conv, bn, ReLU(), MaxPool2D(2)], X, rng, 1e-9)

@@ -37,13 +37,13 @@ def torch_block(conv, bn, X, G):
     )
 
 
-@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("ties", [False, (7, 6), (8, 6)])  # odd and even (window-major) sizes
 @pytest.mark.parametrize("gamma", [[1.0, -1.0, 2.0, -0.5], [0.0, 1.0, 0.0, -1.0]])
 def test_block_matches_torch_including_ties_and_negative_gamma(ties, gamma, rng):
     if ties:  # a 1×1 convolution of W = 1 over three values: exact ties in most windows
         conv = Conv2D(1, 4, 1, rng=rng, dtype=np.float64)
         conv.params["W"][...] = 1
-        X = rng.integers(0, 3, (3, 1, 7, 6)).astype(np.float64)
+        X = rng.integers(0, 3, (3, 1, *ties)).astype(np.float64)
     else:
         conv = Conv2D(2, 4, 3, stride=2, padding=1, rng=rng, dtype=np.float64)
         X = rng.standard_normal((3, 2, 9, 11))

@@ -31,6 +31,18 @@ added at each window's chosen position:
 
 which then goes through ``Conv2D``'s backward (dW = colsᵀ dy, db = 1ᵀ dy, dX one kernel offset at a time).
 
+The first block of an image network (one input channel, even output sizes) orders the column matrix's
+rows — and so y's — by window offset: row (k, b, p, q) is output pixel (2p + i, 2q + j) of example b for
+window offset k = 2i + j. The four offsets of every window are then four contiguous quarters of y, so the
+pool, its masks and the gradient's placement read and write whole arrays, not strided slabs; batch norm's
+sums and dW = colsᵀ dy do not depend on the order of the rows. Its backward, when no dX is asked for (the
+first layer's), never writes dy: with y = cols W_matᵀ and E = [cols 1]ᵀ,
+
+    [dW_matᵀ; dbᵀ] = E dy = (E Eᵀ)[:, :K] W_matᵀ diag(c) + (E 1) dᵀ + Σ_k E_k (a g ⊙ mask_k)
+
+for dy = c ⊙ y + d + (a g at the argmax), where E Eᵀ is a (K+1)² Gram matrix (K = kh·kw = 9) and E_k the
+quarter of E's columns of window offset k (``_grads_without_dy``).
+
 Inside the block the maps are channels-last (N, H, W, C): that is the order the im2col product writes,
 so no transposes are needed; ``FusedSequential`` passes channels-last maps from one block to the next
 and gives the last block's output back in NCHW before ``Flatten``. In eval mode the batch norm is folded
@@ -48,6 +60,7 @@ layers to rounding (tests: float64 to 1e-9, float32 to float32 tolerance, negati
 import itertools
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import ShapeError
 from ..ch02_linear_algebra import as_float_array
@@ -57,6 +70,26 @@ from .convolution import Conv2D, _check_nchw, _columns, _geometry, _im2col_nhwc,
 from .pooling import MaxPool2D
 
 __all__ = ["ConvBNReLUPool", "FusedSequential", "fusable"]
+
+
+def _weight_matrix(W):
+    """W (C_out, C_in, kh, kw) as the (C_out, kh·kw·C_in) matrix of the column order (``Conv2D``)."""
+    return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+
+
+def _im2col_window_major(Xp, kernel, stride, out_hw, out):
+    """The column matrix of a one-channel padded batch Xp (N, H̃, W̃, 1), transposed into ``out`` (kh·kw, M),
+    with its M = N·OH·OW rows ordered (window offset (i, j), b, p, q) for output pixel (2p + i, 2q + j):
+    each 2×2 pooling window's four offsets are then four contiguous quarters (module doc)."""
+    (kh, kw), (sh, sw), (OH, OW) = kernel, stride, out_hw
+    N, PH, PW = Xp.shape[0], OH // 2, OW // 2
+    win = sliding_window_view(Xp[..., 0], kernel, axis=(1, 2))  # (N, H̃−kh+1, W̃−kw+1, kh, kw), a view
+    quarters = out.reshape(kh, kw, 4, N, PH, PW)
+    for i in (0, 1):
+        for j in (0, 1):
+            src = win[:, sh * i :: 2 * sh, sw * j :: 2 * sw][:, :PH, :PW]  # (N, PH, PW, kh, kw)
+            np.copyto(quarters[:, :, 2 * i + j], src.transpose(3, 4, 0, 1, 2))
+    return out
 
 
 def _channel_sum_squares(rows, OW, C):
@@ -163,19 +196,31 @@ class ConvBNReLUPool(Layer):
             Xp[:, ph : H + ph, :pw] = 0
             Xp[:, ph : H + ph, Wd + pw :] = 0
         np.copyto(Xp[:, ph : H + ph, pw : Wd + pw], X if self.channels_last_in else X.transpose(0, 2, 3, 1))
-        cols = _columns(self, N * OH * OW, W[0].size, dtype)
-        _im2col_nhwc(Xp, conv.kernel_size, conv.stride, (OH, OW), out=cols)
-        W_mat = W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)  # (C_out, kh·kw·C_in)
-        Y = self._buffer("Y_mat", (cols.shape[0], W.shape[0]), dtype)
-        np.matmul(cols, W_mat.T, out=Y)  # (N·OH·OW, K) @ (K, C_out)
-        return x_shape, (OH, OW), cols, Y
+        M, K = N * OH * OW, W[0].size
+        if self._window_major((OH, OW)):
+            cols_ext = self._buffer("cols_ext", (K + 1, M), dtype)  # [cols 1]ᵀ, for backward's Gram matrix
+            cols_ext[K] = 1
+            _im2col_window_major(Xp, conv.kernel_size, conv.stride, (OH, OW), out=cols_ext[:K])
+            cols = cols_ext[:K].T
+        else:
+            cols_ext, cols = None, _columns(self, M, K, dtype)
+            _im2col_nhwc(Xp, conv.kernel_size, conv.stride, (OH, OW), out=cols)
+        Y = self._buffer("Y_mat", (M, W.shape[0]), dtype)
+        np.matmul(cols, _weight_matrix(W).T, out=Y)  # (N·OH·OW, K) @ (K, C_out)
+        return x_shape, (OH, OW), cols, cols_ext, Y
 
-    @staticmethod
-    def _slabs(Y, N, out_hw):
-        """The four 2×2 window offsets of the (N·OH·OW, C) map Y as strided (N, OH//2, OW//2, C) views."""
+    def _window_major(self, out_hw):
+        """Whether the block orders its rows by window offset (module doc): one input channel, even OH, OW."""
+        return self.in_channels == 1 and out_hw[0] % 2 == 0 and out_hw[1] % 2 == 0
+
+    def _slabs(self, Y, N, out_hw):
+        """The four 2×2 window offsets of the (N·OH·OW, C) map Y as (N, OH//2, OW//2, C) views: strided in
+        the image's row order, contiguous quarters in the window-major order."""
         (OH, OW), C = out_hw, Y.shape[1]
-        Y4 = Y.reshape(N, OH, OW, C)
         PH, PW = OH // 2, OW // 2
+        if self._window_major(out_hw):
+            return list(Y.reshape(4, N, PH, PW, C))
+        Y4 = Y.reshape(N, OH, OW, C)
         return [Y4[:, m : 2 * PH : 2, n : 2 * PW : 2] for m in (0, 1) for n in (0, 1)]
 
     def _pool(self, slabs, reduce, out, masks=None):
@@ -206,7 +251,7 @@ class ConvBNReLUPool(Layer):
         W, b, gamma, beta = (self.params[k] for k in ("W", "b", "gamma", "beta"))
         if not self.training:
             return self._forward_eval(X)
-        x_shape, out_hw, cols, Y = self._conv_rows(X, W)
+        x_shape, out_hw, cols, cols_ext, Y = self._conv_rows(X, W)
         N, C, dtype = x_shape[0], W.shape[0], Y.dtype
         mean0, m = bn._batch_mean(Y)  # the mean of conv(x) without its bias: μ = mean0 + b (every replica's)
         if m < 2:
@@ -240,7 +285,21 @@ class ConvBNReLUPool(Layer):
         pos = self._buffer("pos", y_shape, np.bool_)
         np.greater(Z, 0, out=pos)  # ReLU's 1{z > 0} at the pooled size
         np.maximum(Z, self._zeros(Z), out=Z)  # ReLU, after the pool
-        self._cache = (cols, centred, offset, P, masks, pos, inv_std, x_shape, out_hw, y_shape, m)
+        self._cache = (
+            cols,
+            cols_ext,
+            centred,
+            offset,
+            mean0,
+            P,
+            masks,
+            pos,
+            inv_std,
+            x_shape,
+            out_hw,
+            y_shape,
+            m,
+        )
         return self._finish(Z, y_shape)
 
     # one-pass statistics are used where they lose at most log2(1 + VARIANCE_GUARD) bits to cancellation
@@ -274,7 +333,7 @@ class ConvBNReLUPool(Layer):
         scale = gamma * inv_std  # a = γ / σ
         W_folded = W * scale[:, None, None, None]  # W' = a W: conv(x; W') = a conv(x; W)
         b_folded = (b - bn.state["running_mean"]) * scale + beta  # b' = a (b − μ) + β
-        x_shape, out_hw, _, Y = self._conv_rows(X, W_folded)  # a conv(x), the folded z minus b'
+        x_shape, out_hw, _, _, Y = self._conv_rows(X, W_folded)  # a conv(x), the folded z minus b'
         y_shape = (x_shape[0], out_hw[0] // 2, out_hw[1] // 2, W.shape[0])
         Z = np.empty(y_shape, dtype)
         self._pool(self._slabs(Y, x_shape[0], out_hw), np.maximum, Z)  # the sign of a is in W'
@@ -298,7 +357,9 @@ class ConvBNReLUPool(Layer):
                 f"{self!r}: backward needs a forward in training mode first (eval mode keeps "
                 "nothing for backward)"
             )
-        cols, centred, offset, P, masks, pos, inv_std, x_shape, out_hw, y_shape, m = self._cache
+        cols, cols_ext, centred, offset, mean0, P, masks, pos, inv_std, x_shape, out_hw, y_shape, m = (
+            self._cache
+        )
         N, PH, PW, C = y_shape
         expected = y_shape if self.channels_last_out else (N, C, PH, PW)
         dOut = self._check_dY(dOut, expected)
@@ -317,28 +378,63 @@ class ConvBNReLUPool(Layer):
         self.grads["gamma"][...] = dgamma
         dbeta, dgamma = bn._batch_sums(dbeta, dgamma)  # over the whole batch, for dy
         a = gamma * inv_std
+        coef = -a * dgamma * inv_std / m  # dy = coef (y − μ) + d + a dz at the argmax, d = −a dβ / m
+        g *= a  # a dz
+        if cols_ext is not None and not self.input_grad:
+            return self._grads_without_dy(cols_ext, g, masks, tmp, coef, -a * dbeta / m - coef * mean0)
         dy = self._buffer("full", centred.shape, dtype)  # (it may be the centred copy: read, then written)
         rows, OW = centred.reshape(-1, out_hw[1] * C), out_hw[1]  # per-channel vectors tiled along the rows
-        coef = -a * dgamma * inv_std / m
         # −(a dγ / (m σ)) (y − μ) − a dβ / m, with y − μ = centred − offset
         np.multiply(rows, np.tile(coef, OW), out=dy.reshape(rows.shape))
         dy.reshape(rows.shape)[...] += np.tile(-a * dbeta / m - coef * offset, OW)
-        g *= a  # a dz
         for k, slab in enumerate(self._slabs(dy, N, out_hw)):  # + a dz at each window's chosen offset
             np.multiply(g, masks[k], out=tmp)
             slab += tmp
         return self._conv_backward(cols, dy, x_shape, out_hw)
 
+    def _grads_without_dy(self, cols_ext, g, masks, tmp, coef, const):
+        """dW and db of the window-major block when no dX is asked for, without writing dy (module doc).
+
+        dy = y·diag(c) + 1 dᵀ + S, with y = cols W_matᵀ, c = ``coef``, d = ``const`` and S the a dz placed
+        at each window's chosen offset, so with the (K+1, M) matrix E = [cols 1]ᵀ (``cols_ext``)
+
+            E dy = (E Eᵀ)[:, :K] W_matᵀ diag(c) + (E 1) dᵀ + Σ_k E_k (a dz ⊙ mask_k)
+
+        whose first K rows are dW_matᵀ = colsᵀ dy and whose last row is db = 1ᵀ dy. E Eᵀ is a (K+1)² Gram
+        matrix (K = kh·kw: 9 for a 3×3 kernel), E 1 its last column, and E_k the k-th quarter of E's
+        columns (window offset k), so each S term is a product over a quarter of the rows."""
+        W = self.params["W"]
+        K, C = cols_ext.shape[0] - 1, W.shape[0]
+        gram = cols_ext @ cols_ext.T  # (K+1, K+1)
+        dW_ext = (gram[:, :K] @ _weight_matrix(W).astype(g.dtype, copy=False).T) * coef
+        dW_ext += gram[:, K:] * const
+        quarters = cols_ext.reshape(K + 1, 4, -1)
+        for k in range(4):
+            np.multiply(g, masks[k], out=tmp)
+            dW_ext += quarters[:, k] @ tmp.reshape(-1, C)
+        self._store_conv_grads(dW_ext[:K], dW_ext[K])
+        return None
+
+    def _store_conv_grads(self, dW_matT, db):
+        (kh, kw), C_in, C_out = self.conv.kernel_size, self.in_channels, self.params["W"].shape[0]
+        np.copyto(self.grads["W"], dW_matT.reshape(kh, kw, C_in, C_out).transpose(3, 2, 0, 1))
+        np.copyto(self.grads["b"], db)
+
     def _conv_backward(self, cols, dy, x_shape, out_hw):
-        """Conv2D's backward for dy (N·OH·OW, C_out) in channels-last rows (``Conv2D.backward``)."""
+        """Conv2D's backward for dy (N·OH·OW, C_out) in the rows of ``cols`` (``Conv2D.backward``)."""
         conv, W = self.conv, self.params["W"]
-        (kh, kw), C_in, C_out = conv.kernel_size, self.in_channels, W.shape[0]
+        C_in, C_out = self.in_channels, W.shape[0]
         dW_matT = self._buffer("dW_matT", (cols.shape[1], C_out), dy.dtype)
         np.matmul(cols.T, dy, out=dW_matT)  # dW_matᵀ = colsᵀ dy
-        np.copyto(self.grads["W"], dW_matT.reshape(kh, kw, C_in, C_out).transpose(3, 2, 0, 1))
-        np.matmul(self._ones(dy.shape[0], dy.dtype), dy, out=self.grads["b"])  # db = 1ᵀ dy
+        self._store_conv_grads(dW_matT, self._ones(dy.shape[0], dy.dtype) @ dy)  # db = 1ᵀ dy
         if not self.input_grad:
             return None
+        if self._window_major(out_hw):  # back to the image's row order (b, i, j) for the slabs of dX
+            N, (OH, OW) = x_shape[0], out_hw
+            dy_rows = self._buffer("dy_rows", dy.shape, dy.dtype)
+            src = dy.reshape(2, 2, N, OH // 2, OW // 2, C_out).transpose(2, 3, 0, 4, 1, 5)
+            np.copyto(dy_rows.reshape(N, OH // 2, 2, OW // 2, 2, C_out), src)
+            dy = dy_rows
         N, _, H, Wd = x_shape
         if self.channels_last_in:
             dX = self._output("dX", (N, H, Wd, C_in), dy.dtype)
