@@ -86,14 +86,14 @@ def test_block_equals_the_composition_in_float64(case, signs, rng):
 
 @pytest.mark.parametrize("case", WINDOW_MAJOR)
 @pytest.mark.parametrize("input_grad", [True, False])
-def test_window_major_rows_and_the_gram_form_equal_the_composition(case, input_grad, rng):
-    """One input channel and even sizes: rows ordered by window offset; without dX, dW and db from the
-    Gram matrix of [cols 1] (``_grads_without_dy``) instead of colsᵀ dy."""
+def test_window_major_rows_and_the_form_without_dy_equal_the_composition(case, input_grad, rng):
+    """One input channel and even sizes: rows ordered by window offset; without dX, dW and db as
+    [cols 1]ᵀ dy without dy (``_grads_without_dy``) instead of colsᵀ dy."""
     c = case[2]
     gamma = rng.uniform(0.5, 2, c) * np.where(np.arange(c) % 2, -1, 1)
     layers, X = make_layers(case, rng, gamma=gamma)
     block, _ = compare(layers, X, rng, 1e-9, input_grad=input_grad)
-    assert block._cache[1] is not None  # the window-major layout was used
+    assert block._cache.cols_ext is not None  # the window-major layout was used
 
 
 @pytest.mark.parametrize("case", CASES + RECIPE)
@@ -114,7 +114,7 @@ def test_the_one_pass_variance_is_guarded_against_cancellation(offset, rng, monk
     layers, X = make_layers(case, rng, np.float32, gamma=gamma.astype(np.float32))
     X = X + np.float32(offset)
     block, _ = compare(layers, X, rng, 2e-5)
-    assert (block._cache[2] is block._buffers["Y_mat"]) == (offset == 0)  # one pass: y itself is kept
+    assert (block._cache.centred is block._buffers["Y_mat"]) == (offset == 0)  # one pass: y itself is kept
     if offset:
         monkeypatch.setattr(ConvBNReLUPool, "VARIANCE_GUARD", np.inf)
         with pytest.raises(AssertionError):

@@ -36,12 +36,12 @@ rows — and so y's — by window offset: row (k, b, p, q) is output pixel (2p +
 window offset k = 2i + j. The four offsets of every window are then four contiguous quarters of y, so the
 pool, its masks and the gradient's placement read and write whole arrays, not strided slabs; batch norm's
 sums and dW = colsᵀ dy do not depend on the order of the rows. Its backward, when no dX is asked for (the
-first layer's), never writes dy: with y = cols W_matᵀ and E = [cols 1]ᵀ,
+first layer's), never writes dy: with E = [cols 1]ᵀ,
 
-    [dW_matᵀ; dbᵀ] = E dy = (E Eᵀ)[:, :K] W_matᵀ diag(c) + (E 1) dᵀ + Σ_k E_k (a g ⊙ mask_k)
+    [dW_matᵀ; dbᵀ] = E dy = (E y) diag(c) + (E 1) dᵀ + Σ_k E_k (a g ⊙ mask_k)
 
-for dy = c ⊙ y + d + (a g at the argmax), where E Eᵀ is a (K+1)² Gram matrix (K = kh·kw = 9) and E_k the
-quarter of E's columns of window offset k (``_grads_without_dy``).
+for dy = c ⊙ y + d + (a g at the argmax), where E_k is the quarter of E's columns of window offset k
+(``_grads_without_dy``): one product reads y, and four products over quarters place the argmax terms.
 
 Inside the block the maps are channels-last (N, H, W, C): that is the order the im2col product writes,
 so no transposes are needed; ``FusedSequential`` passes channels-last maps from one block to the next
@@ -58,6 +58,7 @@ layers to rounding (tests: float64 to 1e-9, float32 to float32 tolerance, negati
 """
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -285,20 +286,21 @@ class ConvBNReLUPool(Layer):
         pos = self._buffer("pos", y_shape, np.bool_)
         np.greater(Z, 0, out=pos)  # ReLU's 1{z > 0} at the pooled size
         np.maximum(Z, self._zeros(Z), out=Z)  # ReLU, after the pool
-        self._cache = (
-            cols,
-            cols_ext,
-            centred,
-            offset,
-            mean0,
-            P,
-            masks,
-            pos,
-            inv_std,
-            x_shape,
-            out_hw,
-            y_shape,
-            m,
+        self._cache = SimpleNamespace(
+            cols=cols,
+            cols_ext=cols_ext,
+            Y=Y,
+            centred=centred,
+            offset=offset,
+            mean0=mean0,
+            P=P,
+            masks=masks,
+            pos=pos,
+            inv_std=inv_std,
+            x_shape=x_shape,
+            out_hw=out_hw,
+            y_shape=y_shape,
+            m=m,
         )
         return self._finish(Z, y_shape)
 
@@ -357,9 +359,9 @@ class ConvBNReLUPool(Layer):
                 f"{self!r}: backward needs a forward in training mode first (eval mode keeps "
                 "nothing for backward)"
             )
-        cols, cols_ext, centred, offset, mean0, P, masks, pos, inv_std, x_shape, out_hw, y_shape, m = (
-            self._cache
-        )
+        c = self._cache
+        P, masks, pos, inv_std, y_shape, m = c.P, c.masks, c.pos, c.inv_std, c.y_shape, c.m
+        centred, out_hw = c.centred, c.out_hw
         N, PH, PW, C = y_shape
         expected = y_shape if self.channels_last_out else (N, C, PH, PW)
         dOut = self._check_dY(dOut, expected)
@@ -380,34 +382,33 @@ class ConvBNReLUPool(Layer):
         a = gamma * inv_std
         coef = -a * dgamma * inv_std / m  # dy = coef (y − μ) + d + a dz at the argmax, d = −a dβ / m
         g *= a  # a dz
-        if cols_ext is not None and not self.input_grad:
-            return self._grads_without_dy(cols_ext, g, masks, tmp, coef, -a * dbeta / m - coef * mean0)
+        if c.cols_ext is not None and not self.input_grad:
+            return self._grads_without_dy(
+                c.cols_ext, c.Y, g, masks, tmp, coef, -a * dbeta / m - coef * c.mean0
+            )
         dy = self._buffer("full", centred.shape, dtype)  # (it may be the centred copy: read, then written)
         rows, OW = centred.reshape(-1, out_hw[1] * C), out_hw[1]  # per-channel vectors tiled along the rows
         # −(a dγ / (m σ)) (y − μ) − a dβ / m, with y − μ = centred − offset
         np.multiply(rows, np.tile(coef, OW), out=dy.reshape(rows.shape))
-        dy.reshape(rows.shape)[...] += np.tile(-a * dbeta / m - coef * offset, OW)
+        dy.reshape(rows.shape)[...] += np.tile(-a * dbeta / m - coef * c.offset, OW)
         for k, slab in enumerate(self._slabs(dy, N, out_hw)):  # + a dz at each window's chosen offset
             np.multiply(g, masks[k], out=tmp)
             slab += tmp
-        return self._conv_backward(cols, dy, x_shape, out_hw)
+        return self._conv_backward(c.cols, dy, c.x_shape, out_hw)
 
-    def _grads_without_dy(self, cols_ext, g, masks, tmp, coef, const):
+    def _grads_without_dy(self, cols_ext, Y, g, masks, tmp, coef, const):
         """dW and db of the window-major block when no dX is asked for, without writing dy (module doc).
 
-        dy = y·diag(c) + 1 dᵀ + S, with y = cols W_matᵀ, c = ``coef``, d = ``const`` and S the a dz placed
-        at each window's chosen offset, so with the (K+1, M) matrix E = [cols 1]ᵀ (``cols_ext``)
+        dy = y diag(c) + 1 dᵀ + S, with c = ``coef``, d = ``const`` and S the a dz placed at each window's
+        chosen offset, so with the (K+1, M) matrix E = [cols 1]ᵀ (``cols_ext``)
 
-            E dy = (E Eᵀ)[:, :K] W_matᵀ diag(c) + (E 1) dᵀ + Σ_k E_k (a dz ⊙ mask_k)
+            E dy = (E y) diag(c) + (E 1) dᵀ + Σ_k E_k (a dz ⊙ mask_k)
 
-        whose first K rows are dW_matᵀ = colsᵀ dy and whose last row is db = 1ᵀ dy. E Eᵀ is a (K+1)² Gram
-        matrix (K = kh·kw: 9 for a 3×3 kernel), E 1 its last column, and E_k the k-th quarter of E's
-        columns (window offset k), so each S term is a product over a quarter of the rows."""
-        W = self.params["W"]
-        K, C = cols_ext.shape[0] - 1, W.shape[0]
-        gram = cols_ext @ cols_ext.T  # (K+1, K+1)
-        dW_ext = (gram[:, :K] @ _weight_matrix(W).astype(g.dtype, copy=False).T) * coef
-        dW_ext += gram[:, K:] * const
+        whose first K rows are dW_matᵀ = colsᵀ dy and whose last row is db = 1ᵀ dy; E_k is the k-th quarter
+        of E's columns (window offset k), so each S term is a product over a quarter of the rows."""
+        K, C = cols_ext.shape[0] - 1, Y.shape[1]
+        dW_ext = (cols_ext @ Y) * coef  # (K+1, M) @ (M, C_out)
+        dW_ext += (cols_ext @ self._ones(Y.shape[0], Y.dtype))[:, None] * const
         quarters = cols_ext.reshape(K + 1, 4, -1)
         for k in range(4):
             np.multiply(g, masks[k], out=tmp)
