@@ -315,11 +315,11 @@ def report(args, info, steps, round_ratios, evals, predict, rss, rounds):
         f"handgrad's augmentation (shift ±2 px, rotation ±10°) of one batch of {args.batch_size}: "
         f"{1000 * aug:.1f} ms (+{aug * epoch_steps:.1f} s per epoch, not in the table)"
     )
-    peak = max(rss.values())
+    peak = rss["handgrad"]  # the target is handgrad's; PyTorch's peak is in the table beside it
     print(
         f"targets: step <= 1.5x PyTorch's (aim 1.25x) -> {step_ratio:.2f}x: "
         f"{'met' if step_ratio <= 1.5 else 'NOT met'}; evaluation <= 1.1x -> {eval_ratio:.2f}x: "
-        f"{'met' if eval_ratio <= 1.1 else 'NOT met'}; peak memory < 1 GB -> {peak:.0f} MB: "
+        f"{'met' if eval_ratio <= 1.1 else 'NOT met'}; handgrad's peak memory < 1 GB -> {peak:.0f} MB: "
         f"{'met' if peak < 1024 else 'NOT met'}"
     )
     print(load_average_line("at end"))

@@ -141,8 +141,9 @@ def test_ties_route_the_gradient_to_the_same_position_as_the_composition(gamma, 
     np.testing.assert_allclose(block.grads["gamma"], composed.layers[1].grads["gamma"], rtol=1e-9, atol=1e-12)
 
 
-def test_eval_mode_folds_batch_norm_and_keeps_nothing_for_backward(rng):
-    layers, X = make_layers(CASES[0], rng, gamma=np.array([1.5, -0.5, 0.7]))
+@pytest.mark.parametrize("case", [CASES[0], CASES[4]])  # the image's row order, and window-major rows
+def test_eval_mode_folds_batch_norm_and_keeps_nothing_for_backward(case, rng):
+    layers, X = make_layers(case, rng, gamma=np.linspace(1.5, -0.5, case[2]))
     composed = Sequential(*copy.deepcopy(layers)).eval()
     block = ConvBNReLUPool(*copy.deepcopy(layers)).eval()
     before = {k: v.copy() for k, v in block.bn.state.items()}

@@ -221,8 +221,9 @@ class Conv2D(Layer):
         dX     = col2im(dY_mat @ W_mat)              (N·OH·OW, C_out) @ (C_out, K)
 
     The last line is computed as kh·kw products dY_mat @ W[:, :, m, n], each added onto its kernel offset's
-    slab of the padded input (``_input_grad_nhwc``): the same sum, without the (N·OH·OW, K) matrix. With one
-    input channel the column matrix is built as kh·kw contiguous rows (``_im2col_nhwc``).
+    slab of the input, clipped to the unpadded image (``_input_grad_nhwc``): the same sum, without the
+    (N·OH·OW, K) matrix or a padded dX to crop. With one input channel the column matrix is built as kh·kw
+    contiguous rows (``_im2col_nhwc``).
 
     Shapes: X (N, C_in, H, W) -> Y (N, C_out, OH, OW), OH = ⌊(H + 2p_h − kh) / s_h⌋ + 1 (OW alike);
             W (C_out, C_in, kh, kw) as PyTorch's ``weight``; b (C_out,).
