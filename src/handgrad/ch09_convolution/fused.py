@@ -36,7 +36,7 @@ rows — and so y's — by window offset: row (k, b, p, q) is output pixel (2p +
 window offset k = 2i + j. The four offsets of every window are then four contiguous quarters of y, so the
 pool, its masks and the gradient's placement read and write whole arrays, not strided slabs; batch norm's
 sums and dW = colsᵀ dy do not depend on the order of the rows. Its backward, when no dX is asked for (the
-first layer's), never writes dy: with E = [cols 1]ᵀ,
+first layer's) and σ² came from the one-pass form, never writes dy: with E = [cols 1]ᵀ,
 
     [dW_matᵀ; dbᵀ] = E dy = (E y) diag(c) + (E 1) dᵀ + Σ_k E_k (a g ⊙ mask_k)
 
@@ -199,7 +199,7 @@ class ConvBNReLUPool(Layer):
         np.copyto(Xp[:, ph : H + ph, pw : Wd + pw], X if self.channels_last_in else X.transpose(0, 2, 3, 1))
         M, K = N * OH * OW, W[0].size
         if self._window_major((OH, OW)):
-            cols_ext = self._buffer("cols_ext", (K + 1, M), dtype)  # [cols 1]ᵀ, for backward's Gram matrix
+            cols_ext = self._buffer("cols_ext", (K + 1, M), dtype)  # [cols 1]ᵀ, for backward's E dy
             cols_ext[K] = 1
             _im2col_window_major(Xp, conv.kernel_size, conv.stride, (OH, OW), out=cols_ext[:K])
             cols = cols_ext[:K].T
@@ -382,7 +382,7 @@ class ConvBNReLUPool(Layer):
         a = gamma * inv_std
         coef = -a * dgamma * inv_std / m  # dy = coef (y − μ) + d + a dz at the argmax, d = −a dβ / m
         g *= a  # a dz
-        if c.cols_ext is not None and not self.input_grad:
+        if c.cols_ext is not None and c.centred is c.Y and not self.input_grad:  # (y − μ) is not needed
             return self._grads_without_dy(
                 c.cols_ext, c.Y, g, masks, tmp, coef, -a * dbeta / m - coef * c.mean0
             )
