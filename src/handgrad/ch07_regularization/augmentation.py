@@ -97,9 +97,10 @@ def _bilinear(flat, ys, xs, H, W, fill):
         index = index[:, None, :] + (np.arange(C) * (Hp * Wp))[None, :, None]
         u, v = u[:, None, :], v[:, None, :]
     source = padded.reshape(-1)
-    a, b = source[index], source[index + 1]
+    after = source[1:]  # after[i] = source[i + 1]: the right neighbours without an index + 1 array
+    a, b = np.take(source, index), np.take(after, index)
     index += Wp
-    c, d = source[index], source[index + 1]
+    c, d = np.take(source, index), np.take(after, index)
     b -= a  # the row y₀ read at x: a + v (b − a); the row y₀ + 1: c + v (d − c); then between them
     b *= v
     a += b
