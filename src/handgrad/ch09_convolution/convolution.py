@@ -86,6 +86,17 @@ def _im2col_nhwc(Xp, kernel, stride, out_hw, out):
     return out
 
 
+def _weight_matrix(W):
+    """W (C_out, C_in, kh, kw) as W_mat (C_out, kh·kw·C_in), the column matrix's order (module docstring)."""
+    return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+
+
+def _store_weight_grad(dW_matT, grad_W):
+    """Write dW_matᵀ (kh·kw·C_in, C_out), in the column matrix's order, into grad_W (C_out, C_in, kh, kw)."""
+    C_out, C_in, kh, kw = grad_W.shape
+    np.copyto(grad_W, dW_matT.reshape(kh, kw, C_in, C_out).transpose(3, 2, 0, 1))
+
+
 def _columns(layer, M, K, dtype):
     """The column matrix buffer (M, K) of a layer; for K = kh·kw (one input channel) the transpose of a
     (K, M) buffer, so that each kernel offset is one contiguous row (``_im2col_nhwc``)."""
@@ -280,9 +291,8 @@ class Conv2D(Layer):
         Xp = _pad_nhwc(X, self.padding, self._buffer("Xp", padded, dtype))
         cols = _columns(self, N * OH * OW, W[0].size, dtype)
         _im2col_nhwc(Xp, self.kernel_size, self.stride, (OH, OW), out=cols)
-        W_mat = W.transpose(0, 2, 3, 1).reshape(C_out, -1)  # (C_out, kh·kw·C_in), the column order
         Y_mat = self._buffer("Y_mat", (N * OH * OW, C_out), dtype)
-        np.matmul(cols, W_mat.T, out=Y_mat)  # (N·OH·OW, K) @ (K, C_out) -> (N·OH·OW, C_out)
+        np.matmul(cols, _weight_matrix(W).T, out=Y_mat)  # (N·OH·OW, K) @ (K, C_out) -> (N·OH·OW, C_out)
         Y_mat += b
         Y = self._output("Y", (N, C_out, OH, OW), dtype)
         np.copyto(Y, Y_mat.reshape(N, OH, OW, C_out).transpose(0, 3, 1, 2))  # NHWC -> NCHW
@@ -292,12 +302,12 @@ class Conv2D(Layer):
     def backward(self, dY):
         cols, x_shape, y_shape = self._cached(self._cache)
         dY = self._check_dY(dY, y_shape)
-        (N, C_out, OH, OW), (kh, kw), C_in = y_shape, self.kernel_size, self.in_channels
+        (N, C_out, OH, OW), C_in = y_shape, self.in_channels
         dY_mat = self._buffer("dY_mat", (N * OH * OW, C_out), np.result_type(dY, cols))
         np.copyto(dY_mat.reshape(N, OH, OW, C_out), dY.transpose(0, 2, 3, 1))  # NCHW -> rows (b, i, j)
         dW_matT = self._buffer("dW_matT", (cols.shape[1], C_out), dY_mat.dtype)
         np.matmul(cols.T, dY_mat, out=dW_matT)  # dW_matᵀ = colsᵀ dY_mat: (K, N·OH·OW) @ (N·OH·OW, C_out)
-        np.copyto(self.grads["W"], dW_matT.reshape(kh, kw, C_in, C_out).transpose(3, 2, 0, 1))
+        _store_weight_grad(dW_matT, self.grads["W"])
         np.matmul(self._ones(dY_mat.shape[0], dY_mat.dtype), dY_mat, out=self.grads["b"])  # db = 1ᵀ dY_mat
         if not self.input_grad:
             return None

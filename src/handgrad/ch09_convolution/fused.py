@@ -67,15 +67,19 @@ from .. import ShapeError
 from ..ch02_linear_algebra import as_float_array
 from ..ch06_feedforward import Layer, ReLU, Sequential
 from ..ch08_optimization import BatchNorm2D
-from .convolution import Conv2D, _check_nchw, _columns, _geometry, _im2col_nhwc, _input_grad_nhwc
+from .convolution import (
+    Conv2D,
+    _check_nchw,
+    _columns,
+    _geometry,
+    _im2col_nhwc,
+    _input_grad_nhwc,
+    _store_weight_grad,
+    _weight_matrix,
+)
 from .pooling import MaxPool2D
 
 __all__ = ["ConvBNReLUPool", "FusedSequential", "fusable"]
-
-
-def _weight_matrix(W):
-    """W (C_out, C_in, kh, kw) as the (C_out, kh·kw·C_in) matrix of the column order (``Conv2D``)."""
-    return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
 
 
 def _im2col_window_major(Xp, kernel, stride, out_hw, out):
@@ -380,17 +384,16 @@ class ConvBNReLUPool(Layer):
         self.grads["gamma"][...] = dgamma
         dbeta, dgamma = bn._batch_sums(dbeta, dgamma)  # over the whole batch, for dy
         a = gamma * inv_std
-        coef = -a * dgamma * inv_std / m  # dy = coef (y − μ) + d + a dz at the argmax, d = −a dβ / m
+        coef = -a * dgamma * inv_std / m  # dy = coef (y − μ) + d + a dz at the argmax
+        d = -a * dbeta / m
         g *= a  # a dz
         if c.cols_ext is not None and c.centred is c.Y and not self.input_grad:  # (y − μ) is not needed
-            return self._grads_without_dy(
-                c.cols_ext, c.Y, g, masks, tmp, coef, -a * dbeta / m - coef * c.mean0
-            )
+            return self._grads_without_dy(c.cols_ext, c.Y, g, masks, tmp, coef, d - coef * c.mean0)
         dy = self._buffer("full", centred.shape, dtype)  # (it may be the centred copy: read, then written)
         rows, OW = centred.reshape(-1, out_hw[1] * C), out_hw[1]  # per-channel vectors tiled along the rows
         # −(a dγ / (m σ)) (y − μ) − a dβ / m, with y − μ = centred − offset
         np.multiply(rows, np.tile(coef, OW), out=dy.reshape(rows.shape))
-        dy.reshape(rows.shape)[...] += np.tile(-a * dbeta / m - coef * c.offset, OW)
+        dy.reshape(rows.shape)[...] += np.tile(d - coef * c.offset, OW)
         for k, slab in enumerate(self._slabs(dy, N, out_hw)):  # + a dz at each window's chosen offset
             np.multiply(g, masks[k], out=tmp)
             slab += tmp
@@ -417,8 +420,7 @@ class ConvBNReLUPool(Layer):
         return None
 
     def _store_conv_grads(self, dW_matT, db):
-        (kh, kw), C_in, C_out = self.conv.kernel_size, self.in_channels, self.params["W"].shape[0]
-        np.copyto(self.grads["W"], dW_matT.reshape(kh, kw, C_in, C_out).transpose(3, 2, 0, 1))
+        _store_weight_grad(dW_matT, self.grads["W"])
         np.copyto(self.grads["b"], db)
 
     def _conv_backward(self, cols, dy, x_shape, out_hw):
