@@ -155,6 +155,17 @@ def test_resume_rejects_a_folder_that_is_not_a_run(tmp_path):
         train(TrainConfig(resume=str(tmp_path / "empty")))
 
 
+def test_resume_refuses_a_run_whose_epochs_had_another_number_of_steps(tmp_path):
+    """last.npz counts the steps; a config.json edited to another batch size no longer fits them."""
+    from handgrad.app.checkpoint import CheckpointError
+
+    train(quick(tmp_path, "r", epochs=1, limit=300, batch_size=64))  # 4 steps an epoch (the limit is 300)
+    config_path = tmp_path / "r" / "config.json"
+    config_path.write_text(config_path.read_text().replace('"batch_size": 64', '"batch_size": 100'))
+    with pytest.raises(CheckpointError, match=r"saved step count does not match .* batches of 100; was the"):
+        train(TrainConfig(resume=str(tmp_path / "r"), epochs=2, quiet=True))
+
+
 def test_out_folder_holding_a_run_is_not_overwritten(tmp_path):
     train(quick(tmp_path, "r", epochs=1, limit=300))
     with pytest.raises(ConfigError, match=r"already holds a run.*--resume"):

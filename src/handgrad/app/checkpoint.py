@@ -519,6 +519,15 @@ def restore_into(model, ckpt: Checkpoint, optimizer=None, rng=None) -> None:
         rng.bit_generator.state = ckpt.rng_state
 
 
+def check_saved_steps(run_dir, meta, steps_per_epoch, data) -> None:
+    """CheckpointError unless a run's metadata counts ``steps_per_epoch`` steps for each finished epoch:
+    otherwise the data it was trained on had another size. ``data`` says what the steps read ("50,000
+    training images in batches of 128; was the dataset changed?"), for the message."""
+    done = int(meta["epoch"]) * steps_per_epoch
+    if int(meta.get("steps", done)) != done:
+        raise CheckpointError(f"{run_dir}: the saved step count does not match {data}")
+
+
 def load_model(path):
     """(model in eval mode, Checkpoint) for a checkpoint file or run folder."""
     ckpt = load_checkpoint(path)

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..ch03_probability import sample_categorical
 from ..ch06_feedforward import cross_entropy_from_logits
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import CheckpointError, check_saved_steps, load_model
 from .config import ConfigError
 from .models import char_arch, describe, input_kind, reset_states
 
@@ -205,17 +205,13 @@ class TextData:
 
     def check_resume(self, run, meta):
         """CheckpointError unless ``last.npz``'s metadata fits this text and architecture."""
-        start, per_epoch = int(meta["epoch"]), run.steps_per_epoch
         if meta.get("arch") != run.arch or meta.get("vocab") != self.splits.vocab:
             raise CheckpointError(
                 f"{run.run_dir / 'last.npz'} holds another architecture or vocabulary than "
                 f"{self.name} gives; was the text changed?"
             )
-        if int(meta.get("steps", start * per_epoch)) != start * per_epoch:
-            raise CheckpointError(
-                f"{run.run_dir}: the saved step count does not match {len(self.train):,} training "
-                f"characters in {run.config.batch_size} streams; was the text changed?"
-            )
+        data = f"{len(self.train):,} training characters in {run.config.batch_size} streams"
+        check_saved_steps(run.run_dir, meta, run.steps_per_epoch, f"{data}; was the text changed?")
 
     def describe(self, run) -> str:
         config, splits = run.config, self.splits

@@ -79,7 +79,7 @@ from ..ch05_ml_basics import CSVLogger, batch_iterator, confusion_matrix, f1_sco
 from ..ch06_feedforward import SoftmaxCrossEntropy
 from ..ch07_regularization import EarlyStopping, add_l2_grad_, augment_batch
 from ..ch10_sequence import clip_grad_norm
-from .checkpoint import CheckpointError, load_checkpoint, restore_into, save_checkpoint
+from .checkpoint import CheckpointError, check_saved_steps, load_checkpoint, restore_into, save_checkpoint
 from .config import DEFAULT_DATASET, FALLBACK_DATASET, ConfigError, TrainConfig
 from .evaluation import evaluate_arrays
 from .language_model import TextData
@@ -380,17 +380,13 @@ class ImageData:
 
     def check_resume(self, run, meta):
         """CheckpointError unless ``last.npz``'s metadata fits this data and architecture."""
-        start, per_epoch = int(meta["epoch"]), run.steps_per_epoch
         if meta.get("arch") != run.arch:
             raise CheckpointError(
                 f"{run.run_dir / 'last.npz'} holds a different architecture than "
                 f"{run.run_dir / 'config.json'}"
             )
-        if int(meta.get("steps", start * per_epoch)) != start * per_epoch:
-            raise CheckpointError(
-                f"{run.run_dir}: the saved step count does not match {len(self.y_train):,} training "
-                f"images in batches of {run.config.batch_size}; was the dataset changed?"
-            )
+        data = f"{len(self.y_train):,} training images in batches of {run.config.batch_size}"
+        check_saved_steps(run.run_dir, meta, run.steps_per_epoch, f"{data}; was the dataset changed?")
 
     def describe(self, run) -> str:
         config = run.config
